@@ -1,0 +1,129 @@
+"""Config validation with messages that name the key, and typed views of the config.
+
+Snakemake calls :func:`validate_config` at parse time, so a bad value stops
+the run before any job starts. jsonschema's raw messages for ``oneOf``
+branches are unreadable ("is not valid under any of the given schemas"), so
+this module turns them into one line per problem: the dotted key, what was
+found, what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+MODEL_FORMS = "{micro: {layers, hidden, heads, steps, ...}}, {hf_id, revision}, {path} or {path, gguf_file}"
+
+
+class ConfigError(ValueError):
+    """A config value the schema rejects; the message names the key."""
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def dotted(path: Iterable[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _allowed(schema: dict) -> str:
+    if "enum" in schema:
+        return f"allowed values: {schema['enum']}"
+    if "properties" in schema:
+        return f"allowed keys: {sorted(schema['properties'])}"
+    bounds = []
+    for word, key in (("type", "type"), (">=", "minimum"), ("<=", "maximum"), (">", "exclusiveMinimum")):
+        if key in schema:
+            bounds.append(f"{word} {schema[key]}")
+    return "allowed: " + ", ".join(bounds) if bounds else ""
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = dotted(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return (f"config key {dotted([*error.absolute_path, extra[0]]) if extra else key}: unknown key; "
+                f"allowed keys here: {sorted(error.schema.get('properties', {}))}")
+    if error.validator == "oneOf" and isinstance(error.instance, dict):
+        found = sorted(error.instance)
+        # The branch whose required keys are all present is the one the user meant: report its errors.
+        meant = [i for i, branch in enumerate(error.schema["oneOf"])
+                 if set(branch.get("required", [])) <= set(error.instance)]
+        if len(meant) == 1:
+            inner = [e for e in error.context or [] if e.relative_schema_path[0] == meant[0]]
+            if inner:
+                return "; ".join(_describe(e) for e in inner)
+        return f"config key {key}: must be one of {MODEL_FORMS}; found keys {found}"
+    if error.validator == "required":
+        return f"config key {key}: {error.message}"
+    allowed = _allowed(error.schema)
+    return f"config key {key}: {error.message}" + (f"; {allowed}" if allowed else "")
+
+
+def _fill_defaults(schema: dict, instance: Any, root: dict) -> None:
+    """Insert ``default`` values of properties the instance leaves out (in place)."""
+    if "$ref" in schema:
+        ref = schema["$ref"].removeprefix("#/").split("/")
+        target = root
+        for part in ref:
+            target = target[part]
+        _fill_defaults(target, instance, root)
+        return
+    if not isinstance(instance, dict):
+        return
+    if "oneOf" in schema:
+        for branch in schema["oneOf"]:
+            if jsonschema.Draft202012Validator(branch | {"$defs": root.get("$defs", {})}).is_valid(instance):
+                _fill_defaults(branch, instance, root)
+                return
+    for name, sub in schema.get("properties", {}).items():
+        if name not in instance and "default" in sub:
+            instance[name] = copy.deepcopy(sub["default"])
+        if name in instance:
+            _fill_defaults(sub, instance[name], root)
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Return a validated copy of ``config`` with defaults filled in.
+
+    Raises :class:`ConfigError` listing every problem, each naming its key.
+    """
+    schema = schema if schema is not None else load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n".join(f"  - {_describe(e)}" for e in errors)
+        raise ConfigError(f"invalid configuration ({len(errors)} problem(s)):\n{lines}\n"
+                          "See config/README.md for every key.")
+    filled = copy.deepcopy(config)
+    _fill_defaults(schema, filled, schema)
+    _check_semantics(filled)
+    return filled
+
+
+def _check_semantics(config: dict) -> None:
+    """Constraints a schema cannot state."""
+    for name in ("sender", "receiver"):
+        micro = config["models"][name].get("micro")
+        if micro and micro["hidden"] % micro["heads"]:
+            raise ConfigError(f"config key models.{name}.micro.heads: {micro['heads']} does not divide "
+                              f"hidden={micro['hidden']}")
+
+
+def model_kind(spec: dict) -> str:
+    """``micro``, ``hf_id``, ``path`` or ``gguf`` for one ``models.<name>`` entry."""
+    if "micro" in spec:
+        return "micro"
+    if "hf_id" in spec:
+        return "hf_id"
+    return "gguf" if "gguf_file" in spec else "path"

@@ -1,0 +1,333 @@
+"""Synthetic multi-hop questions over fictional entities.
+
+Every example is a small *world*: a focus chain of facts that answers the
+question, plus ``distractors`` chains built to defeat shortcuts, all drawn
+afresh so no answer can be memorized.
+
+A k-hop focus chain is ``subject -r1-> e1 -r2-> ... -> e_{k-1} -attr-> value``
+where ``r*`` are person-to-person relations and ``attr`` maps a person to a
+value of a closed vocabulary (a city or a colour). ``e1`` is the *bridge
+entity*: the intermediate state the sender computes and the receiver needs.
+
+Distractor chains have the focus chain's shape and end in the same attribute
+with a different value:
+
+* a *branch* starts at the focus subject with a different first relation (so
+  the relation in the question must be read), only for k >= 2;
+* a *fresh* chain starts at another subject with the same relations (so the
+  subject in the question must be read).
+
+Branching happens only at the subject, so in the asymmetric split the
+receiver's facts form ``distractors + 1`` disjoint chains of identical shape,
+each starting at an entity it has never seen: nothing in its prompt tells the
+focus chain apart, which is what makes its chance level the true floor.
+
+Context modes:
+
+* ``shared``: sender and receiver read every fact (the reference study);
+* ``asymmetric``: hop-1 facts (those whose subject is a chain root) go only to
+  the sender, all later facts only to the receiver, the question to both.
+  Defined for k >= 2 only: a 1-hop question has no later facts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+SYLLABLES: tuple[str, ...] = (
+    "ba", "ko", "ri", "zu", "mel", "dor", "fen", "ta", "vi", "lo",
+    "ne", "sar", "gu", "pim", "rax", "tul", "yo", "ek", "wen", "qua",
+    "bis", "mo", "ja", "hul", "cer", "nix", "pa", "dru",
+)
+PERSON_RELATIONS: tuple[str, ...] = ("mentor", "friend", "boss", "rival", "neighbor", "cousin")
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "city": ("Paris", "London", "Tokyo", "Berlin", "Rome", "Madrid",
+             "Cairo", "Lima", "Oslo", "Dublin", "Vienna", "Prague"),
+    "color": ("red", "blue", "green", "black", "white", "yellow",
+              "brown", "pink", "purple", "orange", "gray", "silver"),
+}
+SPLITS: tuple[str, ...] = ("lm_train", "bridge_train", "bridge_val", "eval")
+CONTEXT_MODES: tuple[str, ...] = ("shared", "asymmetric")
+MAX_DISTRACTORS = min(len(v) for v in ATTRIBUTE_VALUES.values()) - 1
+QUESTION_MARK = "Q:"
+FACTS_MARK = "Facts:"  # so every name, the first included, follows a space and tokenizes alike
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the dataset stage reads from the config (``data.*`` plus ``seed``)."""
+
+    seed: int = 0
+    hops: tuple[int, ...] = (1, 2)
+    distractors: int = 3
+    context_modes: tuple[str, ...] = CONTEXT_MODES
+    sizes: dict[str, int] = field(default_factory=lambda: {
+        "lm_train": 20000, "bridge_train": 2000, "bridge_val": 500, "eval": 1000})
+    train_questions: int = 6
+
+    def __post_init__(self) -> None:
+        if not self.hops or min(self.hops) < 1:
+            raise ValueError(f"data.hops must be a non-empty list of ints >= 1, got {self.hops}")
+        if not 0 <= self.distractors <= MAX_DISTRACTORS:
+            raise ValueError(f"data.distractors must be in [0, {MAX_DISTRACTORS}], got {self.distractors}")
+        unknown = set(self.context_modes) - set(CONTEXT_MODES)
+        if unknown or not self.context_modes:
+            raise ValueError(f"data.context_modes must be a non-empty subset of {list(CONTEXT_MODES)}")
+        if max(self.hops) + self.distractors * max(self.hops) > len(SYLLABLES) ** 2 // 4:
+            raise ValueError("data.hops x data.distractors too large for the name vocabulary")
+
+    @classmethod
+    def from_config(cls, config: dict) -> "DataConfig":
+        data = config.get("data", {})
+        defaults = cls()
+        return cls(
+            seed=int(config.get("seed", defaults.seed)),
+            hops=tuple(int(h) for h in data.get("hops", defaults.hops)),
+            distractors=int(data.get("distractors", defaults.distractors)),
+            context_modes=tuple(data.get("context_modes", defaults.context_modes)),
+            sizes={**defaults.sizes, **{k: int(v) for k, v in data.get("sizes", {}).items()}},
+            train_questions=int(data.get("train_questions", defaults.train_questions)),
+        )
+
+
+@dataclass(frozen=True)
+class Fact:
+    subject: str
+    relation: str
+    obj: str
+    depth: int  # 0 for a fact whose subject is a chain root
+
+    def sentence(self) -> str:
+        return f"{self.subject}'s {self.relation} is {self.obj}."
+
+    def object_offset(self) -> int:
+        """Character offset of the object within :meth:`sentence`."""
+        return len(self.sentence()) - 1 - len(self.obj)
+
+
+@dataclass(frozen=True)
+class Chain:
+    entities: tuple[str, ...]  # root first; len == hops
+    relations: tuple[str, ...]  # person relations then the attribute; len == hops
+    value: str
+
+    def facts(self) -> list[Fact]:
+        objects = (*self.entities[1:], self.value)
+        return [Fact(s, r, o, d) for d, (s, r, o) in enumerate(zip(self.entities, self.relations, objects))]
+
+
+@dataclass(frozen=True)
+class World:
+    focus: Chain
+    distractors: tuple[Chain, ...]
+    fact_order: tuple[Fact, ...]  # shuffled, every fact of every chain
+
+    @property
+    def hops(self) -> int:
+        return len(self.focus.relations)
+
+    @property
+    def attribute(self) -> str:
+        return self.focus.relations[-1]
+
+    @property
+    def bridge_entity(self) -> str | None:
+        return self.focus.entities[1] if self.hops >= 2 else None
+
+    def chains(self) -> tuple[Chain, ...]:
+        return (self.focus, *self.distractors)
+
+
+def question_text(subject: str, relations: Sequence[str]) -> str:
+    """``Q: Bako's mentor's city is`` for relations (mentor, city).
+
+    Possessives read in chain order, so each hop's result can be formed at
+    the token that names its relation, as the facts are written.
+    """
+    return f"{QUESTION_MARK} {subject}'s " + "'s ".join(relations) + " is"
+
+
+def name_pool() -> tuple[str, ...]:
+    """Every two-syllable name, capitalized: 784 names no model has seen as entities."""
+    return tuple((a + b).capitalize() for a, b in itertools.product(SYLLABLES, repeat=2))
+
+
+_NAMES = name_pool()
+
+
+def sample_world(rng: np.random.Generator, hops: int, n_distractors: int) -> World:
+    """Draw one world; every (entity, relation) pair has exactly one object."""
+    attribute = str(rng.choice(list(ATTRIBUTE_VALUES)))
+    values = rng.choice(len(ATTRIBUTE_VALUES[attribute]), size=n_distractors + 1, replace=False)
+    value_names = [ATTRIBUTE_VALUES[attribute][i] for i in values]
+    n_names = hops * (n_distractors + 1)
+    names = [_NAMES[i] for i in rng.choice(len(_NAMES), size=n_names, replace=False)]
+    person_relations = [str(r) for r in rng.choice(PERSON_RELATIONS, size=max(hops - 1, 0))]
+    focus_relations = (*person_relations, attribute)
+    focus = Chain(tuple(names[:hops]), focus_relations, value_names[0])
+    taken_names = hops
+
+    # Branches need an unused first relation at the subject; at most len(PERSON_RELATIONS) - 1.
+    unused_first = [r for r in PERSON_RELATIONS if hops >= 2 and r != focus_relations[0]]
+    unused_first = [str(r) for r in rng.permutation(unused_first)]
+    distractors = []
+    for i in range(n_distractors):
+        branch = hops >= 2 and bool(unused_first) and rng.random() < 0.5
+        if branch:
+            relations = (unused_first.pop(), *focus_relations[1:])
+            entities = (focus.entities[0], *names[taken_names:taken_names + hops - 1])
+            taken_names += hops - 1
+        else:
+            relations = focus_relations
+            entities = tuple(names[taken_names:taken_names + hops])
+            taken_names += hops
+        distractors.append(Chain(entities, relations, value_names[i + 1]))
+
+    all_facts = [f for chain in (focus, *distractors) for f in chain.facts()]
+    order = rng.permutation(len(all_facts))
+    return World(focus, tuple(distractors), tuple(all_facts[i] for i in order))
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Prompt text plus the character spans that name token roles."""
+
+    text: str
+    bridge_span: tuple[int, int] | None  # first mention of the bridge entity
+    subject_span: tuple[int, int]  # the subject's mention in the question
+
+
+def render_prompt(facts: Sequence[Fact], question: str, subject: str, bridge: str | None) -> Prompt:
+    text = " ".join([FACTS_MARK, *(f.sentence() for f in facts), question])
+    bridge_span = None
+    if bridge is not None:
+        offset = len(FACTS_MARK) + 1
+        for fact in facts:
+            if bridge == fact.subject:
+                bridge_span = (offset, offset + len(bridge))
+                break
+            if bridge == fact.obj:
+                start = offset + fact.object_offset()
+                bridge_span = (start, start + len(bridge))
+                break
+            offset += len(fact.sentence()) + 1
+    subject_start = len(text) - len(question) + len(QUESTION_MARK) + 1
+    return Prompt(text, bridge_span, (subject_start, subject_start + len(subject)))
+
+
+def prompts_for_mode(world: World, mode: str) -> dict[str, Prompt]:
+    """Sender, receiver and full-context prompts of ``world`` in ``mode``."""
+    question = question_text(world.focus.entities[0], world.focus.relations)
+    subject, bridge = world.focus.entities[0], world.bridge_entity
+    full = render_prompt(world.fact_order, question, subject, bridge)
+    if mode == "shared":
+        return {"sender": full, "receiver": full, "full": full}
+    if mode == "asymmetric":
+        first_hop = [f for f in world.fact_order if f.depth == 0]
+        later = [f for f in world.fact_order if f.depth > 0]
+        return {
+            "sender": render_prompt(first_hop, question, subject, bridge),
+            "receiver": render_prompt(later, question, subject, bridge),
+            "full": full,
+        }
+    raise ValueError(f"unknown context mode {mode!r}; allowed: {list(CONTEXT_MODES)}")
+
+
+def training_questions(world: World, rng: np.random.Generator, n_questions: int) -> list[tuple[str, str]]:
+    """Extra (question, answer) pairs about the same world, for dense LM supervision.
+
+    Holds the focus question, every chain's full question and every single
+    fact as a 1-hop question; returns ``n_questions`` of them in random order,
+    the focus question always among them.
+    """
+    focus_q = (question_text(world.focus.entities[0], world.focus.relations), world.focus.value)
+    pool = []
+    for chain in world.distractors:
+        pool.append((question_text(chain.entities[0], chain.relations), chain.value))
+    for fact in world.fact_order:
+        pool.append((question_text(fact.subject, (fact.relation,)), fact.obj))
+    pool = [q for q in dict.fromkeys(pool) if q != focus_q]
+    chosen = [pool[i] for i in rng.permutation(len(pool))[: max(n_questions - 1, 0)]]
+    chosen.append(focus_q)
+    return [chosen[i] for i in rng.permutation(len(chosen))]
+
+
+SCHEMA = pa.schema([
+    ("example_id", pa.string()),
+    ("split", pa.string()),
+    ("mode", pa.string()),
+    ("hops", pa.int8()),
+    ("attribute", pa.string()),
+    ("relations", pa.list_(pa.string())),
+    ("subject", pa.string()),
+    ("bridge_entity", pa.string()),
+    ("answer", pa.string()),
+    ("candidates", pa.list_(pa.string())),
+    ("n_facts", pa.int16()),
+    ("sender_prompt", pa.string()),
+    ("receiver_prompt", pa.string()),
+    ("full_prompt", pa.string()),
+    ("sender_bridge_span", pa.list_(pa.int32(), 2)),
+    ("receiver_bridge_span", pa.list_(pa.int32(), 2)),
+    ("full_bridge_span", pa.list_(pa.int32(), 2)),
+    ("sender_subject_span", pa.list_(pa.int32(), 2)),
+    ("receiver_subject_span", pa.list_(pa.int32(), 2)),
+    ("full_subject_span", pa.list_(pa.int32(), 2)),
+    ("train_questions", pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string())]))),
+])
+
+
+def split_rng(seed: int, split: str) -> np.random.Generator:
+    """Independent stream per split, so resizing one split never changes another."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, SPLITS.index(split)])))
+
+
+def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
+    """Rows of ``split``: one per world and context mode.
+
+    Asymmetric rows exist for k >= 2 only, and never in ``lm_train``.
+    """
+    rng = split_rng(config.seed, split)
+    for index in range(config.sizes[split]):
+        hops = config.hops[index % len(config.hops)]
+        world = sample_world(rng, hops, config.distractors)
+        extra = training_questions(world, rng, config.train_questions) if split == "lm_train" else []
+        candidates = sorted(chain.value for chain in world.chains())
+        for mode in config.context_modes:
+            # Asymmetric needs a later hop; LM training reads full-context prompts only.
+            if mode == "asymmetric" and (hops < 2 or split == "lm_train"):
+                continue
+            prompts = prompts_for_mode(world, mode)
+            yield {
+                "example_id": f"{split}-{index:06d}",
+                "split": split,
+                "mode": mode,
+                "hops": hops,
+                "attribute": world.attribute,
+                "relations": list(world.focus.relations),
+                "subject": world.focus.entities[0],
+                "bridge_entity": world.bridge_entity,
+                "answer": world.focus.value,
+                "candidates": candidates,
+                "n_facts": len(world.fact_order),
+                **{f"{side}_prompt": p.text for side, p in prompts.items()},
+                **{f"{side}_bridge_span": (list(p.bridge_span) if p.bridge_span else None)
+                   for side, p in prompts.items()},
+                **{f"{side}_subject_span": list(p.subject_span) for side, p in prompts.items()},
+                "train_questions": [{"question": q, "answer": a} for q, a in extra],
+            }
+
+
+def build_split(config: DataConfig, split: str) -> pa.Table:
+    rows = list(iter_split_rows(config, split))
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def with_overrides(config: DataConfig, **changes) -> DataConfig:
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,166 @@
+"""Answer scoring: exact match, gold log-probability and rank among candidates.
+
+All three come from one teacher-forced pass over ``prompt + " " + candidate``
+for every candidate. Greedy decoding reproduces the gold answer exactly when,
+at each answer position, the arg-max given the gold prefix is the gold token,
+so exact match needs no separate generation loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class AnswerScores:
+    """Per-example metrics, each an array of shape [n_examples]."""
+
+    exact_match: np.ndarray  # bool
+    gold_logprob: np.ndarray  # float, sum over the gold answer's tokens
+    gold_rank: np.ndarray  # int, 1 = best among candidates
+    n_candidates: np.ndarray  # int
+
+
+def encode_continuations(tokenizer: PreTrainedTokenizerBase, prompt: str,
+                         continuations: Sequence[str]) -> list[tuple[list[int], int]]:
+    """Token ids of ``prompt + " " + c`` and the index where the continuation starts.
+
+    The prompt is encoded alone and the continuation appended, so every
+    candidate shares the prompt's tokens exactly (no merge across the boundary).
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    out = []
+    for continuation in continuations:
+        cont_ids = tokenizer(" " + continuation, add_special_tokens=False)["input_ids"]
+        out.append((prompt_ids + cont_ids, len(prompt_ids)))
+    return out
+
+
+@torch.inference_mode()
+def score_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> AnswerScores:
+    """Score gold answers against candidate sets with teacher forcing."""
+    rows: list[tuple[int, int, list[int], int]] = []  # (example, candidate, ids, start)
+    gold_index = []
+    for example, (prompt, answer, cands) in enumerate(zip(prompts, answers, candidates)):
+        cands = list(cands)
+        if answer not in cands:
+            cands.append(answer)
+        gold_index.append(cands.index(answer))
+        for cand_i, (ids, start) in enumerate(encode_continuations(tokenizer, prompt, cands)):
+            rows.append((example, cand_i, ids, start))
+    n = len(prompts)
+    max_cands = max(c for _, c, _, _ in rows) + 1
+    cand_logprob = np.full((n, max_cands), -np.inf)
+    cand_match = np.zeros((n, max_cands), dtype=bool)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][2]))  # length-bucketed batches
+    for begin in range(0, len(order), batch_size):
+        batch = [rows[r] for r in order[begin:begin + batch_size]]
+        width = max(len(ids) for _, _, ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (_, _, ids, _) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        for row, (example, cand_i, ids, start) in enumerate(batch):
+            positions = torch.arange(start - 1, len(ids) - 1)
+            targets = torch.tensor(ids[start:])
+            token_logprobs = logprobs[row, positions, targets]
+            cand_logprob[example, cand_i] = token_logprobs.sum().item()
+            cand_match[example, cand_i] = bool((logprobs[row, positions].argmax(-1) == targets).all())
+    gold = np.asarray(gold_index)
+    gold_lp = cand_logprob[np.arange(n), gold]
+    rank = 1 + (cand_logprob > gold_lp[:, None]).sum(axis=1)
+    n_cands = np.isfinite(cand_logprob).sum(axis=1)
+    return AnswerScores(cand_match[np.arange(n), gold], gold_lp, rank, n_cands)
+
+
+def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores,
+                   model_name: str) -> pa.Table:
+    """Exact match, mean gold log-prob and chance level by hops and mode."""
+    hops = np.asarray(examples.column("hops").to_pylist())
+    modes = np.asarray(examples.column("mode").to_pylist())
+    rows = []
+    for mode in sorted(set(modes)):
+        for hop in sorted(set(hops)):
+            sel = (hops == hop) & (modes == mode)
+            if not sel.any():
+                continue
+            rows.append({
+                "model": model_name,
+                "prompt": side,
+                "mode": str(mode),
+                "hops": int(hop),
+                "n": int(sel.sum()),
+                "exact_match": float(scores.exact_match[sel].mean()),
+                "top1_among_candidates": float((scores.gold_rank[sel] == 1).mean()),
+                "gold_logprob": float(scores.gold_logprob[sel].mean()),
+                "chance": float((1.0 / scores.n_candidates[sel]).mean()),
+            })
+    return pa.Table.from_pylist(rows)
+
+
+# (mode, prompt side) pairs worth scoring: in shared mode every side reads the same prompt.
+ACCURACY_VIEWS: tuple[tuple[str, str], ...] = (("shared", "full"), ("asymmetric", "sender"),
+                                               ("asymmetric", "receiver"))
+# Targets from the foundation issue: chaining, not shortcuts.
+TARGETS = {("shared", "full", 1): (">=", 0.90), ("shared", "full", 2): (">=", 0.80)}
+ASYMMETRIC_MARGIN = 0.10
+
+
+def evaluate_model_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: pa.Table,
+                            model_name: str, device: torch.device | str = "cpu") -> pa.Table:
+    """Accuracy by mode, prompt side and hops: shared prompts, and each half of asymmetric ones."""
+    modes = np.asarray(examples.column("mode").to_pylist())
+    tables = []
+    for mode, side in ACCURACY_VIEWS:
+        subset = examples.filter(pa.array(modes == mode))
+        if subset.num_rows == 0:
+            continue
+        scores = score_answers(model, tokenizer, subset.column(f"{side}_prompt").to_pylist(),
+                               subset.column("answer").to_pylist(), subset.column("candidates").to_pylist(),
+                               device=device)
+        tables.append(accuracy_table(subset, side, scores, model_name))
+    return pa.concat_tables(tables)
+
+
+def target_verdict(row: dict) -> str:
+    """'met' / 'MISSED' against the issue's targets, or '' where none applies."""
+    key = (row["mode"], row["prompt"], row["hops"])
+    if key in TARGETS:
+        _, bound = TARGETS[key]
+        return f"{'met' if row['exact_match'] >= bound else 'MISSED'} (>= {bound:.2f})"
+    if row["mode"] == "asymmetric" and row["prompt"] == "receiver":
+        bound = row["chance"] + ASYMMETRIC_MARGIN
+        return f"{'met' if row['top1_among_candidates'] <= bound else 'MISSED'} (top-1 <= {bound:.2f})"
+    return ""
+
+
+def accuracy_markdown(table: pa.Table) -> str:
+    lines = ["# Model accuracy on eval", "",
+             "Exact match of the greedy answer; top-1 among the world's candidate values; chance = "
+             "mean 1/|candidates|. `asymmetric/receiver` lacks the first-hop fact: scoring above chance "
+             "there would mean a shortcut.", "",
+             "| model | mode | prompt | hops | n | exact match | top-1 | chance | gold log-prob | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in table.to_pylist():
+        lines.append(f"| {row['model']} | {row['mode']} | {row['prompt']} | {row['hops']} | {row['n']} | "
+                     f"{row['exact_match']:.3f} | {row['top1_among_candidates']:.3f} | {row['chance']:.3f} | "
+                     f"{row['gold_logprob']:.3f} | {target_verdict(row)} |")
+    return "\n".join(lines) + "\n"

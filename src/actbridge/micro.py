@@ -1,0 +1,63 @@
+"""Build ``results/models/{name}/`` for a micro model: reuse shipped weights or train.
+
+Shipped weights are a cache keyed by the exact recipe (micro config, the data
+settings that produced ``lm_train``, tokenizer settings, recipe version): a
+config that matches reuses them in seconds, any other config trains. The
+shipped tokenizer must also equal the one trained here, token for token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from transformers import AutoTokenizer
+
+from actbridge.io import atomic_directory, write_json
+from actbridge.models import (RECIPE_FILE, RECIPE_VERSION, copy_model_files, find_shipped_model,
+                              same_vocabulary, weights_fingerprint, write_model_record)
+from actbridge.training import MicroModelConfig, heldout_evaluator, split_heldout, train_micro_model
+
+log = logging.getLogger(__name__)
+HELDOUT_ROWS = 500
+
+
+def micro_recipe(micro: dict, lm_train_params: dict, tokenizer_params: dict) -> dict:
+    return {"recipe_version": RECIPE_VERSION, "micro": micro, "lm_train": lm_train_params,
+            "tokenizer": tokenizer_params}
+
+
+def build_micro_model(out_dir: str | Path, recipe: dict, tokenizer_dir: str | Path,
+                      lm_train_path: str | Path, shipped_root: str | Path | None) -> dict:
+    """Materialize a micro model directory atomically; returns its ``model.json`` record."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    shipped = find_shipped_model(shipped_root, recipe)
+    with atomic_directory(out_dir) as tmp:
+        if shipped is not None and same_vocabulary(
+                tokenizer, AutoTokenizer.from_pretrained(shipped, local_files_only=True)):
+            log.info("using shipped weights %s (trained by this exact recipe); "
+                     "set models.shipped_weights: null to retrain", shipped)
+            copy_model_files(shipped, tmp)
+            origin = f"shipped:{shipped.name}"
+        else:
+            if shipped is not None:
+                log.warning("shipped weights %s match the recipe but not this tokenizer; retraining", shipped)
+            else:
+                log.info("no shipped weights for this recipe under %s; training", shipped_root)
+            micro = MicroModelConfig.from_dict(recipe["micro"])
+            lm_train = pq.read_table(lm_train_path)
+            train_rows, heldout = split_heldout(lm_train, HELDOUT_ROWS)
+            model, history = train_micro_model(
+                micro, tokenizer, train_rows, heldout_evaluator(heldout, tokenizer),
+                progress=lambda record: log.info("train %s", json.dumps(record)))
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+            write_json(recipe, tmp / RECIPE_FILE)
+            origin = "trained"
+        record = {"kind": "micro", "origin": origin, "recipe": recipe,
+                  "weights_sha256": weights_fingerprint(tmp)}
+        write_model_record(tmp, record)
+    return record

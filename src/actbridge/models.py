@@ -1,0 +1,229 @@
+"""Model resolution and loading: micro models trained here, or named models on disk.
+
+Every model the pipeline uses lives at ``results/models/{name}/`` with a
+``model.json`` that says where its weights are:
+
+* ``micro``: the directory itself holds an HF ``save_pretrained`` layout;
+* ``hf_id``: a local snapshot of a hub repository (found in the HF cache, or
+  downloaded when the hub is reachable);
+* ``path`` / ``gguf``: a local directory (safetensors) or a GGUF file.
+
+Nothing is ever fetched silently when offline: a missing model fails at once
+with a message naming the config key and how to provide the weights.
+Remote code is never trusted and only safetensors or GGUF weights load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from actbridge.config import model_kind
+from actbridge.io import sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+MODEL_RECORD = "model.json"
+RECIPE_FILE = "recipe.json"
+# Bump when the training code changes in a way that changes the weights it produces.
+RECIPE_VERSION = 1
+HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model"]
+
+
+class ModelUnavailableError(RuntimeError):
+    """A configured model cannot be found or loaded; the message names the config key."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error naming ``device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailableError("config key device: 'cuda' requested but torch sees no CUDA device; "
+                                    "use device: auto or cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def configure_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def recipe_hash(recipe: dict) -> str:
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """False when HF_HUB_OFFLINE is set or the hub endpoint does not answer within ``timeout_s``."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
+        return False
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _provide_hint(key: str, hf_id: str, revision: str) -> str:
+    return (f"Provide the weights: on a machine with network run "
+            f"`huggingface-cli download {hf_id} --revision {revision}` and copy its HF cache "
+            f"(HF_HOME) here, or save the model to a directory and set {key} to "
+            "{path: /that/directory}.")
+
+
+def resolve_hf_snapshot(hf_id: str, revision: str, key: str) -> Path:
+    """Local snapshot directory of ``hf_id@revision``; downloads only when the hub answers."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hf_id, revision=revision, local_files_only=True,
+                                      allow_patterns=HUB_FILE_PATTERNS))
+    except Exception as not_cached:  # LocalEntryNotFoundError and friends
+        cache_error = not_cached
+    if not hub_reachable():
+        raise ModelUnavailableError(
+            f"config key {key}: {hf_id}@{revision} is not on disk and the model hub cannot be reached "
+            f"(offline or HF_HUB_OFFLINE=1). {_provide_hint(key, hf_id, revision)}") from cache_error
+    log.info("downloading %s@%s (safetensors only)", hf_id, revision)
+    return Path(snapshot_download(hf_id, revision=revision, allow_patterns=HUB_FILE_PATTERNS))
+
+
+def check_local_model(path: Path, key: str, gguf_file: str | None = None) -> None:
+    if not path.is_dir():
+        raise ModelUnavailableError(f"config key {key}: directory {path} does not exist")
+    if gguf_file is not None:
+        if not (path / gguf_file).is_file():
+            raise ModelUnavailableError(f"config key {key}: GGUF file {path / gguf_file} does not exist")
+        return
+    if not (path / "config.json").is_file():
+        raise ModelUnavailableError(f"config key {key}: {path} has no config.json (not a save_pretrained layout)")
+    if not any(path.glob("*.safetensors")):
+        raise ModelUnavailableError(
+            f"config key {key}: {path} holds no *.safetensors weights; only safetensors or GGUF are loaded "
+            "(convert with model.save_pretrained(dir, safe_serialization=True))")
+
+
+def weights_fingerprint(path: Path, gguf_file: str | None = None) -> dict[str, str]:
+    files = [path / gguf_file] if gguf_file else sorted(path.glob("*.safetensors"))
+    return {f.name: sha256_file(f) for f in files}
+
+
+def describe_named_model(spec: dict, key: str) -> dict[str, Any]:
+    """The ``model.json`` record of a named model, after checking its weights are on disk."""
+    kind = model_kind(spec)
+    if kind == "hf_id":
+        revision = spec.get("revision", "main")
+        snapshot = resolve_hf_snapshot(spec["hf_id"], revision, key)
+        check_local_model(snapshot, key)
+        return {"kind": kind, "hf_id": spec["hf_id"], "revision": revision, "path": str(snapshot),
+                "weights_sha256": weights_fingerprint(snapshot)}
+    path = Path(spec["path"]).expanduser().resolve()
+    gguf_file = spec.get("gguf_file")
+    check_local_model(path, key, gguf_file)
+    return {"kind": kind, "path": str(path), "gguf_file": gguf_file,
+            "weights_sha256": weights_fingerprint(path, gguf_file)}
+
+
+def write_model_record(model_dir: Path, record: dict) -> None:
+    write_json(record, model_dir / MODEL_RECORD)
+
+
+def read_model_record(model_dir: str | Path) -> dict:
+    model_dir = Path(model_dir)
+    record_path = model_dir / MODEL_RECORD
+    if not record_path.is_file():
+        raise ModelUnavailableError(f"{record_path} missing: rerun the rule that builds {model_dir}")
+    return json.loads(record_path.read_text())
+
+
+def weights_location(model_dir: str | Path) -> tuple[Path, str | None]:
+    """Directory to load from and GGUF file name (if any) for a pipeline model directory."""
+    record = read_model_record(model_dir)
+    if record["kind"] == "micro":
+        return Path(model_dir), None
+    return Path(record["path"]), record.get("gguf_file")
+
+
+def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
+    path, gguf_file = weights_location(model_dir)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False, **kwargs)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_dir: str | Path, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """Any decoder-only causal LM from a pipeline model directory, in eval mode."""
+    path, gguf_file = weights_location(model_dir)
+    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {"use_safetensors": True}
+    model = AutoModelForCausalLM.from_pretrained(
+        path, local_files_only=True, trust_remote_code=False, dtype=dtype, **kwargs)
+    return model.to(device).eval()
+
+
+def find_shipped_model(shipped_root: str | Path | None, recipe: dict) -> Path | None:
+    """The shipped directory trained by exactly ``recipe``, if there is one."""
+    if shipped_root is None:
+        return None
+    candidate = Path(shipped_root) / recipe_hash(recipe)
+    if not (candidate / RECIPE_FILE).is_file():
+        return None
+    if json.loads((candidate / RECIPE_FILE).read_text()) != recipe:
+        return None
+    return candidate
+
+
+def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    return a.get_vocab() == b.get_vocab()
+
+
+def copy_model_files(source: Path, destination: Path) -> None:
+    for item in source.iterdir():
+        if item.is_file() and item.name != MODEL_RECORD:
+            shutil.copy2(item, destination / item.name)
+
+
+def ship_model(model_dir: str | Path, shipped_root: str | Path) -> Path:
+    """Copy a trained micro model under ``shipped_root/<recipe hash>/`` for later runs to reuse."""
+    model_dir = Path(model_dir)
+    recipe = json.loads((model_dir / RECIPE_FILE).read_text())
+    target = Path(shipped_root) / recipe_hash(recipe)
+    target.mkdir(parents=True, exist_ok=True)
+    copy_model_files(model_dir, target)
+    return target
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The few numbers downstream stages need about a model."""
+
+    n_layers: int
+    hidden_size: int
+    vocab_size: int
+
+
+def model_shape(model: PreTrainedModel) -> ModelShape:
+    config = model.config
+    return ModelShape(config.num_hidden_layers, config.hidden_size, config.vocab_size)

@@ -1,0 +1,229 @@
+"""Train micro GPT-NeoX models (Pythia's architecture) on ``lm_train``.
+
+The recipe that makes a few-million-parameter model chain facts instead of
+guessing: several questions per context (every chain and every single fact
+of the world can be asked), loss on answer tokens only, a 1-hop curriculum
+before multi-hop focus questions, and distractors of the same relation types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerBase
+
+from actbridge.dataset import QUESTION_MARK
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MicroModelConfig:
+    """``models.<name>.micro`` in the config."""
+
+    layers: int = 4
+    hidden: int = 128
+    heads: int = 4
+    steps: int = 3000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    curriculum_steps: int = 500  # 1-hop questions only for the first steps
+    seed: int = 0
+    eval_every: int = 250
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MicroModelConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - fields
+        if unknown:
+            raise ValueError(f"unknown micro-model keys {sorted(unknown)}; allowed: {sorted(fields)}")
+        return cls(**values)
+
+
+def build_gpt_neox_config(micro: MicroModelConfig, tokenizer: PreTrainedTokenizerBase,
+                          max_positions: int = 512) -> GPTNeoXConfig:
+    """Pythia's architecture (parallel residual, 25% rotary) at micro size."""
+    return GPTNeoXConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=micro.hidden,
+        num_hidden_layers=micro.layers,
+        num_attention_heads=micro.heads,
+        intermediate_size=4 * micro.hidden,
+        max_position_embeddings=max_positions,
+        use_parallel_residual=True,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+@dataclass
+class TokenizedSequences:
+    """Ragged token ids with a per-token loss mask (True on answer tokens)."""
+
+    input_ids: list[np.ndarray]
+    loss_mask: list[np.ndarray]
+    max_hops: np.ndarray  # deepest question with loss in each sequence
+
+
+def training_text(facts_text: str, questions: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """Facts followed by question-answer pairs; returns the text and the answers' char spans."""
+    text = facts_text
+    spans = []
+    for question, answer in questions:
+        text += f" {question}"
+        spans.append((len(text) + 1, len(text) + 1 + len(answer)))
+        text += f" {answer}."
+    return text, spans
+
+
+def question_hops(question: str) -> int:
+    return question.count("'s")
+
+
+def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase,
+                      max_question_hops: int | None = None) -> TokenizedSequences:
+    """Tokenize ``lm_train`` rows into supervised sequences.
+
+    ``max_question_hops`` keeps only questions up to that many hops (the
+    curriculum's first phase); ``None`` keeps all.
+    """
+    texts, spans, depths = [], [], []
+    for prompt, questions in zip(table.column("full_prompt").to_pylist(),
+                                 table.column("train_questions").to_pylist()):
+        facts_text = prompt[: prompt.rindex(f" {QUESTION_MARK}")]
+        pairs = [(q["question"], q["answer"]) for q in questions]
+        if max_question_hops is not None:
+            pairs = [p for p in pairs if question_hops(p[0]) <= max_question_hops]
+        text, answer_spans = training_text(facts_text, pairs)
+        texts.append(text + tokenizer.eos_token)
+        spans.append(answer_spans)
+        depths.append(max((question_hops(q) for q, _ in pairs), default=0))
+    encoded = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False)
+    input_ids, masks = [], []
+    for ids, offsets, answer_spans in zip(encoded["input_ids"], encoded["offset_mapping"], spans):
+        offsets = np.asarray(offsets)
+        mask = np.zeros(len(ids), dtype=bool)
+        for start, end in answer_spans:
+            # a token belongs to the answer if its span overlaps it (byte-level tokens carry the space)
+            mask |= (offsets[:, 1] > start) & (offsets[:, 0] < end)
+        input_ids.append(np.asarray(ids, dtype=np.int64))
+        masks.append(mask)
+    return TokenizedSequences(input_ids, masks, np.asarray(depths))
+
+
+def pad_batch(sequences: Sequence[np.ndarray], pad_value: int | bool) -> torch.Tensor:
+    width = max(len(s) for s in sequences)
+    out = np.full((len(sequences), width), pad_value, dtype=sequences[0].dtype)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = seq
+    return torch.from_numpy(out)
+
+
+def lr_at(step: int, micro: MicroModelConfig) -> float:
+    """Linear warm-up then cosine decay to 10% of the peak."""
+    if step < micro.warmup_steps:
+        return micro.learning_rate * (step + 1) / micro.warmup_steps
+    progress = (step - micro.warmup_steps) / max(micro.steps - micro.warmup_steps, 1)
+    return micro.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def masked_lm_loss(model: GPTNeoXForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   loss_mask: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy on the positions where ``loss_mask`` is set ([batch, seq])."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [batch, seq, vocab]
+    predicted = logits[:, :-1].reshape(-1, logits.shape[-1])
+    targets = input_ids[:, 1:].reshape(-1)
+    weights = loss_mask[:, 1:].reshape(-1).float()
+    losses = torch.nn.functional.cross_entropy(predicted, targets, reduction="none")
+    return (losses * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def train_micro_model(
+    micro: MicroModelConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    lm_train: pa.Table,
+    evaluate: Callable[[GPTNeoXForCausalLM], dict[str, float]] | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> tuple[GPTNeoXForCausalLM, list[dict]]:
+    """Train one micro model; returns it and its training log (one dict per logged step)."""
+    torch.manual_seed(micro.seed)
+    rng = np.random.Generator(np.random.PCG64(micro.seed))
+    full = tokenize_lm_split(lm_train, tokenizer)
+    first_phase = tokenize_lm_split(lm_train, tokenizer, max_question_hops=1)
+    max_len = max(len(s) for s in full.input_ids)
+    model = GPTNeoXForCausalLM(build_gpt_neox_config(micro, tokenizer, max_positions=max(512, max_len)))
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": micro.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=micro.learning_rate, betas=(0.9, 0.98),
+    )
+    history: list[dict] = []
+    started = time.perf_counter()
+    running_loss = 0.0
+    pad_id = tokenizer.pad_token_id
+    for step in range(micro.steps):
+        data = first_phase if step < micro.curriculum_steps else full
+        index = rng.integers(0, len(data.input_ids), size=micro.batch_size)
+        input_ids = pad_batch([data.input_ids[i] for i in index], pad_id)
+        loss_mask = pad_batch([data.loss_mask[i] for i in index], False)
+        attention_mask = pad_batch([np.ones(len(data.input_ids[i]), dtype=np.int64) for i in index], 0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, micro)
+        loss = masked_lm_loss(model, input_ids, attention_mask, loss_mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        running_loss += loss.item()
+        last = step == micro.steps - 1
+        if (step + 1) % micro.eval_every == 0 or last:
+            record = {"step": step + 1, "loss": running_loss / ((step % micro.eval_every) + 1),
+                      "lr": lr_at(step, micro), "seconds": time.perf_counter() - started}
+            running_loss = 0.0
+            if evaluate is not None:
+                model.eval()
+                record.update(evaluate(model))
+                model.train()
+            history.append(record)
+            if progress is not None:
+                progress(record)
+    model.eval()
+    return model, history
+
+
+def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase
+                      ) -> Callable[[GPTNeoXForCausalLM], dict[str, float]]:
+    """Exact match by hop count on held-out ``lm_train`` worlds (full-context prompts)."""
+    from actbridge.evaluation import score_answers
+
+    hops = np.asarray(heldout.column("hops").to_pylist())
+    prompts = heldout.column("full_prompt").to_pylist()
+    answers = heldout.column("answer").to_pylist()
+    candidates = heldout.column("candidates").to_pylist()
+
+    def evaluate(model: GPTNeoXForCausalLM) -> dict[str, float]:
+        scores = score_answers(model, tokenizer, prompts, answers, candidates)
+        return {f"heldout_em_{h}hop": round(float(scores.exact_match[hops == h].mean()), 4)
+                for h in sorted(set(hops))}
+
+    return evaluate
+
+
+def split_heldout(lm_train: pa.Table, n_heldout: int) -> tuple[pa.Table, pa.Table]:
+    """Last ``n_heldout`` rows (at most 10%) held out of training, for progress only."""
+    n_heldout = min(n_heldout, lm_train.num_rows // 10)
+    return lm_train.slice(0, lm_train.num_rows - n_heldout), lm_train.slice(lm_train.num_rows - n_heldout)

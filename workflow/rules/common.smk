@@ -1,0 +1,95 @@
+# Config validation (at parse time, before any job) and input/params functions.
+import os
+import sys
+from pathlib import Path
+
+SRC = str(Path(workflow.basedir).parent / "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+# Rule scripts run in their own interpreter (conda env or not): give them the package too.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p
+)
+
+from actbridge.config import ConfigError, model_kind, validate_config
+from actbridge.dataset import SPLITS
+
+try:
+    config = validate_config(config)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+MODELS = ("sender", "receiver")
+RESULTS = "results"
+
+
+wildcard_constraints:
+    split="|".join(SPLITS),
+    model="|".join(MODELS),
+
+
+def micro_models():
+    return [m for m in MODELS if model_kind(config["models"][m]) == "micro"]
+
+
+def data_params(split):
+    """Only the keys that change this split's bytes, so resizing eval never rebuilds lm_train."""
+    data = config["data"]
+    params = {
+        "seed": config["seed"],
+        "hops": data["hops"],
+        "distractors": data["distractors"],
+        "size": data["sizes"][split],
+    }
+    if split == "lm_train":
+        params["train_questions"] = data["train_questions"]
+    else:
+        params["context_modes"] = data["context_modes"]
+    return params
+
+
+def split_params(wildcards):
+    return data_params(wildcards.split)
+
+
+def lm_train_params(wildcards):
+    """The data settings that produced lm_train: part of a micro model's recipe."""
+    return data_params("lm_train")
+
+
+def model_spec(wildcards):
+    return config["models"][wildcards.model]
+
+
+def model_inputs(wildcards):
+    """A micro model trains on lm_train with the shared tokenizer; a named one needs nothing."""
+    if model_kind(config["models"][wildcards.model]) != "micro":
+        return {}
+    return {
+        "lm_train": f"{RESULTS}/data/lm_train.parquet",
+        "tokenizer": f"{RESULTS}/models/tokenizer",
+    }
+
+
+def runtime_params(wildcards):
+    return {"device": config["device"], "dtype": config["dtype"], "threads": config["threads"]}
+
+
+def shipped_weights(wildcards):
+    """Where pre-trained micro weights are looked up (relative paths are from the workflow root)."""
+    location = config["models"]["shipped_weights"]
+    if location is None:
+        return None
+    path = Path(location)
+    return str(path if path.is_absolute() else Path(workflow.basedir).parent / path)
+
+
+def all_targets():
+    return [
+        *expand(f"{RESULTS}/data/{{split}}.parquet", split=SPLITS),
+        f"{RESULTS}/data/stats.parquet",
+        f"{RESULTS}/data/stats.md",
+        *expand(f"{RESULTS}/models/{{model}}", model=MODELS),
+        f"{RESULTS}/models/accuracy.parquet",
+        f"{RESULTS}/models/accuracy.md",
+    ]

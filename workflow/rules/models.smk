@@ -1,0 +1,71 @@
+# Stage "models": the shared micro tokenizer, sender and receiver, and their accuracy on eval.
+
+
+rule micro_tokenizer:
+    input:
+        f"{RESULTS}/data/lm_train.parquet",
+    output:
+        directory(f"{RESULTS}/models/tokenizer"),
+    params:
+        vocab_size=config["models"]["tokenizer"]["vocab_size"],
+    log:
+        "logs/models/tokenizer.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/micro_tokenizer.py"
+
+
+rule model:
+    input:
+        unpack(model_inputs),
+    output:
+        directory(f"{RESULTS}/models/{{model}}"),
+    params:
+        spec=model_spec,
+        lm_train=lm_train_params,
+        tokenizer=config["models"]["tokenizer"],
+        shipped=shipped_weights,
+        runtime=runtime_params,
+    threads: 2
+    resources:
+        mem_mb=4000,
+    log:
+        "logs/models/{model}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/models/{{model}}.tsv"
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/build_model.py"
+
+
+rule model_accuracy:
+    input:
+        model=f"{RESULTS}/models/{{model}}",
+        eval=f"{RESULTS}/data/eval.parquet",
+    output:
+        f"{RESULTS}/models/accuracy_{{model}}.parquet",
+    params:
+        runtime=runtime_params,
+    threads: 2
+    log:
+        "logs/models/accuracy_{model}.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/model_accuracy.py"
+
+
+rule accuracy_summary:
+    input:
+        expand(f"{RESULTS}/models/accuracy_{{model}}.parquet", model=MODELS),
+    output:
+        table=f"{RESULTS}/models/accuracy.parquet",
+        markdown=report(f"{RESULTS}/models/accuracy.md", caption="../report/accuracy.rst", category="Models"),
+    log:
+        "logs/models/accuracy_summary.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/accuracy_summary.py"

@@ -1,0 +1,11 @@
+import pyarrow.parquet as pq
+
+from actbridge.io import atomic_directory
+from actbridge.logs import log_to_file
+from actbridge.tokenization import train_bpe_tokenizer
+
+log_to_file(snakemake.log[0])
+lm_train = pq.read_table(snakemake.input[0], columns=["full_prompt", "train_questions"])
+tokenizer = train_bpe_tokenizer(lm_train.column("full_prompt").to_pylist(), snakemake.params.vocab_size)
+with atomic_directory(snakemake.output[0]) as tmp:
+    tokenizer.save_pretrained(tmp)

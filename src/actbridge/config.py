@@ -108,7 +108,21 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     filled = copy.deepcopy(config)
     _fill_defaults(schema, filled, schema)
     _check_semantics(filled)
-    return filled
+    return sorted_keys(filled)
+
+
+def sorted_keys(value: Any) -> Any:
+    """Dicts with keys in sorted order, recursively.
+
+    Snakemake compares a job's params by their text, so two configs that
+    differ only in key order (a hand-written file versus a dumped one) must
+    give identical params, or every job would rerun.
+    """
+    if isinstance(value, dict):
+        return {key: sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_keys(item) for item in value]
+    return value
 
 
 def _check_semantics(config: dict) -> None:

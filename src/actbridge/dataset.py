@@ -296,7 +296,10 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
     rng = split_rng(config.seed, split)
     for index in range(config.sizes[split]):
         hops = config.hops[index % len(config.hops)]
-        world = sample_world(rng, hops, config.distractors)
+        # LM training sees 0..distractors distractor chains: the easy worlds teach the model to copy a
+        # value before the crowded ones teach it to pick the right one (a curriculum within each batch).
+        n_distractors = int(rng.integers(0, config.distractors + 1)) if split == "lm_train" else config.distractors
+        world = sample_world(rng, hops, n_distractors)
         extra = training_questions(world, rng, config.train_questions) if split == "lm_train" else []
         candidates = sorted(chain.value for chain in world.chains())
         for mode in config.context_modes:

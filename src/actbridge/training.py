@@ -40,6 +40,7 @@ class MicroModelConfig:
     curriculum_steps: int = 500  # 1-hop questions only for the first steps
     seed: int = 0
     eval_every: int = 250
+    rotary_fraction: float = 0.25  # Pythia's value; 1.0 rotates every head dimension
 
     @classmethod
     def from_dict(cls, values: dict) -> "MicroModelConfig":
@@ -62,6 +63,8 @@ def build_gpt_neox_config(micro: MicroModelConfig, tokenizer: PreTrainedTokenize
         max_position_embeddings=max_positions,
         use_parallel_residual=True,
         tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                         "partial_rotary_factor": micro.rotary_fraction},
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

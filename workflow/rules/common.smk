@@ -1,15 +1,11 @@
 # Config validation (at parse time, before any job) and input/params functions.
-import os
 import sys
 from pathlib import Path
 
+# The library lives in src/; rule scripts put it on their path the same way (first line of each).
 SRC = str(Path(workflow.basedir).parent / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
-# Rule scripts run in their own interpreter (conda env or not): give them the package too.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p
-)
 
 from actbridge.config import ConfigError, model_kind, validate_config
 from actbridge.dataset import SPLITS

@@ -1,3 +1,5 @@
+import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 

@@ -1,0 +1,107 @@
+"""Every schema rule: a bad value or unknown key is rejected with a message naming the key."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from actbridge.config import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def mutate(path: str, value, delete: bool = False) -> dict:
+    config = copy.deepcopy(DEFAULT)
+    *parents, last = path.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    return config
+
+
+def test_default_and_test_configs_are_valid():
+    validated = validate_config(DEFAULT)
+    assert validated["models"]["sender"]["micro"]["batch_size"] == 32  # default filled in
+    validate_config(yaml.safe_load((ROOT / ".test" / "config" / "config.yaml").read_text()))
+    validate_config(yaml.safe_load((ROOT / "config" / "pythia.yaml").read_text()))
+
+
+BAD = [
+    ("seed", -1, "seed"),
+    ("seed", "zero", "seed"),
+    ("device", "tpu", "device"),
+    ("dtype", "float16", "dtype"),
+    ("threads", -2, "threads"),
+    ("colour", 1, "colour"),
+    ("data.hops", [], "data.hops"),
+    ("data.hops", [0], "data.hops[0]"),
+    ("data.hops", ["two"], "data.hops[0]"),
+    ("data.hops", [2, 2], "data.hops"),
+    ("data.distractors", -1, "data.distractors"),
+    ("data.distractors", 12, "data.distractors"),
+    ("data.context_modes", ["both"], "data.context_modes[0]"),
+    ("data.context_modes", [], "data.context_modes"),
+    ("data.train_questions", 0, "data.train_questions"),
+    ("data.sizes.eval", 0, "data.sizes.eval"),
+    ("data.sizes.test", 10, "data.sizes.test"),
+    ("data.extra", 1, "data.extra"),
+    ("models.tokenizer.vocab_size", 10, "models.tokenizer.vocab_size"),
+    ("models.sender", {"micro": {"layers": 2}}, "models.sender.micro"),
+    ("models.sender", {"micro": {"layers": 0, "hidden": 64, "heads": 2, "steps": 1}}, "models.sender.micro.layers"),
+    ("models.sender", {"micro": {"layers": 2, "hidden": 64, "heads": 2, "steps": 1, "lr": 1}},
+     "models.sender.micro.lr"),
+    ("models.sender", {"hf_id": "EleutherAI/pythia-160m", "path": "/x"}, "models.sender"),
+    ("models.sender", {"hf_id": "not a valid id!"}, "models.sender.hf_id"),
+    ("models.receiver", {"path": "/x", "gguf_file": "model.bin"}, "models.receiver.gguf_file"),
+    ("models.receiver", {"weights": "/x"}, "models.receiver"),
+    ("models.receiver", "pythia", "models.receiver"),
+]
+
+
+@pytest.mark.parametrize("path,value,key", BAD, ids=[f"{p}={v!r}" for p, v, _ in BAD])
+def test_bad_value_names_its_key(path, value, key):
+    with pytest.raises(ConfigError) as raised:
+        validate_config(mutate(path, value))
+    assert f"config key {key}" in str(raised.value)
+
+
+@pytest.mark.parametrize("path", ["seed", "data", "models.sender", "data.sizes.lm_train", "data.hops"])
+def test_missing_required_key_is_named(path):
+    with pytest.raises(ConfigError) as raised:
+        validate_config(mutate(path, None, delete=True))
+    assert path.split(".")[-1] in str(raised.value)
+
+
+def test_heads_must_divide_hidden():
+    config = mutate("models.receiver", {"micro": {"layers": 2, "hidden": 64, "heads": 3, "steps": 1}})
+    with pytest.raises(ConfigError, match="models.receiver.micro.heads"):
+        validate_config(config)
+
+
+@pytest.mark.parametrize("spec", [{"hf_id": "EleutherAI/pythia-160m", "revision": "step143000"},
+                                  {"path": "/models/pythia"}, {"path": "/models", "gguf_file": "p.gguf"}])
+def test_named_model_forms_are_accepted(spec):
+    validate_config(mutate("models.sender", spec))
+
+
+def test_snakemake_stops_before_any_job_naming_the_key(tmp_path):
+    bad = mutate("data.context_modes", ["shared", "sideways"])
+    config_file = tmp_path / "bad.yaml"
+    config_file.write_text(yaml.safe_dump(bad))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(config_file)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config key data.context_modes[1]" in output
+    assert "Traceback" not in output
+    assert "Building DAG" not in output

@@ -1,0 +1,167 @@
+"""Generator properties: the answer needs exactly the stated hops, distractors never give a
+second answer, asymmetric prompts really split the facts, and same seed gives the same bytes."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from actbridge.dataset import (DataConfig, FACTS_MARK, QUESTION_MARK, build_split, iter_split_rows,
+                               prompts_for_mode, sample_world)
+from actbridge.io import write_parquet
+
+FACT = re.compile(r"(\w+)'s (\w+) is (\w+)\.")
+
+
+def parse_facts(prompt: str) -> dict[tuple[str, str], str]:
+    """(subject, relation) -> object for every fact sentence; asserts no key repeats."""
+    facts_text = prompt[: prompt.index(f" {QUESTION_MARK}")]
+    assert facts_text.startswith(FACTS_MARK)
+    found = FACT.findall(facts_text)
+    table = {(s, r): o for s, r, o in found}
+    assert len(table) == len(found), "a (subject, relation) pair has two objects: a second answer"
+    return table
+
+
+def parse_question(prompt: str) -> tuple[str, list[str]]:
+    question = prompt[prompt.index(f" {QUESTION_MARK}") + len(QUESTION_MARK) + 2:]
+    subject, *relations = question.removesuffix(" is").split("'s ")
+    return subject, relations
+
+
+def follow(facts: dict, subject: str, relations: list[str]) -> str | None:
+    entity = subject
+    for relation in relations:
+        entity = facts.get((entity, relation))
+        if entity is None:
+            return None
+    return entity
+
+
+worlds = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(0, 5))
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds)
+def test_answer_reachable_by_exactly_the_stated_hops(params):
+    seed, hops, distractors = params
+    world = sample_world(np.random.default_rng(seed), hops, distractors)
+    prompt = prompts_for_mode(world, "shared")["full"].text
+    facts = parse_facts(prompt)
+    subject, relations = parse_question(prompt)
+    assert len(relations) == hops
+    assert follow(facts, subject, relations) == world.focus.value
+    # no shorter path from the subject reaches the answer: every prefix of the chain ends at a person
+    for k in range(1, hops):
+        assert follow(facts, subject, relations[:k]) != world.focus.value
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds)
+def test_distractors_never_create_a_second_valid_answer(params):
+    seed, hops, distractors = params
+    world = sample_world(np.random.default_rng(seed), hops, distractors)
+    facts = parse_facts(prompts_for_mode(world, "shared")["full"].text)  # asserts keys unique
+    values = [chain.value for chain in world.chains()]
+    assert len(set(values)) == len(values) == distractors + 1
+    # each candidate value is the end of exactly one chain of the question's length
+    attribute = world.attribute
+    holders = [s for (s, r), o in facts.items() if r == attribute]
+    assert len(holders) == distractors + 1
+    assert len(facts) == len(world.fact_order)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.tuples(st.integers(0, 2**32 - 1), st.integers(2, 4), st.integers(0, 5)))
+def test_asymmetric_prompts_split_the_facts(params):
+    seed, hops, distractors = params
+    world = sample_world(np.random.default_rng(seed), hops, distractors)
+    prompts = prompts_for_mode(world, "asymmetric")
+    sender, receiver = parse_facts(prompts["sender"].text), parse_facts(prompts["receiver"].text)
+    subject, relations = parse_question(prompts["receiver"].text)
+    first_hop = (subject, relations[0])
+    assert first_hop in sender and first_hop not in receiver
+    assert follow(receiver, subject, relations) is None  # the receiver cannot answer alone
+    assert follow(sender, subject, relations) is None  # nor can the sender
+    assert follow({**sender, **receiver}, subject, relations) == world.focus.value  # together they can
+    # No structural shortcut: the receiver's facts form disjoint chains of equal length, one per
+    # candidate, each starting at an entity the receiver never sees as an object.
+    objects = set(receiver.values())
+    roots = [s for (s, r) in receiver if s not in objects]
+    assert len(roots) == distractors + 1
+    ends = sorted(follow(receiver, root, relations[1:]) for root in roots)
+    assert ends == sorted(chain.value for chain in world.chains())
+
+
+def test_spans_point_at_the_entities(eval_table):
+    for row in eval_table.to_pylist():
+        for side in ("sender", "receiver", "full"):
+            prompt = row[f"{side}_prompt"]
+            start, end = row[f"{side}_subject_span"]
+            assert prompt[start:end] == row["subject"]
+            if row["hops"] >= 2:
+                start, end = row[f"{side}_bridge_span"]
+                assert prompt[start:end] == row["bridge_entity"]
+                assert not prompt[end].isalpha()
+            else:
+                assert row[f"{side}_bridge_span"] is None
+
+
+def test_rows_carry_both_modes_for_multi_hop_only(eval_table, small_config):
+    modes = {}
+    for row in eval_table.to_pylist():
+        modes.setdefault(row["example_id"], set()).add(row["mode"])
+        assert row["answer"] in row["candidates"]
+        if row["mode"] == "shared":
+            assert row["sender_prompt"] == row["receiver_prompt"] == row["full_prompt"]
+    by_hops = {row["example_id"]: row["hops"] for row in eval_table.to_pylist()}
+    for example, found in modes.items():
+        assert found == ({"shared"} if by_hops[example] == 1 else {"shared", "asymmetric"})
+    assert set(by_hops.values()) == set(small_config.hops)
+
+
+def test_lm_train_rows_hold_extra_questions(lm_table):
+    for row in lm_table.to_pylist()[:50]:
+        assert row["mode"] == "shared"
+        focus_question = row["full_prompt"][row["full_prompt"].index(QUESTION_MARK):]
+        assert {"question": focus_question, "answer": row["answer"]} in row["train_questions"]
+        facts = parse_facts(row["full_prompt"])
+        for pair in row["train_questions"]:
+            subject, relations = parse_question(f"{FACTS_MARK} x {pair['question']}")
+            assert follow(facts, subject, relations) == pair["answer"]
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, small_config):
+    for name, config in (("a", small_config), ("b", small_config),
+                         ("c", DataConfig(**{**small_config.__dict__, "seed": small_config.seed + 1}))):
+        write_parquet(build_split(config, "eval"), tmp_path / f"{name}.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    assert (tmp_path / "a.parquet").read_bytes() != (tmp_path / "c.parquet").read_bytes()
+    assert pq.read_table(tmp_path / "a.parquet").equals(build_split(small_config, "eval"))
+
+
+def test_splits_are_independent_streams(small_config):
+    bigger_eval = DataConfig(**{**small_config.__dict__, "sizes": {**small_config.sizes, "eval": 60}})
+    assert build_split(bigger_eval, "bridge_train").equals(build_split(small_config, "bridge_train"))
+    # growing a split keeps its first rows
+    grown, base = build_split(bigger_eval, "eval"), build_split(small_config, "eval")
+    assert grown.slice(0, base.num_rows).equals(base)
+    first_ids = {r["example_id"] for r in build_split(small_config, "bridge_train").to_pylist()}
+    eval_ids = {r["example_id"] for r in base.to_pylist()}
+    assert not first_ids & eval_ids
+
+
+@pytest.mark.parametrize("bad", [{"hops": ()}, {"hops": (0,)}, {"distractors": 12}, {"distractors": -1},
+                                 {"context_modes": ("both",)}])
+def test_data_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="data\\."):
+        DataConfig(**bad)
+
+
+def test_asymmetric_mode_absent_when_not_requested():
+    config = DataConfig(hops=(2,), context_modes=("shared",), sizes={"eval": 5})
+    assert {row["mode"] for row in iter_split_rows(config, "eval")} == {"shared"}

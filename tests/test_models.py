@@ -1,0 +1,103 @@
+"""Model resolution: Pythia shapes through the same loading path as the hub, offline failures that
+name the config key, safetensors only, and shipped micro weights reused only for their exact recipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from actbridge.models import (ModelUnavailableError, describe_named_model, load_model, load_tokenizer,
+                              resolve_device, write_model_record)
+
+PYTHIA_SHAPES = {  # name: (layers, hidden, heads, ffn, parameters)
+    "pythia-160m": (12, 768, 12, 3072, 162_322_944),
+    "pythia-410m": (24, 1024, 16, 4096, 405_334_016),
+}
+
+
+def pythia_config(layers: int, hidden: int, heads: int, ffn: int) -> GPTNeoXConfig:
+    return GPTNeoXConfig(vocab_size=50304, hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, intermediate_size=ffn, max_position_embeddings=2048,
+                         use_parallel_residual=True, tie_word_embeddings=False)
+
+
+@pytest.mark.parametrize("name", PYTHIA_SHAPES)
+def test_pythia_shapes_have_pythia_parameter_counts(name):
+    layers, hidden, heads, ffn, expected = PYTHIA_SHAPES[name]
+    config = pythia_config(layers, hidden, heads, ffn)
+    assert config.rope_parameters["partial_rotary_factor"] == 0.25
+    with torch.device("meta"):
+        model = GPTNeoXForCausalLM(config)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_random_pythia_160m_loads_through_the_path_route(tmp_path, tokenizer):
+    layers, hidden, heads, ffn, expected = PYTHIA_SHAPES["pythia-160m"]
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(pythia_config(layers, hidden, heads, ffn)).eval()
+    model.save_pretrained(tmp_path / "weights", safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path / "weights")
+    record = describe_named_model({"path": str(tmp_path / "weights")}, key="models.sender")
+    assert record["kind"] == "path" and list(record["weights_sha256"]) == ["model.safetensors"]
+    (tmp_path / "resolved").mkdir()
+    write_model_record(tmp_path / "resolved", record)
+    loaded = load_model(tmp_path / "resolved")
+    assert sum(p.numel() for p in loaded.parameters()) == expected
+    assert loaded.config.num_hidden_layers == 12 and loaded.config.hidden_size == 768
+    ids = load_tokenizer(tmp_path / "resolved")("Facts: Bako's city is Paris.", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+        # bfloat16 through the same route stays close to float32
+        half = load_model(tmp_path / "resolved", dtype=torch.bfloat16)
+        assert half.dtype == torch.bfloat16
+        cosine = torch.nn.functional.cosine_similarity(
+            half(ids).logits.float().flatten(), model(ids).logits.flatten(), dim=0)
+        assert cosine > 0.99
+
+
+def test_offline_hub_model_fails_at_once_naming_the_key(tmp_path):
+    # A fresh interpreter so the offline switch is read at import time, with an empty cache.
+    script = textwrap.dedent("""
+        from actbridge.models import ModelUnavailableError, describe_named_model
+        try:
+            describe_named_model({"hf_id": "EleutherAI/pythia-160m", "revision": "main"}, key="models.sender")
+        except ModelUnavailableError as error:
+            print("ERROR:", error)
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert "ERROR: config key models.sender" in result.stdout, result.stderr
+    assert "EleutherAI/pythia-160m@main" in result.stdout and "{path: /that/directory}" in result.stdout
+
+
+def test_pickle_weights_are_refused(tmp_path):
+    model_dir = tmp_path / "pt"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    (model_dir / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelUnavailableError, match="models.receiver: .* no \\*.safetensors"):
+        describe_named_model({"path": str(model_dir)}, key="models.receiver")
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"path": "/nonexistent/dir"}, "does not exist"),
+    ({"path": "/tmp", "gguf_file": "missing.gguf"}, "GGUF file"),
+])
+def test_missing_local_weights_name_the_key(spec, message):
+    with pytest.raises(ModelUnavailableError, match=f"config key models.sender: .*{message}"):
+        describe_named_model(spec, key="models.sender")
+
+
+def test_cuda_without_a_gpu_names_the_device_key():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ModelUnavailableError, match="config key device"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"

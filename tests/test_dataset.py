@@ -54,10 +54,10 @@ def test_answer_reachable_by_exactly_the_stated_hops(params):
     facts = parse_facts(prompt)
     subject, relations = parse_question(prompt)
     assert len(relations) == hops
-    assert follow(facts, subject, relations) == world.focus.value
+    assert follow(facts, subject, relations) == world.focus.answer
     # no shorter path from the subject reaches the answer: every prefix of the chain ends at a person
     for k in range(1, hops):
-        assert follow(facts, subject, relations[:k]) != world.focus.value
+        assert follow(facts, subject, relations[:k]) != world.focus.answer
 
 
 @settings(max_examples=150, deadline=None)
@@ -66,13 +66,13 @@ def test_distractors_never_create_a_second_valid_answer(params):
     seed, hops, distractors = params
     world = sample_world(np.random.default_rng(seed), hops, distractors)
     facts = parse_facts(prompts_for_mode(world, "shared")["full"].text)  # asserts keys unique
-    values = [chain.value for chain in world.chains()]
-    assert len(set(values)) == len(values) == distractors + 1
-    # each candidate value is the end of exactly one chain of the question's length
-    attribute = world.attribute
-    holders = [s for (s, r), o in facts.items() if r == attribute]
-    assert len(holders) == distractors + 1
+    answers = [chain.answer for chain in world.chains()]
+    assert len(set(answers)) == len(answers) == distractors + 1
     assert len(facts) == len(world.fact_order)
+    # every candidate is the end of exactly one chain of the question's length, and a chain end is
+    # never the subject of a fact, so no longer path continues past an answer
+    subjects = {s for s, _ in facts}
+    assert not set(answers) & subjects
 
 
 @settings(max_examples=150, deadline=None)
@@ -87,14 +87,14 @@ def test_asymmetric_prompts_split_the_facts(params):
     assert first_hop in sender and first_hop not in receiver
     assert follow(receiver, subject, relations) is None  # the receiver cannot answer alone
     assert follow(sender, subject, relations) is None  # nor can the sender
-    assert follow({**sender, **receiver}, subject, relations) == world.focus.value  # together they can
+    assert follow({**sender, **receiver}, subject, relations) == world.focus.answer  # together they can
     # No structural shortcut: the receiver's facts form disjoint chains of equal length, one per
     # candidate, each starting at an entity the receiver never sees as an object.
     objects = set(receiver.values())
     roots = [s for (s, r) in receiver if s not in objects]
     assert len(roots) == distractors + 1
     ends = sorted(follow(receiver, root, relations[1:]) for root in roots)
-    assert ends == sorted(chain.value for chain in world.chains())
+    assert ends == sorted(chain.answer for chain in world.chains())
 
 
 def test_spans_point_at_the_entities(eval_table):

@@ -4,16 +4,22 @@ Every example is a small *world*: a focus chain of facts that answers the
 question, plus ``distractors`` chains built to defeat shortcuts, all drawn
 afresh so no answer can be memorized.
 
-A k-hop focus chain is ``subject -r1-> e1 -r2-> ... -> e_{k-1} -attr-> value``
-where ``r*`` are person-to-person relations and ``attr`` maps a person to a
-value of a closed vocabulary (a city or a colour). ``e1`` is the *bridge
-entity*: the intermediate state the sender computes and the receiver needs.
+A k-hop focus chain is ``subject -r1-> e1 -r2-> ... -rk-> answer`` over
+person-to-person relations; the answer is itself a person. ``e1`` is the
+*bridge entity*: the intermediate state the sender computes and the receiver
+needs.
 
-Distractor chains have the focus chain's shape and end in the same attribute
-with a different value:
+Why the answer is a name and not a value from a small closed set (a city, a
+colour): with a dozen possible values, small models settle for "name any
+value in the prompt that was not asked yet" and never learn to look the
+subject up (measured: stuck at that heuristic's accuracy for thousands of
+steps). When answers are names like the subjects, that heuristic is useless
+and retrieval is learned.
+
+Distractor chains have the focus chain's length and end in other people:
 
 * a *branch* starts at the focus subject with a different first relation (so
-  the relation in the question must be read), only for k >= 2;
+  the relation in the question must be read);
 * a *fresh* chain starts at another subject with the same relations (so the
   subject in the question must be read).
 
@@ -45,16 +51,10 @@ SYLLABLES: tuple[str, ...] = (
     "ne", "sar", "gu", "pim", "rax", "tul", "yo", "ek", "wen", "qua",
     "bis", "mo", "ja", "hul", "cer", "nix", "pa", "dru",
 )
-PERSON_RELATIONS: tuple[str, ...] = ("mentor", "friend", "boss", "rival", "neighbor", "cousin")
-ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
-    "city": ("Paris", "London", "Tokyo", "Berlin", "Rome", "Madrid",
-             "Cairo", "Lima", "Oslo", "Dublin", "Vienna", "Prague"),
-    "color": ("red", "blue", "green", "black", "white", "yellow",
-              "brown", "pink", "purple", "orange", "gray", "silver"),
-}
+RELATIONS: tuple[str, ...] = ("mentor", "friend", "boss", "rival", "neighbor", "cousin")
 SPLITS: tuple[str, ...] = ("lm_train", "bridge_train", "bridge_val", "eval")
 CONTEXT_MODES: tuple[str, ...] = ("shared", "asymmetric")
-MAX_DISTRACTORS = min(len(v) for v in ATTRIBUTE_VALUES.values()) - 1
+MAX_DISTRACTORS = 11
 QUESTION_MARK = "Q:"
 FACTS_MARK = "Facts:"  # so every name, the first included, follows a space and tokenizes alike
 
@@ -79,8 +79,6 @@ class DataConfig:
         unknown = set(self.context_modes) - set(CONTEXT_MODES)
         if unknown or not self.context_modes:
             raise ValueError(f"data.context_modes must be a non-empty subset of {list(CONTEXT_MODES)}")
-        if max(self.hops) + self.distractors * max(self.hops) > len(SYLLABLES) ** 2 // 4:
-            raise ValueError("data.hops x data.distractors too large for the name vocabulary")
 
     @classmethod
     def from_config(cls, config: dict) -> "DataConfig":
@@ -113,13 +111,16 @@ class Fact:
 
 @dataclass(frozen=True)
 class Chain:
-    entities: tuple[str, ...]  # root first; len == hops
-    relations: tuple[str, ...]  # person relations then the attribute; len == hops
-    value: str
+    entities: tuple[str, ...]  # root first, answer last; len == hops + 1
+    relations: tuple[str, ...]  # len == hops
+
+    @property
+    def answer(self) -> str:
+        return self.entities[-1]
 
     def facts(self) -> list[Fact]:
-        objects = (*self.entities[1:], self.value)
-        return [Fact(s, r, o, d) for d, (s, r, o) in enumerate(zip(self.entities, self.relations, objects))]
+        return [Fact(s, r, o, depth) for depth, (s, r, o)
+                in enumerate(zip(self.entities, self.relations, self.entities[1:]))]
 
 
 @dataclass(frozen=True)
@@ -133,10 +134,6 @@ class World:
         return len(self.focus.relations)
 
     @property
-    def attribute(self) -> str:
-        return self.focus.relations[-1]
-
-    @property
     def bridge_entity(self) -> str | None:
         return self.focus.entities[1] if self.hops >= 2 else None
 
@@ -145,7 +142,7 @@ class World:
 
 
 def question_text(subject: str, relations: Sequence[str]) -> str:
-    """``Q: Bako's mentor's city is`` for relations (mentor, city).
+    """``Q: Bako's mentor's friend is`` for relations (mentor, friend).
 
     Possessives read in chain order, so each hop's result can be formed at
     the token that names its relation, as the facts are written.
@@ -162,33 +159,23 @@ _NAMES = name_pool()
 
 
 def sample_world(rng: np.random.Generator, hops: int, n_distractors: int) -> World:
-    """Draw one world; every (entity, relation) pair has exactly one object."""
-    attribute = str(rng.choice(list(ATTRIBUTE_VALUES)))
-    values = rng.choice(len(ATTRIBUTE_VALUES[attribute]), size=n_distractors + 1, replace=False)
-    value_names = [ATTRIBUTE_VALUES[attribute][i] for i in values]
-    n_names = hops * (n_distractors + 1)
+    """Draw one world; names are distinct and every (entity, relation) pair has one object."""
+    n_names = (hops + 1) + n_distractors * (hops + 1)
     names = [_NAMES[i] for i in rng.choice(len(_NAMES), size=n_names, replace=False)]
-    person_relations = [str(r) for r in rng.choice(PERSON_RELATIONS, size=max(hops - 1, 0))]
-    focus_relations = (*person_relations, attribute)
-    focus = Chain(tuple(names[:hops]), focus_relations, value_names[0])
-    taken_names = hops
-
-    # Branches need an unused first relation at the subject; at most len(PERSON_RELATIONS) - 1.
-    unused_first = [r for r in PERSON_RELATIONS if hops >= 2 and r != focus_relations[0]]
-    unused_first = [str(r) for r in rng.permutation(unused_first)]
+    relations = tuple(str(r) for r in rng.choice(RELATIONS, size=hops))
+    focus = Chain(tuple(names[: hops + 1]), relations)
+    taken = hops + 1
+    # A branch needs an unused first relation at the subject.
+    unused_first = [str(r) for r in rng.permutation([r for r in RELATIONS if r != relations[0]])]
     distractors = []
-    for i in range(n_distractors):
-        branch = hops >= 2 and bool(unused_first) and rng.random() < 0.5
-        if branch:
-            relations = (unused_first.pop(), *focus_relations[1:])
-            entities = (focus.entities[0], *names[taken_names:taken_names + hops - 1])
-            taken_names += hops - 1
+    for _ in range(n_distractors):
+        if unused_first and rng.random() < 0.5:
+            chain = Chain((focus.entities[0], *names[taken: taken + hops]), (unused_first.pop(), *relations[1:]))
+            taken += hops
         else:
-            relations = focus_relations
-            entities = tuple(names[taken_names:taken_names + hops])
-            taken_names += hops
-        distractors.append(Chain(entities, relations, value_names[i + 1]))
-
+            chain = Chain(tuple(names[taken: taken + hops + 1]), relations)
+            taken += hops + 1
+        distractors.append(chain)
     all_facts = [f for chain in (focus, *distractors) for f in chain.facts()]
     order = rng.permutation(len(all_facts))
     return World(focus, tuple(distractors), tuple(all_facts[i] for i in order))
@@ -246,10 +233,10 @@ def training_questions(world: World, rng: np.random.Generator, n_questions: int)
     fact as a 1-hop question; returns ``n_questions`` of them in random order,
     the focus question always among them.
     """
-    focus_q = (question_text(world.focus.entities[0], world.focus.relations), world.focus.value)
+    focus_q = (question_text(world.focus.entities[0], world.focus.relations), world.focus.answer)
     pool = []
     for chain in world.distractors:
-        pool.append((question_text(chain.entities[0], chain.relations), chain.value))
+        pool.append((question_text(chain.entities[0], chain.relations), chain.answer))
     for fact in world.fact_order:
         pool.append((question_text(fact.subject, (fact.relation,)), fact.obj))
     pool = [q for q in dict.fromkeys(pool) if q != focus_q]
@@ -263,7 +250,6 @@ SCHEMA = pa.schema([
     ("split", pa.string()),
     ("mode", pa.string()),
     ("hops", pa.int8()),
-    ("attribute", pa.string()),
     ("relations", pa.list_(pa.string())),
     ("subject", pa.string()),
     ("bridge_entity", pa.string()),
@@ -297,11 +283,11 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
     for index in range(config.sizes[split]):
         hops = config.hops[index % len(config.hops)]
         # LM training sees 0..distractors distractor chains: the easy worlds teach the model to copy a
-        # value before the crowded ones teach it to pick the right one (a curriculum within each batch).
+        # name before the crowded ones teach it to pick the right one (a curriculum within each batch).
         n_distractors = int(rng.integers(0, config.distractors + 1)) if split == "lm_train" else config.distractors
         world = sample_world(rng, hops, n_distractors)
         extra = training_questions(world, rng, config.train_questions) if split == "lm_train" else []
-        candidates = sorted(chain.value for chain in world.chains())
+        candidates = sorted(chain.answer for chain in world.chains())
         for mode in config.context_modes:
             # Asymmetric needs a later hop; LM training reads full-context prompts only.
             if mode == "asymmetric" and (hops < 2 or split == "lm_train"):
@@ -312,11 +298,10 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
                 "split": split,
                 "mode": mode,
                 "hops": hops,
-                "attribute": world.attribute,
                 "relations": list(world.focus.relations),
                 "subject": world.focus.entities[0],
                 "bridge_entity": world.bridge_entity,
-                "answer": world.focus.value,
+                "answer": world.focus.answer,
                 "candidates": candidates,
                 "n_facts": len(world.fact_order),
                 **{f"{side}_prompt": p.text for side, p in prompts.items()},

@@ -36,6 +36,13 @@ def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> np.nd
     return np.asarray([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]])
 
 
+def relative_answer_position(prompt: str, answer: str) -> float:
+    """Where the fact naming the answer sits among the facts: 0 first, 1 last (a recency-bias check)."""
+    facts = prompt[: prompt.rindex(" Q:")].split(". ")
+    index = next(i for i, fact in enumerate(facts) if fact.rstrip(".").endswith(f" is {answer}"))
+    return index / max(len(facts) - 1, 1)
+
+
 def split_statistics(split: str, table: pa.Table,
                      tokenizers: Mapping[str, PreTrainedTokenizerBase]) -> list[dict]:
     rows: list[dict] = []
@@ -51,6 +58,8 @@ def split_statistics(split: str, table: pa.Table,
     n_candidates = np.asarray([len(c) for c in table.column("candidates").to_pylist()])
     n_facts = np.asarray(table.column("n_facts").to_pylist())
     answers = np.asarray(table.column("answer").to_pylist())
+    answer_positions = np.asarray([relative_answer_position(p, a) for p, a in
+                                   zip(table.column("full_prompt").to_pylist(), answers)])
     for mode, hops, sel in _groups(table):
         add("rows", mode, hops, None, None, sel.sum())
         add("facts_per_world", mode, hops, None, "mean", n_facts[sel].mean())
@@ -60,9 +69,9 @@ def split_statistics(split: str, table: pa.Table,
                                 ("median", np.median(lens[sel])), ("max", lens[sel].max())):
                 add("prompt_tokens", mode, hops, name, item, value)
         counts = Counter(answers[sel].tolist())
-        for answer, count in sorted(counts.items()):
-            add("answer_share", mode, hops, None, answer, count / sel.sum())
+        add("distinct_answers", mode, hops, None, None, len(counts))
         add("max_answer_share", mode, hops, None, None, max(counts.values()) / sel.sum())
+        add("answer_fact_position", mode, hops, None, "mean relative", answer_positions[sel].mean())
     return rows
 
 
@@ -86,9 +95,11 @@ def statistics_markdown(stats: pa.Table) -> str:
     lines = ["# Dataset statistics", "",
              "Rows are (world, context mode) pairs; `asymmetric` exists for k >= 2 only. "
              "Prompt lengths are in each model's own tokens. Chance is the mean of 1/|candidates|, "
-             "the candidates being the attribute values named in the world.", ""]
+             "the candidates being the ends of the world's chains (the answer and one per distractor chain). "
+             "Answer position: where the answer's fact sits among the facts, 0 = first, 1 = last; "
+             "about 0.5 means no recency cue.", ""]
     header = ["split", "worlds", "mode", "hops", "rows", "facts", *[f"{m} tokens (mean / max)" for m in models],
-              "chance", "top answer share"]
+              "chance", "distinct answers", "top answer share", "answer position"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     keys = sorted({(r["split"], r["mode"], r["hops"]) for r in rows if r["statistic"] == "rows"},
                   key=lambda k: (k[0], k[1], k[2]))
@@ -101,6 +112,8 @@ def statistics_markdown(stats: pa.Table) -> str:
             top = _value(rows, statistic="prompt_tokens", split=split, mode=mode, hops=hops, model=model, item="max")
             cells.append(f"{mean:.1f} / {top:.0f}")
         cells.append(f"{_value(rows, statistic='chance_level', split=split, mode=mode, hops=hops):.3f}")
+        cells.append(f"{_value(rows, statistic='distinct_answers', split=split, mode=mode, hops=hops):.0f}")
         cells.append(f"{_value(rows, statistic='max_answer_share', split=split, mode=mode, hops=hops):.3f}")
+        cells.append(f"{_value(rows, statistic='answer_fact_position', split=split, mode=mode, hops=hops):.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -41,6 +41,7 @@ class MicroModelConfig:
     seed: int = 0
     eval_every: int = 250
     rotary_fraction: float = 0.25  # Pythia's value; 1.0 rotates every head dimension
+    loss_on: str = "questions"  # "answers": answer tokens only; "questions": every question and answer token
 
     @classmethod
     def from_dict(cls, values: dict) -> "MicroModelConfig":
@@ -80,28 +81,41 @@ class TokenizedSequences:
     max_hops: np.ndarray  # deepest question with loss in each sequence
 
 
-def training_text(facts_text: str, questions: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """Facts followed by question-answer pairs; returns the text and the answers' char spans."""
+def training_text(facts_text: str, questions: Sequence[tuple[str, str]]
+                  ) -> tuple[str, list[tuple[int, int]], list[tuple[int, int]]]:
+    """Facts followed by question-answer pairs.
+
+    Returns the text, the answers' character spans and the questions' spans
+    (each question with its answer). Question tokens are predictable only by
+    looking the subject up in the facts (which relations does it have?), so a
+    loss on them trains the same retrieval the answers need, several times
+    per sequence.
+    """
     text = facts_text
-    spans = []
+    answer_spans, question_spans = [], []
     for question, answer in questions:
+        question_start = len(text) + 1
         text += f" {question}"
-        spans.append((len(text) + 1, len(text) + 1 + len(answer)))
+        answer_spans.append((len(text) + 1, len(text) + 1 + len(answer)))
         text += f" {answer}."
-    return text, spans
+        question_spans.append((question_start, len(text)))
+    return text, answer_spans, question_spans
 
 
 def question_hops(question: str) -> int:
     return question.count("'s")
 
 
-def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase,
+def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase, loss_on: str = "answers",
                       max_question_hops: int | None = None) -> TokenizedSequences:
     """Tokenize ``lm_train`` rows into supervised sequences.
 
+    ``loss_on`` picks the supervised tokens (``answers`` or whole ``questions``);
     ``max_question_hops`` keeps only questions up to that many hops (the
     curriculum's first phase); ``None`` keeps all.
     """
+    if loss_on not in ("answers", "questions"):
+        raise ValueError(f"loss_on must be 'answers' or 'questions', got {loss_on!r}")
     texts, spans, depths = [], [], []
     for prompt, questions in zip(table.column("full_prompt").to_pylist(),
                                  table.column("train_questions").to_pylist()):
@@ -109,17 +123,17 @@ def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase,
         pairs = [(q["question"], q["answer"]) for q in questions]
         if max_question_hops is not None:
             pairs = [p for p in pairs if question_hops(p[0]) <= max_question_hops]
-        text, answer_spans = training_text(facts_text, pairs)
+        text, answer_spans, question_spans = training_text(facts_text, pairs)
         texts.append(text + tokenizer.eos_token)
-        spans.append(answer_spans)
+        spans.append(answer_spans if loss_on == "answers" else question_spans)
         depths.append(max((question_hops(q) for q, _ in pairs), default=0))
     encoded = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False)
     input_ids, masks = [], []
-    for ids, offsets, answer_spans in zip(encoded["input_ids"], encoded["offset_mapping"], spans):
+    for ids, offsets, supervised in zip(encoded["input_ids"], encoded["offset_mapping"], spans):
         offsets = np.asarray(offsets)
         mask = np.zeros(len(ids), dtype=bool)
-        for start, end in answer_spans:
-            # a token belongs to the answer if its span overlaps it (byte-level tokens carry the space)
+        for start, end in supervised:
+            # a token is supervised if its span overlaps (byte-level tokens carry the leading space)
             mask |= (offsets[:, 1] > start) & (offsets[:, 0] < end)
         input_ids.append(np.asarray(ids, dtype=np.int64))
         masks.append(mask)
@@ -163,8 +177,8 @@ def train_micro_model(
     """Train one micro model; returns it and its training log (one dict per logged step)."""
     torch.manual_seed(micro.seed)
     rng = np.random.Generator(np.random.PCG64(micro.seed))
-    full = tokenize_lm_split(lm_train, tokenizer)
-    first_phase = tokenize_lm_split(lm_train, tokenizer, max_question_hops=1)
+    full = tokenize_lm_split(lm_train, tokenizer, micro.loss_on)
+    first_phase = tokenize_lm_split(lm_train, tokenizer, micro.loss_on, max_question_hops=1)
     max_len = max(len(s) for s in full.input_ids)
     model = GPTNeoXForCausalLM(build_gpt_neox_config(micro, tokenizer, max_positions=max(512, max_len)))
     model.train()

@@ -1,0 +1,30 @@
+# The README's two commands: `make run` (install, then the main job) and `make test`.
+# Installs into .venv; override TORCH for your machine (see README, "Installing PyTorch").
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+CORES ?= 2
+SNAKEMAKE_ARGS ?=
+
+.PHONY: install run test lint clean-results
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet "$(TORCH)"
+	$(VENV)/bin/pip install --quiet --editable ".[workflow,test,gguf]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+lint: install
+	$(VENV)/bin/snakemake --lint
+
+clean-results:
+	rm -rf results logs .snakemake

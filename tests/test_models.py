@@ -38,8 +38,9 @@ def test_pythia_shapes_have_pythia_parameter_counts(name):
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
-def test_random_pythia_160m_loads_through_the_path_route(tmp_path, tokenizer):
-    layers, hidden, heads, ffn, expected = PYTHIA_SHAPES["pythia-160m"]
+@pytest.mark.parametrize("name", PYTHIA_SHAPES)
+def test_random_pythia_shapes_load_through_the_path_route(tmp_path, tokenizer, name):
+    layers, hidden, heads, ffn, expected = PYTHIA_SHAPES[name]
     torch.manual_seed(0)
     model = GPTNeoXForCausalLM(pythia_config(layers, hidden, heads, ffn)).eval()
     model.save_pretrained(tmp_path / "weights", safe_serialization=True)
@@ -50,7 +51,7 @@ def test_random_pythia_160m_loads_through_the_path_route(tmp_path, tokenizer):
     write_model_record(tmp_path / "resolved", record)
     loaded = load_model(tmp_path / "resolved")
     assert sum(p.numel() for p in loaded.parameters()) == expected
-    assert loaded.config.num_hidden_layers == 12 and loaded.config.hidden_size == 768
+    assert loaded.config.num_hidden_layers == layers and loaded.config.hidden_size == hidden
     ids = load_tokenizer(tmp_path / "resolved")("Facts: Bako's city is Paris.", return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
@@ -60,6 +61,47 @@ def test_random_pythia_160m_loads_through_the_path_route(tmp_path, tokenizer):
         cosine = torch.nn.functional.cosine_similarity(
             half(ids).logits.float().flatten(), model(ids).logits.flatten(), dim=0)
         assert cosine > 0.99
+
+
+HUB_SCRIPT = textwrap.dedent("""
+    import sys
+    from actbridge.models import ModelUnavailableError, describe_named_model
+    try:
+        record = describe_named_model({"hf_id": sys.argv[1], "revision": "main"}, key="models.sender")
+        print("RESOLVED:", record["path"])
+    except ModelUnavailableError as error:
+        print("ERROR:", error)
+""")
+
+
+def test_cached_hub_model_resolves_offline_through_the_hf_cache(tmp_path, tokenizer):
+    """The hf_id route with the weights already in the HF cache: no network needed."""
+    model = tiny_gpt_neox(tokenizer)
+    snapshot = tmp_path / "hf" / "hub" / "models--acme--tiny" / "snapshots" / ("0" * 40)
+    model.save_pretrained(snapshot, safe_serialization=True)
+    tokenizer.save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "-c", HUB_SCRIPT, "acme/tiny"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert f"RESOLVED: {snapshot}" in result.stdout, result.stdout + result.stderr
+
+
+def test_unreachable_hub_fails_at_once_without_the_offline_switch(tmp_path):
+    """No HF_HUB_OFFLINE, but the hub does not answer (here: a closed local port): no hang, a clear error."""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    result = subprocess.run([sys.executable, "-c", HUB_SCRIPT, "EleutherAI/pythia-410m"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert "ERROR: config key models.sender: EleutherAI/pythia-410m@main is not on disk" in result.stdout, (
+        result.stdout + result.stderr)
+
+
+def tiny_gpt_neox(tokenizer):
+    from actbridge.training import MicroModelConfig, build_gpt_neox_config
+
+    return GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=1, hidden=16, heads=2), tokenizer))
 
 
 def test_offline_hub_model_fails_at_once_naming_the_key(tmp_path):
@@ -93,6 +135,30 @@ def test_pickle_weights_are_refused(tmp_path):
 def test_missing_local_weights_name_the_key(spec, message):
     with pytest.raises(ModelUnavailableError, match=f"config key models.sender: .*{message}"):
         describe_named_model(spec, key="models.sender")
+
+
+def write_gguf_header(path, architecture):
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_gguf_of_an_architecture_transformers_cannot_load_is_refused_early(tmp_path):
+    write_gguf_header(tmp_path / "pythia.gguf", "gpt_neox")
+    with pytest.raises(ModelUnavailableError, match="models.sender: GGUF architecture 'gpt_neox'"):
+        describe_named_model({"path": str(tmp_path), "gguf_file": "pythia.gguf"}, key="models.sender")
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all")
+    with pytest.raises(ModelUnavailableError, match="not a readable GGUF"):
+        describe_named_model({"path": str(tmp_path), "gguf_file": "junk.gguf"}, key="models.sender")
+
+
+def test_gguf_of_a_supported_architecture_is_described(tmp_path):
+    write_gguf_header(tmp_path / "tiny.gguf", "llama")
+    record = describe_named_model({"path": str(tmp_path), "gguf_file": "tiny.gguf"}, key="models.receiver")
+    assert record["kind"] == "gguf" and list(record["weights_sha256"]) == ["tiny.gguf"]
 
 
 def test_cuda_without_a_gpu_names_the_device_key():

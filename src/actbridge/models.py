@@ -108,12 +108,36 @@ def resolve_hf_snapshot(hf_id: str, revision: str, key: str) -> Path:
     return Path(snapshot_download(hf_id, revision=revision, allow_patterns=HUB_FILE_PATTERNS))
 
 
+def gguf_architecture(path: Path) -> str:
+    """The ``general.architecture`` of a GGUF file (reads the header only)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(path).fields["general.architecture"]
+    return bytes(field.parts[field.data[0]]).decode()
+
+
+def check_gguf_loadable(path: Path, key: str) -> None:
+    """transformers de-quantizes GGUF for a fixed list of architectures: fail early outside it."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    try:
+        architecture = gguf_architecture(path)
+    except Exception as error:  # not a GGUF file, truncated header, ...
+        raise ModelUnavailableError(f"config key {key}: {path} is not a readable GGUF file ({error})") from error
+    supported = sorted(set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer"})
+    if architecture not in supported:
+        raise ModelUnavailableError(
+            f"config key {key}: GGUF architecture {architecture!r} cannot be loaded by transformers "
+            f"(supported: {supported}); use a safetensors directory ({{path: /dir}}) instead")
+
+
 def check_local_model(path: Path, key: str, gguf_file: str | None = None) -> None:
     if not path.is_dir():
         raise ModelUnavailableError(f"config key {key}: directory {path} does not exist")
     if gguf_file is not None:
         if not (path / gguf_file).is_file():
             raise ModelUnavailableError(f"config key {key}: GGUF file {path / gguf_file} does not exist")
+        check_gguf_loadable(path / gguf_file, key)
         return
     if not (path / "config.json").is_file():
         raise ModelUnavailableError(f"config key {key}: {path} has no config.json (not a save_pretrained layout)")

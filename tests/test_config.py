@@ -52,6 +52,7 @@ BAD = [
     ("data.context_modes", ["both"], "data.context_modes[0]"),
     ("data.context_modes", [], "data.context_modes"),
     ("data.train_questions", 0, "data.train_questions"),
+    ("data.template", "yaml", "data.template"),
     ("data.sizes.eval", 0, "data.sizes.eval"),
     ("data.sizes.test", 10, "data.sizes.test"),
     ("data.extra", 1, "data.extra"),

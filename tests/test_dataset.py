@@ -10,26 +10,30 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from actbridge.dataset import (DataConfig, FACTS_MARK, QUESTION_MARK, build_split, iter_split_rows,
-                               prompts_for_mode, sample_world)
+from actbridge.dataset import (DataConfig, FACTS_MARK, QUESTION_MARK, TEMPLATES, Template, build_split,
+                               iter_split_rows, prompts_for_mode, sample_world)
 from actbridge.io import write_parquet
 
-FACT = re.compile(r"(\w+)'s (\w+) is (\w+)\.")
+FACT = {"compact": re.compile(r"(\w+) (\w+) (\w+)\."), "english": re.compile(r"(\w+)'s (\w+) is (\w+)\.")}
 
 
-def parse_facts(prompt: str) -> dict[tuple[str, str], str]:
+def parse_facts(prompt: str, template: str = "compact") -> dict[tuple[str, str], str]:
     """(subject, relation) -> object for every fact sentence; asserts no key repeats."""
     facts_text = prompt[: prompt.index(f" {QUESTION_MARK}")]
     assert facts_text.startswith(FACTS_MARK)
-    found = FACT.findall(facts_text)
+    found = FACT[template].findall(facts_text)
+    assert len(found) == facts_text.count("."), "a fact the parser cannot read"
     table = {(s, r): o for s, r, o in found}
     assert len(table) == len(found), "a (subject, relation) pair has two objects: a second answer"
     return table
 
 
-def parse_question(prompt: str) -> tuple[str, list[str]]:
+def parse_question(prompt: str, template: str = "compact") -> tuple[str, list[str]]:
     question = prompt[prompt.index(f" {QUESTION_MARK}") + len(QUESTION_MARK) + 2:]
-    subject, *relations = question.removesuffix(" is").split("'s ")
+    if template == "compact":
+        subject, *relations = question.split(" ")
+    else:
+        subject, *relations = question.removesuffix(" is").split("'s ")
     return subject, relations
 
 
@@ -42,17 +46,17 @@ def follow(facts: dict, subject: str, relations: list[str]) -> str | None:
     return entity
 
 
-worlds = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(0, 5))
+worlds = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(0, 5), st.sampled_from(TEMPLATES))
 
 
 @settings(max_examples=150, deadline=None)
 @given(worlds)
 def test_answer_reachable_by_exactly_the_stated_hops(params):
-    seed, hops, distractors = params
+    seed, hops, distractors, template = params
     world = sample_world(np.random.default_rng(seed), hops, distractors)
-    prompt = prompts_for_mode(world, "shared")["full"].text
-    facts = parse_facts(prompt)
-    subject, relations = parse_question(prompt)
+    prompt = prompts_for_mode(world, "shared", Template(template))["full"].text
+    facts = parse_facts(prompt, template)
+    subject, relations = parse_question(prompt, template)
     assert len(relations) == hops
     assert follow(facts, subject, relations) == world.focus.answer
     # no shorter path from the subject reaches the answer: every prefix of the chain ends at a person
@@ -63,9 +67,9 @@ def test_answer_reachable_by_exactly_the_stated_hops(params):
 @settings(max_examples=150, deadline=None)
 @given(worlds)
 def test_distractors_never_create_a_second_valid_answer(params):
-    seed, hops, distractors = params
+    seed, hops, distractors, template = params
     world = sample_world(np.random.default_rng(seed), hops, distractors)
-    facts = parse_facts(prompts_for_mode(world, "shared")["full"].text)  # asserts keys unique
+    facts = parse_facts(prompts_for_mode(world, "shared", Template(template))["full"].text, template)
     answers = [chain.answer for chain in world.chains()]
     assert len(set(answers)) == len(answers) == distractors + 1
     assert len(facts) == len(world.fact_order)
@@ -76,13 +80,13 @@ def test_distractors_never_create_a_second_valid_answer(params):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.tuples(st.integers(0, 2**32 - 1), st.integers(2, 4), st.integers(0, 5)))
+@given(st.tuples(st.integers(0, 2**32 - 1), st.integers(2, 4), st.integers(0, 5), st.sampled_from(TEMPLATES)))
 def test_asymmetric_prompts_split_the_facts(params):
-    seed, hops, distractors = params
+    seed, hops, distractors, template = params
     world = sample_world(np.random.default_rng(seed), hops, distractors)
-    prompts = prompts_for_mode(world, "asymmetric")
-    sender, receiver = parse_facts(prompts["sender"].text), parse_facts(prompts["receiver"].text)
-    subject, relations = parse_question(prompts["receiver"].text)
+    prompts = prompts_for_mode(world, "asymmetric", Template(template))
+    sender, receiver = parse_facts(prompts["sender"].text, template), parse_facts(prompts["receiver"].text, template)
+    subject, relations = parse_question(prompts["receiver"].text, template)
     first_hop = (subject, relations[0])
     assert first_hop in sender and first_hop not in receiver
     assert follow(receiver, subject, relations) is None  # the receiver cannot answer alone
@@ -97,8 +101,10 @@ def test_asymmetric_prompts_split_the_facts(params):
     assert ends == sorted(chain.answer for chain in world.chains())
 
 
-def test_spans_point_at_the_entities(eval_table):
-    for row in eval_table.to_pylist():
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_spans_point_at_the_entities(small_config, template):
+    table = build_split(DataConfig(**{**small_config.__dict__, "template": template}), "eval")
+    for row in table.to_pylist():
         for side in ("sender", "receiver", "full"):
             prompt = row[f"{side}_prompt"]
             start, end = row[f"{side}_subject_span"]
@@ -106,7 +112,7 @@ def test_spans_point_at_the_entities(eval_table):
             if row["hops"] >= 2:
                 start, end = row[f"{side}_bridge_span"]
                 assert prompt[start:end] == row["bridge_entity"]
-                assert not prompt[end].isalpha()
+                assert not prompt[end].isalpha() and not prompt[start - 1].isalpha()
             else:
                 assert row[f"{side}_bridge_span"] is None
 
@@ -128,10 +134,11 @@ def test_lm_train_rows_hold_extra_questions(lm_table):
     for row in lm_table.to_pylist()[:50]:
         assert row["mode"] == "shared"
         focus_question = row["full_prompt"][row["full_prompt"].index(QUESTION_MARK):]
-        assert {"question": focus_question, "answer": row["answer"]} in row["train_questions"]
+        assert {"question": focus_question, "answer": row["answer"], "hops": row["hops"]} in row["train_questions"]
         facts = parse_facts(row["full_prompt"])
         for pair in row["train_questions"]:
             subject, relations = parse_question(f"{FACTS_MARK} x {pair['question']}")
+            assert len(relations) == pair["hops"]
             assert follow(facts, subject, relations) == pair["answer"]
 
 
@@ -156,7 +163,7 @@ def test_splits_are_independent_streams(small_config):
 
 
 @pytest.mark.parametrize("bad", [{"hops": ()}, {"hops": (0,)}, {"distractors": 12}, {"distractors": -1},
-                                 {"context_modes": ("both",)}])
+                                 {"context_modes": ("both",)}, {"template": "yaml"}])
 def test_data_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="data\\."):
         DataConfig(**bad)

@@ -3,6 +3,7 @@ and a changed parameter recomputing only what it invalidates."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -117,7 +118,37 @@ def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
                     "all": 1, "total": 5}
 
 
-def test_a_lost_output_is_rebuilt_with_its_dependents_only(finished_run):
+@pytest.fixture(scope="module")
+def shipped_run(finished_run) -> Path:
+    """Ship the trained models under the relative default location, then rebuild from them.
+
+    Returns the config file of that run, which later tests must keep using.
+    """
+    before = {}
+    for name in ("sender", "receiver"):
+        before[name] = json.loads((finished_run / "results" / "models" / name / "model.json").read_text())
+        subprocess.run([sys.executable, "-m", "actbridge", "ship", f"results/models/{name}", "resources/models"],
+                       cwd=finished_run, check=True, capture_output=True)
+    config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())
+    config["models"]["shipped_weights"] = "resources/models"
+    shipped = finished_run / "shipped.yaml"
+    shipped.write_text(yaml.safe_dump(config))
+    snakemake(finished_run, "--configfile", str(shipped), "--cores", "2")
+    (finished_run / "before.json").write_text(json.dumps(before))
+    return shipped
+
+
+def test_shipped_weights_are_reused_by_the_rule(finished_run, shipped_run):
+    before = json.loads((finished_run / "before.json").read_text())
+    for name in ("sender", "receiver"):
+        record = json.loads((finished_run / "results" / "models" / name / "model.json").read_text())
+        assert record["origin"].startswith("shipped:")
+        assert record["weights_sha256"] == before[name]["weights_sha256"]
+        assert "using shipped weights" in (finished_run / "logs" / "models" / f"{name}.log").read_text()
+
+
+def test_a_lost_output_is_rebuilt_with_its_dependents_only(finished_run, shipped_run):
     shutil.rmtree(finished_run / "results" / "models" / "receiver")
-    jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", TEST_CONFIG))
-    assert jobs["model"] == 1 and "dataset_split" not in jobs and "micro_tokenizer" not in jobs
+    jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(shipped_run)))
+    assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
+                    "all": 1, "total": 5}

@@ -70,12 +70,15 @@ class DataConfig:
     sizes: dict[str, int] = field(default_factory=lambda: {
         "lm_train": 20000, "bridge_train": 2000, "bridge_val": 500, "eval": 1000})
     train_questions: int = 6
+    template: str = "compact"
 
     def __post_init__(self) -> None:
         if not self.hops or min(self.hops) < 1:
             raise ValueError(f"data.hops must be a non-empty list of ints >= 1, got {self.hops}")
         if not 0 <= self.distractors <= MAX_DISTRACTORS:
             raise ValueError(f"data.distractors must be in [0, {MAX_DISTRACTORS}], got {self.distractors}")
+        if self.template not in TEMPLATES:
+            raise ValueError(f"data.template must be one of {list(TEMPLATES)}, got {self.template!r}")
         unknown = set(self.context_modes) - set(CONTEXT_MODES)
         if unknown or not self.context_modes:
             raise ValueError(f"data.context_modes must be a non-empty subset of {list(CONTEXT_MODES)}")
@@ -91,6 +94,7 @@ class DataConfig:
             context_modes=tuple(data.get("context_modes", defaults.context_modes)),
             sizes={**defaults.sizes, **{k: int(v) for k, v in data.get("sizes", {}).items()}},
             train_questions=int(data.get("train_questions", defaults.train_questions)),
+            template=str(data.get("template", defaults.template)),
         )
 
 
@@ -100,13 +104,6 @@ class Fact:
     relation: str
     obj: str
     depth: int  # 0 for a fact whose subject is a chain root
-
-    def sentence(self) -> str:
-        return f"{self.subject}'s {self.relation} is {self.obj}."
-
-    def object_offset(self) -> int:
-        """Character offset of the object within :meth:`sentence`."""
-        return len(self.sentence()) - 1 - len(self.obj)
 
 
 @dataclass(frozen=True)
@@ -141,13 +138,36 @@ class World:
         return (self.focus, *self.distractors)
 
 
-def question_text(subject: str, relations: Sequence[str]) -> str:
-    """``Q: Bako's mentor's friend is`` for relations (mentor, friend).
+@dataclass(frozen=True)
+class Template:
+    """How facts and questions are written. Both keep the chain order (subject first).
 
-    Possessives read in chain order, so each hop's result can be formed at
-    the token that names its relation, as the facts are written.
+    * ``compact``: ``Bako mentor Rizu.`` / ``Q: Bako mentor friend`` -> `` Zune``.
+      The object directly follows its (subject, relation) key, as a question
+      directly continues a fact's prefix: the retrieval small models learn
+      fastest (measured in a 2-layer probe: 83% after 750 steps, where the
+      English form below stayed at chance after 1500). Used for micro models.
+    * ``english``: ``Bako's mentor is Rizu.`` / ``Q: Bako's mentor's friend is``:
+      for pretrained models such as Pythia.
     """
-    return f"{QUESTION_MARK} {subject}'s " + "'s ".join(relations) + " is"
+
+    name: str
+
+    def fact(self, fact: Fact) -> tuple[str, int]:
+        """The fact's text and the character offset of its object in it."""
+        if self.name == "compact":
+            head = f"{fact.subject} {fact.relation} "
+        else:
+            head = f"{fact.subject}'s {fact.relation} is "
+        return f"{head}{fact.obj}.", len(head)
+
+    def question(self, subject: str, relations: Sequence[str]) -> str:
+        if self.name == "compact":
+            return f"{QUESTION_MARK} {subject} " + " ".join(relations)
+        return f"{QUESTION_MARK} {subject}'s " + "'s ".join(relations) + " is"
+
+
+TEMPLATES: tuple[str, ...] = ("compact", "english")
 
 
 def name_pool() -> tuple[str, ...]:
@@ -190,55 +210,57 @@ class Prompt:
     subject_span: tuple[int, int]  # the subject's mention in the question
 
 
-def render_prompt(facts: Sequence[Fact], question: str, subject: str, bridge: str | None) -> Prompt:
-    text = " ".join([FACTS_MARK, *(f.sentence() for f in facts), question])
+def render_prompt(template: Template, facts: Sequence[Fact], question: str, subject: str,
+                  bridge: str | None) -> Prompt:
+    pieces = [FACTS_MARK]
     bridge_span = None
-    if bridge is not None:
-        offset = len(FACTS_MARK) + 1
-        for fact in facts:
-            if bridge == fact.subject:
-                bridge_span = (offset, offset + len(bridge))
-                break
-            if bridge == fact.obj:
-                start = offset + fact.object_offset()
-                bridge_span = (start, start + len(bridge))
-                break
-            offset += len(fact.sentence()) + 1
-    subject_start = len(text) - len(question) + len(QUESTION_MARK) + 1
+    offset = len(FACTS_MARK) + 1
+    for fact in facts:
+        text, object_offset = template.fact(fact)
+        if bridge_span is None and bridge == fact.subject:
+            bridge_span = (offset, offset + len(bridge))
+        elif bridge_span is None and bridge == fact.obj:
+            bridge_span = (offset + object_offset, offset + object_offset + len(bridge))
+        pieces.append(text)
+        offset += len(text) + 1
+    text = " ".join([*pieces, question])
+    subject_start = offset + len(QUESTION_MARK) + 1
+    assert text[subject_start: subject_start + len(subject)] == subject
     return Prompt(text, bridge_span, (subject_start, subject_start + len(subject)))
 
 
-def prompts_for_mode(world: World, mode: str) -> dict[str, Prompt]:
+def prompts_for_mode(world: World, mode: str, template: Template) -> dict[str, Prompt]:
     """Sender, receiver and full-context prompts of ``world`` in ``mode``."""
-    question = question_text(world.focus.entities[0], world.focus.relations)
+    question = template.question(world.focus.entities[0], world.focus.relations)
     subject, bridge = world.focus.entities[0], world.bridge_entity
-    full = render_prompt(world.fact_order, question, subject, bridge)
+    full = render_prompt(template, world.fact_order, question, subject, bridge)
     if mode == "shared":
         return {"sender": full, "receiver": full, "full": full}
     if mode == "asymmetric":
         first_hop = [f for f in world.fact_order if f.depth == 0]
         later = [f for f in world.fact_order if f.depth > 0]
         return {
-            "sender": render_prompt(first_hop, question, subject, bridge),
-            "receiver": render_prompt(later, question, subject, bridge),
+            "sender": render_prompt(template, first_hop, question, subject, bridge),
+            "receiver": render_prompt(template, later, question, subject, bridge),
             "full": full,
         }
     raise ValueError(f"unknown context mode {mode!r}; allowed: {list(CONTEXT_MODES)}")
 
 
-def training_questions(world: World, rng: np.random.Generator, n_questions: int) -> list[tuple[str, str]]:
-    """Extra (question, answer) pairs about the same world, for dense LM supervision.
+def training_questions(world: World, rng: np.random.Generator, n_questions: int,
+                       template: Template) -> list[tuple[str, str, int]]:
+    """Extra (question, answer, hops) triples about the same world, for dense LM supervision.
 
     Holds the focus question, every chain's full question and every single
     fact as a 1-hop question; returns ``n_questions`` of them in random order,
     the focus question always among them.
     """
-    focus_q = (question_text(world.focus.entities[0], world.focus.relations), world.focus.answer)
+    focus_q = (template.question(world.focus.entities[0], world.focus.relations), world.focus.answer, world.hops)
     pool = []
     for chain in world.distractors:
-        pool.append((question_text(chain.entities[0], chain.relations), chain.answer))
+        pool.append((template.question(chain.entities[0], chain.relations), chain.answer, len(chain.relations)))
     for fact in world.fact_order:
-        pool.append((question_text(fact.subject, (fact.relation,)), fact.obj))
+        pool.append((template.question(fact.subject, (fact.relation,)), fact.obj, 1))
     pool = [q for q in dict.fromkeys(pool) if q != focus_q]
     chosen = [pool[i] for i in rng.permutation(len(pool))[: max(n_questions - 1, 0)]]
     chosen.append(focus_q)
@@ -265,7 +287,8 @@ SCHEMA = pa.schema([
     ("sender_subject_span", pa.list_(pa.int32(), 2)),
     ("receiver_subject_span", pa.list_(pa.int32(), 2)),
     ("full_subject_span", pa.list_(pa.int32(), 2)),
-    ("train_questions", pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string())]))),
+    ("train_questions", pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string()),
+                                            ("hops", pa.int8())]))),
 ])
 
 
@@ -280,19 +303,20 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
     Asymmetric rows exist for k >= 2 only, and never in ``lm_train``.
     """
     rng = split_rng(config.seed, split)
+    template = Template(config.template)
     for index in range(config.sizes[split]):
         hops = config.hops[index % len(config.hops)]
         # LM training sees 0..distractors distractor chains: the easy worlds teach the model to copy a
         # name before the crowded ones teach it to pick the right one (a curriculum within each batch).
         n_distractors = int(rng.integers(0, config.distractors + 1)) if split == "lm_train" else config.distractors
         world = sample_world(rng, hops, n_distractors)
-        extra = training_questions(world, rng, config.train_questions) if split == "lm_train" else []
+        extra = training_questions(world, rng, config.train_questions, template) if split == "lm_train" else []
         candidates = sorted(chain.answer for chain in world.chains())
         for mode in config.context_modes:
             # Asymmetric needs a later hop; LM training reads full-context prompts only.
             if mode == "asymmetric" and (hops < 2 or split == "lm_train"):
                 continue
-            prompts = prompts_for_mode(world, mode)
+            prompts = prompts_for_mode(world, mode, template)
             yield {
                 "example_id": f"{split}-{index:06d}",
                 "split": split,
@@ -308,7 +332,7 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
                 **{f"{side}_bridge_span": (list(p.bridge_span) if p.bridge_span else None)
                    for side, p in prompts.items()},
                 **{f"{side}_subject_span": list(p.subject_span) for side, p in prompts.items()},
-                "train_questions": [{"question": q, "answer": a} for q, a in extra],
+                "train_questions": [{"question": q, "answer": a, "hops": h} for q, a, h in extra],
             }
 
 

@@ -39,7 +39,7 @@ def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> np.nd
 def relative_answer_position(prompt: str, answer: str) -> float:
     """Where the fact naming the answer sits among the facts: 0 first, 1 last (a recency-bias check)."""
     facts = prompt[: prompt.rindex(" Q:")].split(". ")
-    index = next(i for i, fact in enumerate(facts) if fact.rstrip(".").endswith(f" is {answer}"))
+    index = next(i for i, fact in enumerate(facts) if fact.rstrip(".").endswith(f" {answer}"))
     return index / max(len(facts) - 1, 1)
 
 

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import torch
 from transformers import AutoTokenizer
 
 from actbridge.io import atomic_directory, write_json
@@ -30,7 +31,8 @@ def micro_recipe(micro: dict, lm_train_params: dict, tokenizer_params: dict) -> 
 
 
 def build_micro_model(out_dir: str | Path, recipe: dict, tokenizer_dir: str | Path,
-                      lm_train_path: str | Path, shipped_root: str | Path | None) -> dict:
+                      lm_train_path: str | Path, shipped_root: str | Path | None,
+                      device: torch.device | str = "cpu") -> dict:
     """Materialize a micro model directory atomically; returns its ``model.json`` record."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
     shipped = find_shipped_model(shipped_root, recipe)
@@ -50,8 +52,9 @@ def build_micro_model(out_dir: str | Path, recipe: dict, tokenizer_dir: str | Pa
             lm_train = pq.read_table(lm_train_path)
             train_rows, heldout = split_heldout(lm_train, HELDOUT_ROWS)
             model, history = train_micro_model(
-                micro, tokenizer, train_rows, heldout_evaluator(heldout, tokenizer),
-                progress=lambda record: log.info("train %s", json.dumps(record)))
+                micro, tokenizer, train_rows, heldout_evaluator(heldout, tokenizer, device),
+                progress=lambda record: log.info("train %s", json.dumps(record)), device=device)
+            model = model.cpu()
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             (tmp / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))

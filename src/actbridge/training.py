@@ -102,10 +102,6 @@ def training_text(facts_text: str, questions: Sequence[tuple[str, str]]
     return text, answer_spans, question_spans
 
 
-def question_hops(question: str) -> int:
-    return question.count("'s")
-
-
 def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase, loss_on: str = "answers",
                       max_question_hops: int | None = None) -> TokenizedSequences:
     """Tokenize ``lm_train`` rows into supervised sequences.
@@ -120,13 +116,13 @@ def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase, loss_
     for prompt, questions in zip(table.column("full_prompt").to_pylist(),
                                  table.column("train_questions").to_pylist()):
         facts_text = prompt[: prompt.rindex(f" {QUESTION_MARK}")]
-        pairs = [(q["question"], q["answer"]) for q in questions]
         if max_question_hops is not None:
-            pairs = [p for p in pairs if question_hops(p[0]) <= max_question_hops]
-        text, answer_spans, question_spans = training_text(facts_text, pairs)
+            questions = [q for q in questions if q["hops"] <= max_question_hops]
+        text, answer_spans, question_spans = training_text(
+            facts_text, [(q["question"], q["answer"]) for q in questions])
         texts.append(text + tokenizer.eos_token)
         spans.append(answer_spans if loss_on == "answers" else question_spans)
-        depths.append(max((question_hops(q) for q, _ in pairs), default=0))
+        depths.append(max((q["hops"] for q in questions), default=0))
     encoded = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False)
     input_ids, masks = [], []
     for ids, offsets, supervised in zip(encoded["input_ids"], encoded["offset_mapping"], spans):
@@ -173,15 +169,19 @@ def train_micro_model(
     lm_train: pa.Table,
     evaluate: Callable[[GPTNeoXForCausalLM], dict[str, float]] | None = None,
     progress: Callable[[dict], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[GPTNeoXForCausalLM, list[dict]]:
-    """Train one micro model; returns it and its training log (one dict per logged step)."""
+    """Train one micro model; returns it and its training log (one dict per logged step).
+
+    Bit-for-bit reproducible on CPU for the same inputs and seed.
+    """
     torch.manual_seed(micro.seed)
     rng = np.random.Generator(np.random.PCG64(micro.seed))
     full = tokenize_lm_split(lm_train, tokenizer, micro.loss_on)
     first_phase = tokenize_lm_split(lm_train, tokenizer, micro.loss_on, max_question_hops=1)
     max_len = max(len(s) for s in full.input_ids)
     model = GPTNeoXForCausalLM(build_gpt_neox_config(micro, tokenizer, max_positions=max(512, max_len)))
-    model.train()
+    model.to(device).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -200,7 +200,7 @@ def train_micro_model(
         attention_mask = pad_batch([np.ones(len(data.input_ids[i]), dtype=np.int64) for i in index], 0)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, micro)
-        loss = masked_lm_loss(model, input_ids, attention_mask, loss_mask)
+        loss = masked_lm_loss(model, input_ids.to(device), attention_mask.to(device), loss_mask.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -222,7 +222,7 @@ def train_micro_model(
     return model, history
 
 
-def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase
+def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase, device: torch.device | str = "cpu"
                       ) -> Callable[[GPTNeoXForCausalLM], dict[str, float]]:
     """Exact match by hop count on held-out ``lm_train`` worlds (full-context prompts)."""
     from actbridge.evaluation import score_answers
@@ -233,7 +233,7 @@ def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase
     candidates = heldout.column("candidates").to_pylist()
 
     def evaluate(model: GPTNeoXForCausalLM) -> dict[str, float]:
-        scores = score_answers(model, tokenizer, prompts, answers, candidates)
+        scores = score_answers(model, tokenizer, prompts, answers, candidates, device=device)
         return {f"heldout_em_{h}hop": round(float(scores.exact_match[hops == h].mean()), 4)
                 for h in sorted(set(hops))}
 

@@ -35,6 +35,7 @@ def data_params(split):
         "seed": config["seed"],
         "hops": data["hops"],
         "distractors": data["distractors"],
+        "template": data["template"],
         "size": data["sizes"][split],
     }
     if split == "lm_train":
@@ -67,17 +68,12 @@ def model_inputs(wildcards):
     }
 
 
-def runtime_params(wildcards):
-    return {"device": config["device"], "dtype": config["dtype"], "threads": config["threads"]}
-
-
 def shipped_weights(wildcards):
-    """Where pre-trained micro weights are looked up (relative paths are from the workflow root)."""
-    location = config["models"]["shipped_weights"]
-    if location is None:
-        return None
-    path = Path(location)
-    return str(path if path.is_absolute() else Path(workflow.basedir).parent / path)
+    """Where pre-trained micro weights are looked up, as configured (relative to the repository root).
+
+    Kept relative in params so that moving the checkout does not look like a changed parameter.
+    """
+    return config["models"]["shipped_weights"]
 
 
 def all_targets():

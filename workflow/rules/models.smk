@@ -26,7 +26,6 @@ rule model:
         lm_train=lm_train_params,
         tokenizer=config["models"]["tokenizer"],
         shipped=shipped_weights,
-        runtime=runtime_params,
     threads: 2
     resources:
         mem_mb=4000,
@@ -47,7 +46,7 @@ rule model_accuracy:
     output:
         f"{RESULTS}/models/accuracy_{{model}}.parquet",
     params:
-        runtime=runtime_params,
+        dtype=config["dtype"],
     threads: 2
     log:
         "logs/models/accuracy_{model}.log",

@@ -9,5 +9,6 @@ p = snakemake.params.data
 split = snakemake.wildcards.split
 config = DataConfig(seed=p["seed"], hops=tuple(p["hops"]), distractors=p["distractors"],
                     context_modes=tuple(p.get("context_modes", ("shared",))),
-                    sizes={split: p["size"]}, train_questions=p.get("train_questions", 6))
+                    sizes={split: p["size"]}, train_questions=p.get("train_questions", 6),
+                    template=p["template"])
 write_parquet(build_split(config, split), snakemake.output[0])

@@ -8,10 +8,9 @@ from actbridge.logs import log_to_file
 from actbridge.models import configure_threads, load_model, load_tokenizer, resolve_device, resolve_dtype
 
 log_to_file(snakemake.log[0])
-runtime = snakemake.params.runtime
-configure_threads(runtime["threads"] or snakemake.threads)
-device = resolve_device(runtime["device"])
-model = load_model(snakemake.input.model, device, resolve_dtype(runtime["dtype"]))
+configure_threads(snakemake.config["threads"] or snakemake.threads)
+device = resolve_device(snakemake.config["device"])
+model = load_model(snakemake.input.model, device, resolve_dtype(snakemake.params.dtype))
 table = evaluate_model_accuracy(model, load_tokenizer(snakemake.input.model), pq.read_table(snakemake.input.eval),
                                 snakemake.wildcards.model, device=device)
 write_parquet(table, snakemake.output[0])

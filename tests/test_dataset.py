@@ -109,6 +109,8 @@ def test_spans_point_at_the_entities(small_config, template):
             prompt = row[f"{side}_prompt"]
             start, end = row[f"{side}_subject_span"]
             assert prompt[start:end] == row["subject"]
+            start, end = row[f"{side}_relation_span"]
+            assert prompt[start:end] == row["relations"][0] and start > prompt.index(QUESTION_MARK)
             if row["hops"] >= 2:
                 start, end = row[f"{side}_bridge_span"]
                 assert prompt[start:end] == row["bridge_entity"]

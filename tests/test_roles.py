@@ -18,6 +18,8 @@ def test_roles_end_on_the_named_entity(request, eval_table, which, side):
         assert positions["last"][i] == len(ids) - 1
         prefix = tok.decode(ids[: positions["subject"][i] + 1])
         assert prefix.endswith(row["subject"]) and prefix.count(" Q:") == 1
+        prefix = tok.decode(ids[: positions["relation"][i] + 1])
+        assert prefix.endswith(row["relations"][0]) and prefix.count(" Q:") == 1
         if row["hops"] >= 2:
             prefix = tok.decode(ids[: positions["bridge"][i] + 1])
             assert prefix.endswith(row["bridge_entity"])

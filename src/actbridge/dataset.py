@@ -208,10 +208,11 @@ class Prompt:
     text: str
     bridge_span: tuple[int, int] | None  # first mention of the bridge entity
     subject_span: tuple[int, int]  # the subject's mention in the question
+    relation_span: tuple[int, int]  # the question's first relation: where a chain-order reader resolves hop 1
 
 
 def render_prompt(template: Template, facts: Sequence[Fact], question: str, subject: str,
-                  bridge: str | None) -> Prompt:
+                  bridge: str | None, first_relation: str) -> Prompt:
     pieces = [FACTS_MARK]
     bridge_span = None
     offset = len(FACTS_MARK) + 1
@@ -226,22 +227,25 @@ def render_prompt(template: Template, facts: Sequence[Fact], question: str, subj
     text = " ".join([*pieces, question])
     subject_start = offset + len(QUESTION_MARK) + 1
     assert text[subject_start: subject_start + len(subject)] == subject
-    return Prompt(text, bridge_span, (subject_start, subject_start + len(subject)))
+    relation_start = text.index(f" {first_relation}", subject_start + len(subject)) + 1
+    return Prompt(text, bridge_span, (subject_start, subject_start + len(subject)),
+                  (relation_start, relation_start + len(first_relation)))
 
 
 def prompts_for_mode(world: World, mode: str, template: Template) -> dict[str, Prompt]:
     """Sender, receiver and full-context prompts of ``world`` in ``mode``."""
     question = template.question(world.focus.entities[0], world.focus.relations)
     subject, bridge = world.focus.entities[0], world.bridge_entity
-    full = render_prompt(template, world.fact_order, question, subject, bridge)
+    context = (question, subject, bridge, world.focus.relations[0])
+    full = render_prompt(template, world.fact_order, *context)
     if mode == "shared":
         return {"sender": full, "receiver": full, "full": full}
     if mode == "asymmetric":
         first_hop = [f for f in world.fact_order if f.depth == 0]
         later = [f for f in world.fact_order if f.depth > 0]
         return {
-            "sender": render_prompt(template, first_hop, question, subject, bridge),
-            "receiver": render_prompt(template, later, question, subject, bridge),
+            "sender": render_prompt(template, first_hop, *context),
+            "receiver": render_prompt(template, later, *context),
             "full": full,
         }
     raise ValueError(f"unknown context mode {mode!r}; allowed: {list(CONTEXT_MODES)}")
@@ -287,6 +291,9 @@ SCHEMA = pa.schema([
     ("sender_subject_span", pa.list_(pa.int32(), 2)),
     ("receiver_subject_span", pa.list_(pa.int32(), 2)),
     ("full_subject_span", pa.list_(pa.int32(), 2)),
+    ("sender_relation_span", pa.list_(pa.int32(), 2)),
+    ("receiver_relation_span", pa.list_(pa.int32(), 2)),
+    ("full_relation_span", pa.list_(pa.int32(), 2)),
     ("train_questions", pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string()),
                                             ("hops", pa.int8())]))),
 ])
@@ -332,6 +339,7 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
                 **{f"{side}_bridge_span": (list(p.bridge_span) if p.bridge_span else None)
                    for side, p in prompts.items()},
                 **{f"{side}_subject_span": list(p.subject_span) for side, p in prompts.items()},
+                **{f"{side}_relation_span": list(p.relation_span) for side, p in prompts.items()},
                 "train_questions": [{"question": q, "answer": a, "hops": h} for q, a, h in extra],
             }
 

@@ -5,7 +5,9 @@ character spans and each model finds its own token index for a role:
 
 * ``last``: the prompt's last token (where the answer is predicted);
 * ``bridge``: the token that ends the first mention of the bridge entity;
-* ``subject``: the token that ends the subject's mention in the question.
+* ``subject``: the token that ends the subject's mention in the question;
+* ``relation``: the token that ends the question's first relation, where a
+  model reading the question in chain order can first hold the bridge entity.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
-ROLES: tuple[str, ...] = ("last", "bridge", "subject")
-SPAN_COLUMN = {"bridge": "{side}_bridge_span", "subject": "{side}_subject_span"}
+ROLES: tuple[str, ...] = ("last", "bridge", "subject", "relation")
+SPAN_COLUMN = {"bridge": "{side}_bridge_span", "subject": "{side}_subject_span",
+               "relation": "{side}_relation_span"}
 
 
 def token_index_of_char(offsets: np.ndarray, char_index: int) -> int:

@@ -1,4 +1,5 @@
 # Config validation (at parse time, before any job) and input/params functions.
+import hashlib
 import sys
 from pathlib import Path
 
@@ -22,6 +23,19 @@ RESULTS = "results"
 wildcard_constraints:
     split="|".join(SPLITS),
     model="|".join(MODELS),
+
+
+def library_code(*modules):
+    """Fingerprint of the library modules a rule runs.
+
+    Snakemake's code trigger sees only the rule's own script, so a rule passes
+    this as a param: editing the science it calls reruns it, as editing its
+    script would.
+    """
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update((Path(SRC) / "actbridge" / f"{module}.py").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def micro_models():

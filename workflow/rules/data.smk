@@ -6,6 +6,7 @@ rule dataset_split:
         f"{RESULTS}/data/{{split}}.parquet",
     params:
         data=split_params,
+        code=library_code("dataset", "io"),
     log:
         "logs/data/{split}.log",
     conda:
@@ -21,6 +22,8 @@ rule dataset_stats:
     output:
         table=report(f"{RESULTS}/data/stats.parquet", caption="../report/dataset_stats.rst", category="Data"),
         markdown=report(f"{RESULTS}/data/stats.md", caption="../report/dataset_stats.rst", category="Data"),
+    params:
+        code=library_code("datastats"),
     log:
         "logs/data/stats.log",
     conda:

@@ -8,6 +8,7 @@ rule micro_tokenizer:
         directory(f"{RESULTS}/models/tokenizer"),
     params:
         vocab_size=config["models"]["tokenizer"]["vocab_size"],
+        code=library_code("tokenization"),
     log:
         "logs/models/tokenizer.log",
     conda:
@@ -26,6 +27,7 @@ rule model:
         lm_train=lm_train_params,
         tokenizer=config["models"]["tokenizer"],
         shipped=shipped_weights,
+        code=library_code("training", "micro", "models"),
     threads: 2
     resources:
         mem_mb=4000,
@@ -47,6 +49,7 @@ rule model_accuracy:
         f"{RESULTS}/models/accuracy_{{model}}.parquet",
     params:
         dtype=config["dtype"],
+        code=library_code("evaluation", "models"),
     threads: 2
     log:
         "logs/models/accuracy_{model}.log",

@@ -1,0 +1,46 @@
+"""Atomic outputs: nothing half-written ever sits at the final path, and outputs are readable."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from actbridge.io import atomic_directory, atomic_path, write_parquet
+
+
+def test_failed_write_leaves_no_file_and_no_temporary(tmp_path):
+    target = tmp_path / "out.parquet"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a shard")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_directory_keeps_the_previous_one(tmp_path):
+    target = tmp_path / "model"
+    with atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "weights").write_text("v2, half")
+            raise RuntimeError("killed")
+    assert (target / "weights").read_text() == "v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_parquet(pa.table({"x": [1, 2]}), tmp_path / "t.parquet")
+        with atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "t.parquet").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    assert pq.read_table(tmp_path / "t.parquet").column("x").to_pylist() == [1, 2]

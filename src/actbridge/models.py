@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -237,17 +236,3 @@ def ship_model(model_dir: str | Path, shipped_root: str | Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     copy_model_files(model_dir, target)
     return target
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The few numbers downstream stages need about a model."""
-
-    n_layers: int
-    hidden_size: int
-    vocab_size: int
-
-
-def model_shape(model: PreTrainedModel) -> ModelShape:
-    config = model.config
-    return ModelShape(config.num_hidden_layers, config.hidden_size, config.vocab_size)

@@ -38,7 +38,6 @@ Context modes:
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -347,7 +346,3 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
 def build_split(config: DataConfig, split: str) -> pa.Table:
     rows = list(iter_split_rows(config, split))
     return pa.Table.from_pylist(rows, schema=SCHEMA)
-
-
-def with_overrides(config: DataConfig, **changes) -> DataConfig:
-    return dataclasses.replace(config, **changes)

@@ -7,7 +7,7 @@ from actbridge.logs import log_to_file
 from actbridge.tokenization import train_bpe_tokenizer
 
 log_to_file(snakemake.log[0])
-lm_train = pq.read_table(snakemake.input[0], columns=["full_prompt", "train_questions"])
+lm_train = pq.read_table(snakemake.input[0], columns=["full_prompt"])
 tokenizer = train_bpe_tokenizer(lm_train.column("full_prompt").to_pylist(), snakemake.params.vocab_size)
 with atomic_directory(snakemake.output[0]) as tmp:
     tokenizer.save_pretrained(tmp)

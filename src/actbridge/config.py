@@ -54,16 +54,19 @@ def _describe(error: jsonschema.ValidationError) -> str:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         return (f"config key {dotted([*error.absolute_path, extra[0]]) if extra else key}: unknown key; "
                 f"allowed keys here: {sorted(error.schema.get('properties', {}))}")
-    if error.validator == "oneOf" and isinstance(error.instance, dict):
+    if error.validator == "oneOf" and not isinstance(error.instance, dict):
+        return f"config key {key}: {error.instance!r} is not allowed; expected {error.schema.get('description')}"
+    if error.validator == "oneOf":
         found = sorted(error.instance)
         # The branch whose required keys are all present is the one the user meant: report its errors.
         meant = [i for i, branch in enumerate(error.schema["oneOf"])
-                 if set(branch.get("required", [])) <= set(error.instance)]
+                 if branch.get("required") and set(branch["required"]) <= set(error.instance)]
         if len(meant) == 1:
             inner = [e for e in error.context or [] if e.relative_schema_path[0] == meant[0]]
             if inner:
                 return "; ".join(_describe(e) for e in inner)
-        return f"config key {key}: must be one of {MODEL_FORMS}; found keys {found}"
+        expected = error.schema.get("description", MODEL_FORMS)
+        return f"config key {key}: must be {expected}; found keys {found}"
     if error.validator == "required":
         return f"config key {key}: {error.message}"
     allowed = _allowed(error.schema)

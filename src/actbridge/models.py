@@ -236,3 +236,13 @@ def ship_model(model_dir: str | Path, shipped_root: str | Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     copy_model_files(model_dir, target)
     return target
+
+
+def layer_count(model_dir: str | Path) -> int:
+    """Number of transformer blocks of a pipeline model directory, from its config alone (no weights)."""
+    from transformers import AutoConfig
+
+    path, gguf_file = weights_location(model_dir)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False, **kwargs)
+    return int(config.num_hidden_layers)

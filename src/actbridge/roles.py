@@ -12,11 +12,13 @@ character spans and each model finds its own token index for a role:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyarrow as pa
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # hints only: importing transformers costs seconds in jobs that never build a model
+    from transformers import PreTrainedTokenizerBase
 
 ROLES: tuple[str, ...] = ("last", "bridge", "subject", "relation")
 SPAN_COLUMN = {"bridge": "{side}_bridge_span", "subject": "{side}_subject_span",

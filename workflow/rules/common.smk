@@ -10,6 +10,7 @@ if SRC not in sys.path:
 
 from actbridge.config import ConfigError, model_kind, validate_config
 from actbridge.dataset import SPLITS
+from actbridge.layout import layer_pairs, layers_for, pair_name, resolve_layers
 
 try:
     config = validate_config(config)
@@ -17,12 +18,16 @@ except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
 MODELS = ("sender", "receiver")
+BRIDGE_SPLITS = ("bridge_train", "bridge_val", "eval")
 RESULTS = "results"
 
 
 wildcard_constraints:
     split="|".join(SPLITS),
     model="|".join(MODELS),
+    pair=r"s\d+-r\d+",
+    method="|".join(config["bridge"]["methods"]),
+    seed=r"\d+",
 
 
 def library_code(*modules):
@@ -90,7 +95,63 @@ def shipped_weights(wildcards):
     return config["models"]["shipped_weights"]
 
 
-def all_targets():
+def activation_layers(wildcards):
+    return layers_for(config["activations"]["layers"], wildcards.model)
+
+
+def activation_settings(wildcards):
+    """The extraction keys that change the shards' bytes (the layers are their own param)."""
+    return {key: config["activations"][key] for key in ("roles", "dtype", "shard_rows", "batch_size")}
+
+
+def model_layer_count(model):
+    """Blocks in a model: from the config for micro models, from the resolved weights otherwise."""
+    spec = config["models"][model]
+    if model_kind(spec) == "micro":
+        return spec["micro"]["layers"]
+    from actbridge.models import layer_count
+
+    return layer_count(checkpoints.model.get(model=model).output[0])
+
+
+def extracted_layers(model):
+    try:
+        return resolve_layers(layers_for(config["activations"]["layers"], model), model_layer_count(model))
+    except ValueError as error:
+        raise WorkflowError(f"config key activations.layers ({model}): {error}") from None
+
+
+def bridged_pairs():
+    """``bridge.pairs`` resolved to pair names such as ``s3-r6``."""
+    try:
+        pairs = layer_pairs(config["bridge"]["pairs"], extracted_layers("sender"), extracted_layers("receiver"),
+                            model_layer_count("sender"), model_layer_count("receiver"))
+    except ValueError as error:
+        raise WorkflowError(str(error)) from None
+    return [pair_name(i, j) for i, j in pairs]
+
+
+def bridge_dirs(wildcards=None):
+    return expand(f"{RESULTS}/bridges/{{pair}}/{{method}}/seed{{seed}}", pair=bridged_pairs(),
+                  method=config["bridge"]["methods"], seed=range(config["bridge"]["seeds"]))
+
+
+def bridge_inputs(wildcards):
+    return {f"{model}_{split}": f"{RESULTS}/activations/{model}/{split}" for model in MODELS
+            for split in BRIDGE_SPLITS}
+
+
+BRIDGE_KEYS = {"ridge": ["ridge_penalties"], "lowrank": ["ridge_penalties", "rank"], "procrustes": [],
+               "sgd": ["sgd"], "mlp": ["mlp"]}
+
+
+def bridge_settings(wildcards):
+    """Only the keys the method reads, so tuning the MLP never refits the ridge maps."""
+    keys = ["subsample", *BRIDGE_KEYS[wildcards.method]]
+    return {key: config["bridge"][key] for key in keys}
+
+
+def all_targets(wildcards=None):
     return [
         *expand(f"{RESULTS}/data/{{split}}.parquet", split=SPLITS),
         f"{RESULTS}/data/stats.parquet",
@@ -98,4 +159,6 @@ def all_targets():
         *expand(f"{RESULTS}/models/{{model}}", model=MODELS),
         f"{RESULTS}/models/accuracy.parquet",
         f"{RESULTS}/models/accuracy.md",
+        f"{RESULTS}/bridges/metrics.parquet",
+        f"{RESULTS}/bridges/metrics.md",
     ]

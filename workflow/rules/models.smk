@@ -17,7 +17,7 @@ rule micro_tokenizer:
         "../scripts/micro_tokenizer.py"
 
 
-rule model:
+checkpoint model:
     input:
         unpack(model_inputs),
     output:

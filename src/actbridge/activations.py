@@ -1,0 +1,337 @@
+"""Hidden-state shards: extract once per model and split, read back verified.
+
+Layout of ``activations/{model}/{split}/``::
+
+    part-00000.parquet ...   one row per example x role, examples in dataset order
+    manifest.json            what produced the shards, and rows + sha256 per shard
+
+Each layer is its own ``fixed_size_list<float>[d]`` column (``layer_00`` is the
+embedding output, ``layer_{L}`` the last entry of HF ``hidden_states``). The
+bridges read one layer pair at a time, so a column per layer lets Parquet
+read exactly the bytes of that layer (column projection), where a row per
+layer would make every reader scan and filter all layers.
+
+Examples are processed in chunks of at most ``shard_rows`` rows; within a
+chunk they are sorted by length into batches (less padding) and put back in
+dataset order before the shard is written, so the shards of two models list
+the same examples in the same order and memory stays bounded by one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from actbridge.io import atomic_directory, sha256_file, write_json
+from actbridge.roles import role_positions_for_table
+
+if TYPE_CHECKING:  # hints only: importing transformers costs seconds in jobs that never build a model
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+KEY_COLUMNS = ("example_id", "mode", "hops", "role", "position", "n_tokens")
+NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32}
+ARROW_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+
+
+class ActivationStoreError(RuntimeError):
+    """A shard or manifest does not match what was recorded: rerun the extraction rule."""
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """What to extract: ``layers`` index HF ``hidden_states`` (0 = embeddings)."""
+
+    layers: tuple[int, ...]
+    roles: tuple[str, ...]
+    prompt: str  # which prompt column the model reads: sender, receiver or full
+    dtype: str = "float32"
+    shard_rows: int = 4096
+    batch_size: int = 32
+
+
+PROMPT_FOR_MODEL = {"sender": "sender", "receiver": "full"}
+"""Which prompt each model reads: the sender its own (in ``asymmetric`` mode, the first-hop
+fact only), the receiver the full context, whose states are what a bridge should deliver.
+In ``shared`` mode both are the same text."""
+
+
+def layer_column(layer: int) -> str:
+    return f"layer_{layer:02d}"
+
+
+def trunk(model: PreTrainedModel) -> torch.nn.Module:
+    """The transformer without its LM head: hidden states need no logits."""
+    return model.base_model
+
+
+def shard_schema(layers: Sequence[int], hidden_size: int, dtype: str) -> pa.Schema:
+    fields = [("example_id", pa.string()), ("mode", pa.string()), ("hops", pa.int8()),
+              ("role", pa.string()), ("position", pa.int32()), ("n_tokens", pa.int32())]
+    fields += [(layer_column(layer), pa.list_(ARROW_DTYPES[dtype], hidden_size)) for layer in layers]
+    return pa.schema(fields)
+
+
+def example_chunks(n_examples: int, rows_per_example: int, shard_rows: int) -> list[range]:
+    per_chunk = max(1, shard_rows // max(rows_per_example, 1))
+    return [range(start, min(start + per_chunk, n_examples)) for start in range(0, n_examples, per_chunk)]
+
+
+@torch.inference_mode()
+def hidden_states_at(model: PreTrainedModel, token_ids: Sequence[Sequence[int]], positions: np.ndarray,
+                     layers: Sequence[int], pad_id: int, device: torch.device | str) -> np.ndarray:
+    """States at ``positions`` ([batch, n_roles], token indices) -> [batch, n_roles, n_layers, d] float32.
+
+    Right padding with an attention mask: positions index real tokens only.
+    """
+    width = max(len(ids) for ids in token_ids)
+    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, : len(ids)] = torch.as_tensor(ids)
+        attention[row, : len(ids)] = 1
+    outputs = trunk(model)(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                           output_hidden_states=True, use_cache=False)
+    stacked = torch.stack([outputs.hidden_states[layer] for layer in layers], dim=1)  # [batch, n_layers, seq, d]
+    index = torch.as_tensor(np.clip(positions, 0, None), device=stacked.device)  # [batch, n_roles]
+    batch_index = torch.arange(len(token_ids), device=stacked.device)[:, None]
+    picked = stacked.permute(0, 2, 1, 3)[batch_index, index]  # [batch, n_roles, n_layers, d]
+    return picked.float().cpu().numpy()
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="ex", mininterval=5.0)
+
+
+def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: pa.Table,
+                        plan: ExtractionPlan, out_dir: str | os.PathLike[str], identity: dict,
+                        device: torch.device | str = "cpu") -> dict:
+    """Write ``out_dir`` (shards + manifest) atomically; returns the manifest.
+
+    Rows exist only where the role does (no ``bridge`` row in a 1-hop example).
+    ``identity`` describes the model (hub id and revision, or path and weights
+    sha256) and goes into the manifest verbatim.
+    """
+    prompts = examples.column(f"{plan.prompt}_prompt").to_pylist()
+    positions = role_positions_for_table(tokenizer, examples, plan.prompt, plan.roles)
+    role_positions = np.stack([positions[role] for role in plan.roles], axis=1)  # [n, n_roles]
+    token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    hidden_size = int(model.config.hidden_size)
+    schema = shard_schema(plan.layers, hidden_size, plan.dtype)
+    ids = examples.column("example_id").to_pylist()
+    modes = examples.column("mode").to_pylist()
+    hops = examples.column("hops").to_pylist()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    shards = []
+    chunks = example_chunks(len(prompts), len(plan.roles), plan.shard_rows)
+    progress = _progress(len(prompts), f"extract {plan.prompt} prompts")
+    with atomic_directory(out_dir) as tmp:
+        for shard_index, chunk in enumerate(chunks):
+            states = np.zeros((len(chunk), len(plan.roles), len(plan.layers), hidden_size), dtype=np.float32)
+            order = sorted(chunk, key=lambda i: len(token_ids[i]))  # length buckets: little padding
+            for begin in range(0, len(order), plan.batch_size):
+                batch = order[begin: begin + plan.batch_size]
+                got = hidden_states_at(model, [token_ids[i] for i in batch], role_positions[batch],
+                                       plan.layers, pad_id, device)
+                states[np.asarray(batch) - chunk.start] = got
+                progress.update(len(batch))
+            table = shard_table(schema, plan, chunk, states, role_positions, ids, modes, hops,
+                                [len(token_ids[i]) for i in chunk])
+            name = f"part-{shard_index:05d}.parquet"
+            pq.write_table(table, tmp / name, compression="zstd")
+            shards.append({"file": name, "rows": table.num_rows, "sha256": sha256_file(tmp / name)})
+            del states, table
+        progress.close()
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "model": identity,
+            "tokenizer": {"name_or_path": str(tokenizer.name_or_path), "vocab_size": len(tokenizer)},
+            "plan": asdict(plan),
+            "hidden_size": hidden_size,
+            "n_examples": len(prompts),
+            "rows": sum(s["rows"] for s in shards),
+            "shards": shards,
+        }
+        write_json(manifest, tmp / MANIFEST)
+    return manifest
+
+
+def shard_table(schema: pa.Schema, plan: ExtractionPlan, chunk: range, states: np.ndarray,
+                role_positions: np.ndarray, ids: list, modes: list, hops: list, n_tokens: list) -> pa.Table:
+    """Rows (example-major, role-minor) for the examples of ``chunk`` whose role exists."""
+    local = [(offset, r) for offset, i in enumerate(chunk) for r in range(len(plan.roles))
+             if role_positions[i, r] >= 0]
+    rows = np.asarray([o for o, _ in local], dtype=np.int64)
+    roles = np.asarray([r for _, r in local], dtype=np.int64)
+    examples = rows + chunk.start
+    columns = {
+        "example_id": pa.array([ids[i] for i in examples], pa.string()),
+        "mode": pa.array([modes[i] for i in examples], pa.string()),
+        "hops": pa.array([hops[i] for i in examples], pa.int8()),
+        "role": pa.array([plan.roles[r] for r in roles], pa.string()),
+        "position": pa.array(role_positions[examples, roles], pa.int32()),
+        "n_tokens": pa.array([n_tokens[o] for o in rows], pa.int32()),
+    }
+    numpy_dtype = NUMPY_DTYPES[plan.dtype]
+    for layer_i, layer in enumerate(plan.layers):
+        flat = states[rows, roles, layer_i].astype(numpy_dtype).reshape(-1)  # [rows * d]
+        field = schema.field(layer_column(layer))
+        columns[layer_column(layer)] = pa.FixedSizeListArray.from_arrays(
+            pa.array(flat, field.type.value_type), field.type.list_size)
+    return pa.table(columns, schema=schema)
+
+
+class ActivationStore:
+    """Verified read access to one ``activations/{model}/{split}/`` directory.
+
+    Opening checks the manifest and every shard's size of rows and sha256, so
+    a truncated, missing or altered shard is an error naming the file, never a
+    silent wrong read.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], verify: bool = True) -> None:
+        self.directory = Path(directory)
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.is_file():
+            raise ActivationStoreError(f"{manifest_path} is missing: rerun the rule that extracts "
+                                       f"{self.directory} (delete the directory first)")
+        self.manifest = json.loads(manifest_path.read_text())
+        if self.manifest.get("schema_version") != SCHEMA_VERSION:
+            raise ActivationStoreError(f"{manifest_path}: schema version {self.manifest.get('schema_version')}, "
+                                       f"this code reads {SCHEMA_VERSION}; rerun the extraction")
+        if verify:
+            self.verify()
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(self.manifest["plan"]["layers"])
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.manifest["plan"]["roles"])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.manifest["hidden_size"])
+
+    @property
+    def dtype(self) -> str:
+        return self.manifest["plan"]["dtype"]
+
+    def shard_paths(self) -> list[Path]:
+        return [self.directory / shard["file"] for shard in self.manifest["shards"]]
+
+    def verify(self) -> None:
+        expected = shard_schema(self.layers, self.hidden_size, self.dtype)
+        for shard in self.manifest["shards"]:
+            path = self.directory / shard["file"]
+            hint = f"rerun the rule that extracts {self.directory} (delete the directory first)"
+            if not path.is_file():
+                raise ActivationStoreError(f"shard {path} is missing: {hint}")
+            if sha256_file(path) != shard["sha256"]:
+                raise ActivationStoreError(f"shard {path} does not match its sha256 in the manifest "
+                                           f"(truncated or altered): {hint}")
+            metadata = pq.read_metadata(path)
+            if metadata.num_rows != shard["rows"]:
+                raise ActivationStoreError(f"shard {path} has {metadata.num_rows} rows, manifest says "
+                                           f"{shard['rows']}: {hint}")
+            if not metadata.schema.to_arrow_schema().equals(expected):
+                raise ActivationStoreError(f"shard {path} has a different schema (dtype or hidden size) "
+                                           f"than its manifest: {hint}")
+
+    def _check_request(self, layer: int, role: str) -> None:
+        if layer not in self.layers:
+            raise ActivationStoreError(f"{self.directory} holds layers {list(self.layers)}, not {layer}: "
+                                       "extract it (activations.layers) or pick another pair")
+        if role not in self.roles:
+            raise ActivationStoreError(f"{self.directory} holds roles {list(self.roles)}, not {role!r}")
+
+    def iter_chunks(self, layer: int, role: str, modes: Sequence[str] | None = None
+                    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(example ids, states [rows, d] float32) per shard, one layer and role, dataset order."""
+        self._check_request(layer, role)
+        column = layer_column(layer)
+        for path in self.shard_paths():
+            table = pq.read_table(path, columns=["example_id", "mode", "role", column])
+            keep = np.asarray(table.column("role").to_pylist()) == role
+            if modes is not None:
+                keep &= np.isin(np.asarray(table.column("mode").to_pylist()), list(modes))
+            table = table.filter(pa.array(keep))
+            if table.num_rows == 0:
+                continue
+            flat = table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            yield table.column("example_id").to_pylist(), flat.reshape(table.num_rows, -1).astype(np.float32)
+
+    def read(self, layer: int, role: str, modes: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """Every row of one layer and role: (example ids, states [rows, d])."""
+        ids, arrays = [], []
+        for chunk_ids, states in self.iter_chunks(layer, role, modes):
+            ids.extend(chunk_ids)
+            arrays.append(states)
+        if not arrays:
+            return [], np.zeros((0, self.hidden_size), dtype=np.float32)
+        return ids, np.concatenate(arrays)
+
+    def keys(self, role: str | None = None) -> pa.Table:
+        tables = [pq.read_table(path, columns=list(KEY_COLUMNS)) for path in self.shard_paths()]
+        table = pa.concat_tables(tables)
+        if role is not None:
+            table = table.filter(pc.equal(table.column("role"), role))
+        return table
+
+
+def iter_aligned(sender: Iterator[tuple[list[str], np.ndarray]], receiver: Iterator[tuple[list[str], np.ndarray]]
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Zip two (ids, states) streams whose rows name the same examples in the same order.
+
+    Shard boundaries may differ between the two models; a buffer of at most
+    one shard per side re-cuts them. A mismatch of example ids is an error.
+    """
+    buffer_ids = {"x": [], "y": []}
+    buffer_states: dict[str, list[np.ndarray]] = {"x": [], "y": []}
+    streams = {"x": sender, "y": receiver}
+    exhausted = {"x": False, "y": False}
+
+    def pull(side: str) -> None:
+        try:
+            ids, states = next(streams[side])
+            buffer_ids[side].extend(ids)
+            buffer_states[side].append(states)
+        except StopIteration:
+            exhausted[side] = True
+
+    while True:
+        for side in ("x", "y"):
+            if not buffer_ids[side] and not exhausted[side]:
+                pull(side)
+        if not buffer_ids["x"] or not buffer_ids["y"]:
+            if buffer_ids["x"] or buffer_ids["y"]:
+                raise ActivationStoreError("sender and receiver shards hold different numbers of rows "
+                                           "for this role; re-extract both from the same dataset")
+            return
+        n = min(len(buffer_ids["x"]), len(buffer_ids["y"]))
+        if buffer_ids["x"][:n] != buffer_ids["y"][:n]:
+            raise ActivationStoreError("sender and receiver shards list different examples; "
+                                       "re-extract both from the same dataset")
+        out = {}
+        for side in ("x", "y"):
+            states = np.concatenate(buffer_states[side]) if len(buffer_states[side]) > 1 else buffer_states[side][0]
+            out[side] = states[:n]
+            rest = states[n:]
+            buffer_states[side] = [rest] if len(rest) else []
+            buffer_ids[side] = buffer_ids[side][n:]
+        yield out["x"], out["y"]

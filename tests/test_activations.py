@@ -1,0 +1,147 @@
+"""Activation shards: what is written is what a full forward pass computes, and tampering is caught."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPTNeoXForCausalLM
+
+from actbridge.activations import (ActivationStore, ActivationStoreError, ExtractionPlan, extract_activations,
+                                   iter_aligned)
+from actbridge.layout import resolve_layers
+from actbridge.roles import role_positions_for_table
+from actbridge.training import MicroModelConfig, build_gpt_neox_config
+
+IDENTITY = {"kind": "test"}
+
+
+def tiny_model(tokenizer, seed=0, layers=2, hidden=32):
+    torch.manual_seed(seed)
+    return GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=layers, hidden=hidden, heads=2),
+                                                    tokenizer)).eval()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return tiny_model(tokenizer)
+
+
+def plan(**overrides):
+    values = dict(layers=(0, 1, 2), roles=("last", "bridge"), prompt="full", dtype="float32", shard_rows=16,
+                  batch_size=5)
+    values.update(overrides)
+    return ExtractionPlan(**values)
+
+
+def test_shards_hold_the_states_of_an_unpadded_full_forward(tmp_path, model, tokenizer, eval_table):
+    manifest = extract_activations(model, tokenizer, eval_table, plan(), tmp_path / "acts", IDENTITY)
+    assert len(manifest["shards"]) > 1  # 30 examples, up to 2 rows each, 16 rows per shard
+    store = ActivationStore(tmp_path / "acts")
+    positions = role_positions_for_table(tokenizer, eval_table, "full", ("last", "bridge"))
+    prompts = eval_table.column("full_prompt").to_pylist()
+    example_ids = eval_table.column("example_id").to_pylist()
+    for role in ("last", "bridge"):
+        ids, states = store.read(2, role)
+        expected_ids = [e for e, p in zip(example_ids, positions[role]) if p >= 0]
+        assert ids == expected_ids  # dataset order, rows only where the role exists
+        for row, example_id in enumerate(ids[:6]):
+            i = example_ids.index(example_id)
+            encoded = tokenizer(prompts[i], return_tensors="pt", add_special_tokens=False)
+            with torch.inference_mode():
+                hidden = model(**encoded, output_hidden_states=True).hidden_states
+            np.testing.assert_allclose(states[row], hidden[2][0, positions[role][i]].numpy(), atol=1e-5)
+    assert manifest["rows"] == sum(len(store.read(0, r)[0]) for r in ("last", "bridge"))
+
+
+def test_float16_shards_and_layer_selection(tmp_path, model, tokenizer, eval_table):
+    extract_activations(model, tokenizer, eval_table, plan(layers=(1,), dtype="float16"), tmp_path / "a",
+                        IDENTITY)
+    store = ActivationStore(tmp_path / "a")
+    ids, states = store.read(1, "last")
+    assert states.dtype == np.float32 and len(ids) == eval_table.num_rows
+    with pytest.raises(ActivationStoreError, match="not 2"):
+        store.read(2, "last")
+
+
+def test_resolve_layers():
+    assert resolve_layers("all", 3) == (0, 1, 2, 3)
+    assert resolve_layers([3, 1, 1], 3) == (1, 3)
+    with pytest.raises(ValueError, match="out of range"):
+        resolve_layers([4], 3)
+
+
+@pytest.fixture()
+def extracted(tmp_path, model, tokenizer, eval_table):
+    extract_activations(model, tokenizer, eval_table, plan(), tmp_path / "acts", IDENTITY)
+    return tmp_path / "acts"
+
+
+def test_truncated_shard_is_named(extracted):
+    shard = extracted / "part-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(ActivationStoreError, match="part-00001.parquet.*rerun"):
+        ActivationStore(extracted)
+
+
+def test_flipped_byte_is_named(extracted):
+    shard = extracted / "part-00000.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ActivationStoreError, match="part-00000.parquet.*sha256"):
+        ActivationStore(extracted)
+
+
+def test_missing_shard_and_manifest_are_named(extracted):
+    (extracted / "part-00002.parquet").unlink()
+    with pytest.raises(ActivationStoreError, match="part-00002.parquet is missing"):
+        ActivationStore(extracted)
+    (extracted / "manifest.json").unlink()
+    with pytest.raises(ActivationStoreError, match="manifest.json is missing"):
+        ActivationStore(extracted)
+
+
+def test_dim_mismatch_in_manifest_is_caught(extracted):
+    manifest = json.loads((extracted / "manifest.json").read_text())
+    manifest["hidden_size"] = 64
+    (extracted / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ActivationStoreError, match="different schema"):
+        ActivationStore(extracted)
+
+
+def test_aligned_streams_recut_different_shard_boundaries():
+    ids = [f"e{i}" for i in range(23)]
+    x = np.arange(23 * 2, dtype=np.float32).reshape(23, 2)
+    y = -np.arange(23 * 3, dtype=np.float32).reshape(23, 3)
+
+    def chunks(array, cuts):
+        bounds = [0, *cuts, len(ids)]
+        return iter([(ids[a:b], array[a:b]) for a, b in zip(bounds, bounds[1:])])
+
+    pieces = list(iter_aligned(chunks(x, [5, 6, 17]), chunks(y, [10, 11])))
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in pieces]), x)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in pieces]), y)
+    with pytest.raises(ActivationStoreError, match="different examples"):
+        list(iter_aligned(iter([(ids[:3], x[:3])]), iter([(ids[1:4], y[1:4])])))
+    with pytest.raises(ActivationStoreError, match="different numbers of rows"):
+        list(iter_aligned(iter([(ids[:3], x[:3])]), iter([(ids[:2], y[:2])])))
+
+
+def test_peak_memory_is_one_chunk(tmp_path, model, tokenizer, eval_table, monkeypatch):
+    """Streaming: the largest states buffer ever allocated holds one shard's examples, not the split."""
+    import actbridge.activations as activations
+
+    sizes = []
+    real_zeros = np.zeros
+
+    def recording_zeros(shape, *args, **kwargs):
+        if isinstance(shape, tuple) and len(shape) == 4:
+            sizes.append(shape[0])
+        return real_zeros(shape, *args, **kwargs)
+
+    monkeypatch.setattr(activations.np, "zeros", recording_zeros)
+    extract_activations(model, tokenizer, eval_table, plan(shard_rows=8), tmp_path / "a", IDENTITY)
+    assert sizes and max(sizes) == 4  # 8 rows / 2 roles

@@ -1,0 +1,176 @@
+"""Planted bridges: maps whose answer is known, recovered by each method."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actbridge.activations import ActivationStore, ExtractionPlan, extract_activations
+from actbridge.alignment import alignment_metrics, identity_predictor, mean_predictor
+from actbridge.bridge_runs import run_bridge_job
+from actbridge.layout import layer_pairs, parse_pair, relative_depth_pairs
+from actbridge.bridges import (Bridge, BridgeSettings, IterativeSettings, Moments, Normalizer, fit_bridge,
+                               fit_normalizers, fit_ridge, ridge_weights)
+from tests.test_activations import tiny_model
+
+
+def chunked(x, y, size):
+    return lambda: iter([(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)])
+
+
+def planted(n=600, d_s=12, d_r=9, noise=0.05, seed=0, rank=None):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d_s)) * rng.uniform(0.5, 3, size=d_s) + rng.normal(size=d_s) * 4
+    a = rng.normal(size=(d_s, d_r))
+    if rank is not None:
+        a = rng.normal(size=(d_s, rank)) @ rng.normal(size=(rank, d_r))
+    y = x @ a + rng.normal(size=d_r) + noise * rng.normal(size=(n, d_r))
+    return x, y, a
+
+
+def test_closed_form_equals_lstsq():
+    x, y, _ = planted()
+    weight, bias = ridge_weights(Moments.of(chunked(x, y, 50)()), 0.0)
+    design = np.hstack([x, np.ones((len(x), 1))])
+    expected = np.linalg.lstsq(design, y, rcond=None)[0]
+    np.testing.assert_allclose(weight, expected[:-1], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(bias, expected[-1], rtol=1e-6, atol=1e-9)
+
+
+def test_streamed_moments_equal_one_shot():
+    x, y, _ = planted()
+    one = Moments.of(chunked(x, y, len(x))())
+    many = Moments.of(chunked(x, y, 7)())
+    for name in ("x", "y", "xx", "xy", "yy"):
+        np.testing.assert_allclose(getattr(many, name), getattr(one, name), rtol=1e-12)
+    np.testing.assert_allclose(ridge_weights(many, 0.1)[0], ridge_weights(one, 0.1)[0], rtol=1e-10)
+
+
+def fit(method, x, y, settings=BridgeSettings(subsample=1.0), seed=0):
+    n_train = int(0.8 * len(x))
+    train, val = chunked(x[:n_train], y[:n_train], 64), chunked(x[n_train:], y[n_train:], 64)
+    sender, receiver = fit_normalizers(Moments.of(train()))
+    return fit_bridge(method, train, val, sender, receiver, settings, seed)
+
+
+def test_ridge_recovers_the_planted_map_in_raw_space():
+    x, y, a = planted(noise=0.01)
+    bridge = fit("ridge", x, y)
+    # W in normalized space = diag-free scalar change of basis of A: compare the raw-space action
+    np.testing.assert_allclose(bridge.apply(x[:50]), y[:50], atol=0.05)
+    probe = np.eye(x.shape[1])
+    recovered = bridge.apply(probe) - bridge.apply(np.zeros((1, x.shape[1])))
+    np.testing.assert_allclose(recovered, a, atol=0.01)
+    assert bridge.info["penalty"] <= 1e-3  # little noise: validation picks a small penalty
+
+
+def test_ridge_penalty_is_picked_on_validation():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 40))
+    y = x[:, :1] + rng.normal(size=(60, 1)) * 2  # few rows, many useless inputs: shrinkage wins
+    train, val = Moments.of(chunked(x[:30], y[:30], 30)()), Moments.of(chunked(x[30:], y[30:], 30)())
+    _, _, info = fit_ridge(train, val, (0.0, 0.1, 1.0, 10.0))
+    assert info["penalty"] > 0
+
+
+def test_procrustes_recovers_a_rotation_between_different_widths():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 6))
+    rotation = np.linalg.qr(rng.normal(size=(8, 8)))[0][:6]  # [6, 8] orthonormal rows
+    y = x @ rotation * 2.5
+    bridge = fit("procrustes", x, y)
+    np.testing.assert_allclose(bridge.apply(x), y, atol=1e-6)
+
+
+def test_lowrank_recovers_a_low_rank_map():
+    x, y, a = planted(rank=3, noise=0.01)
+    bridge = fit("lowrank", x, y, BridgeSettings(subsample=1.0, rank=3))
+    assert np.linalg.matrix_rank(bridge.weight, tol=1e-6) == 3
+    assert np.abs(bridge.apply(x) - y).max() < 0.2
+
+
+@pytest.mark.parametrize("method", ["sgd", "mlp"])
+def test_iterative_methods_learn_a_linear_map(method):
+    x, y, _ = planted(n=800, noise=0.01)
+    settings = BridgeSettings(subsample=1.0, sgd=IterativeSettings(epochs=300, learning_rate=1e-2),
+                              mlp=IterativeSettings(epochs=300, learning_rate=3e-3))
+    bridge = fit(method, x, y, settings)
+    score = alignment_metrics(bridge.map_normalized, chunked(x, y, 100), bridge.sender, bridge.receiver)
+    assert score["r2"] > 0.98
+
+
+def test_cosine_loss_sgd_aligns_directions():
+    x, y, _ = planted(n=800, noise=0.01)
+    settings = BridgeSettings(subsample=1.0, sgd=IterativeSettings(loss="cosine", epochs=200, learning_rate=1e-2))
+    bridge = fit("sgd", x, y, settings)
+    score = alignment_metrics(bridge.map_normalized, chunked(x, y, 100), bridge.sender, bridge.receiver)
+    assert score["cos_normalized"] > 0.99
+
+
+def test_seeds_change_the_subsample():
+    x, y, _ = planted(noise=0.5)
+    a = fit("ridge", x, y, BridgeSettings(subsample=0.7), seed=0)
+    b = fit("ridge", x, y, BridgeSettings(subsample=0.7), seed=1)
+    assert a.info["train_rows"] != b.info["train_rows"] or not np.allclose(a.weight, b.weight)
+    again = fit("ridge", x, y, BridgeSettings(subsample=0.7), seed=0)
+    np.testing.assert_array_equal(a.weight, again.weight)
+
+
+@pytest.mark.parametrize("method", ["ridge", "mlp"])
+def test_save_load_round_trip(tmp_path, method):
+    x, y, _ = planted(n=200)
+    settings = BridgeSettings(subsample=1.0, mlp=IterativeSettings(epochs=5))
+    bridge = fit(method, x, y, settings)
+    bridge.save(tmp_path / "b", {"what": "test"})
+    loaded = Bridge.load(tmp_path / "b")
+    np.testing.assert_allclose(loaded.apply(x[:20]), bridge.apply(x[:20]), rtol=1e-4, atol=1e-4)
+
+
+def test_baselines_score_as_expected():
+    x, y, _ = planted(noise=0.0, d_r=12)
+    sender, receiver = fit_normalizers(Moments.of(chunked(x, y, 100)()))
+    mean = alignment_metrics(mean_predictor(12), chunked(x, y, 100), sender, receiver)
+    assert np.isnan(mean["cos_normalized"]) and abs(mean["r2"]) < 1e-9 and np.isnan(mean["cka"])
+    same = Normalizer(receiver.mean, receiver.scale)
+    perfect = alignment_metrics(identity_predictor, chunked(y, y, 100), same, receiver)
+    assert perfect["cos_normalized"] == pytest.approx(1.0) and perfect["r2"] == pytest.approx(1.0)
+    assert perfect["cka"] == pytest.approx(1.0) and perfect["mse"] == pytest.approx(0.0, abs=1e-20)
+
+
+def test_pairs():
+    assert relative_depth_pairs(range(0, 13), 12, 24)[:3] == [(0, 0), (1, 2), (2, 4)]
+    assert relative_depth_pairs([6], 6, 6) == [(6, 6)]
+    assert parse_pair("s3-r10") == (3, 10)
+    with pytest.raises(ValueError, match="s<sender layer>"):
+        parse_pair("3-10")
+    assert layer_pairs("grid", [0, 1], [2, 3], 1, 3) == [(0, 2), (0, 3), (1, 2), (1, 3)]
+    assert layer_pairs([[1, 3], [1, 3]], [0, 1], [2, 3], 1, 3) == [(1, 3)]
+    with pytest.raises(ValueError, match="bridge.pairs.*activations.layers"):
+        layer_pairs("relative_depth", [0, 1], [2, 3], 1, 3)
+
+
+def test_bridge_from_a_model_to_itself_is_the_identity(tmp_path, tokenizer, small_config):
+    """Planted: the same model on both sides; ridge must recover the identity on held-out states."""
+    from actbridge.dataset import DataConfig, build_split
+
+    model = tiny_model(tokenizer, layers=2, hidden=32)
+    config = DataConfig(seed=5, hops=(1, 2), distractors=2,
+                        sizes={"lm_train": 10, "bridge_train": 120, "bridge_val": 40, "eval": 60})
+    stores = {}
+    for split in ("bridge_train", "bridge_val", "eval"):
+        table = build_split(config, split)
+        plan = ExtractionPlan(layers=(1, 2), roles=("last", "bridge"), prompt="full", shard_rows=50)
+        extract_activations(model, tokenizer, table, plan, tmp_path / split, {"kind": "test"})
+        stores[split] = ActivationStore(tmp_path / split)
+    metrics = run_bridge_job({"sender": stores, "receiver": stores}, 1, 1, "ridge", 0, ("last", "bridge"),
+                             ("shared", "asymmetric"), ("shared", "asymmetric"),
+                             BridgeSettings(penalties=(0.0, 1e-3, 1e-1)), tmp_path / "out", {"test": True})
+    rows = metrics.to_pylist()
+    bridge_rows = [r for r in rows if r["predictor"] == "bridge"]
+    assert {(r["role"], r["mode"]) for r in bridge_rows} == {(role, mode) for role in ("last", "bridge")
+                                                             for mode in ("shared", "asymmetric")}
+    assert all(r["cos_normalized"] >= 0.999 and r["r2"] >= 0.998 for r in bridge_rows)
+    assert all(r["cos_normalized"] >= 0.999 for r in rows if r["predictor"] == "identity")
+    assert all(r["r2"] < 0.5 for r in rows if r["predictor"] == "shuffled")
+    bridge = Bridge.load(tmp_path / "out" / "last")
+    np.testing.assert_allclose(bridge.weight, np.eye(32), atol=0.05)

@@ -1,0 +1,27 @@
+# Stage "activations": one trunk pass per model and split, every requested layer and role, in verified shards.
+
+
+rule activations:
+    input:
+        model=f"{RESULTS}/models/{{model}}",
+        examples=f"{RESULTS}/data/{{split}}.parquet",
+    output:
+        directory(f"{RESULTS}/activations/{{model}}/{{split}}"),
+    params:
+        layers=activation_layers,
+        settings=activation_settings,
+        dtype=config["dtype"],
+        code=library_code("activations", "roles", "layout", "models", "io"),
+    wildcard_constraints:
+        split="|".join(BRIDGE_SPLITS),
+    threads: 2
+    resources:
+        mem_mb=4000,
+    log:
+        "logs/activations/{model}/{split}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/activations/{{model}}/{{split}}.tsv"
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/extract_activations.py"

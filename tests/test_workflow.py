@@ -50,8 +50,20 @@ def workdir(tmp_path_factory) -> Path:
 
 def test_default_dag(workdir):
     jobs = planned_jobs(snakemake(workdir, "-n"))
+    # 7 layer pairs (0..6, relative depth) x 5 methods x 5 seeds
     assert jobs == {"dataset_split": 4, "micro_tokenizer": 1, "model": 2, "dataset_stats": 1,
-                    "model_accuracy": 2, "accuracy_summary": 1, "all": 1, "total": 12}
+                    "model_accuracy": 2, "accuracy_summary": 1, "activations": 6, "bridge": 175,
+                    "bridge_metrics": 1, "all": 1, "total": 194}
+
+
+def test_bridge_pairs_outside_the_extracted_layers_stop_before_any_job(workdir):
+    config = yaml.safe_load((workdir / TEST_CONFIG).read_text())
+    config["bridge"]["pairs"] = [[2, 9]]
+    bad = workdir / "bad_pairs.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    output = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
+    assert "config key bridge.pairs" in output and "activations.layers" in output
+    assert "Traceback" not in output
 
 
 def test_lint_is_clean(workdir):
@@ -82,6 +94,26 @@ def test_end_to_end_outputs(finished_run):
     assert "| eval |" in (results / "data" / "stats.md").read_text()
 
 
+def test_end_to_end_activations_and_bridges(finished_run):
+    from actbridge.activations import ActivationStore
+
+    results = finished_run / "results"
+    for model, layers in (("sender", 3), ("receiver", 4)):
+        for split in ("bridge_train", "bridge_val", "eval"):
+            store = ActivationStore(results / "activations" / model / split)
+            assert store.layers == tuple(range(layers)) and store.roles == ("last", "bridge")
+            assert store.manifest["model"]["kind"] == "micro" and store.manifest["model"]["device"] == "cpu"
+    metrics = pq.read_table(results / "bridges" / "metrics.parquet").to_pylist()
+    # 1 pair x 5 methods x 2 seeds x 2 roles x 2 modes x 3 predictors (widths differ: no identity)
+    assert len(metrics) == 1 * 5 * 2 * 2 * 2 * 3
+    assert {r["method"] for r in metrics} == {"ridge", "sgd", "procrustes", "lowrank", "mlp"}
+    for method in ("ridge", "mlp"):
+        bridge_dir = results / "bridges" / "s2-r3" / method / "seed1" / "last"
+        assert (bridge_dir / "bridge.safetensors").is_file()
+        assert json.loads((bridge_dir / "bridge.json").read_text())["sender_layer"] == 2
+    assert "| last | shared | s2-r3 | ridge | bridge | 2 |" in (results / "bridges" / "metrics.md").read_text()
+
+
 def test_data_files_are_byte_identical_across_runs(finished_run):
     from actbridge.dataset import DataConfig, build_split
     from actbridge.io import write_parquet
@@ -105,7 +137,27 @@ def test_changing_eval_size_reruns_only_its_dependents(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"dataset_split": 1, "dataset_stats": 1, "model_accuracy": 2, "accuracy_summary": 1,
-                    "all": 1, "total": 6}
+                    "activations": 2, "bridge": 10, "bridge_metrics": 1, "all": 1, "total": 19}
+
+
+def test_tuning_the_mlp_refits_only_the_mlp_bridges(finished_run):
+    config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())
+    config["bridge"]["mlp"]["epochs"] += 1
+    changed = finished_run / "changed_mlp.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    output = snakemake(finished_run, "-n", "--configfile", str(changed))
+    assert planned_jobs(output) == {"bridge": 2, "bridge_metrics": 1, "all": 1, "total": 4}
+    assert re.findall(r"method=(\w+)", output) == ["mlp", "mlp"]
+
+
+def test_another_seed_adds_only_its_jobs(finished_run):
+    config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())
+    config["bridge"]["seeds"] += 1
+    changed = finished_run / "more_seeds.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    output = snakemake(finished_run, "-n", "--configfile", str(changed))
+    assert planned_jobs(output) == {"bridge": 5, "bridge_metrics": 1, "all": 1, "total": 7}
+    assert set(re.findall(r"seed=(\d+)", output)) == {"2"}
 
 
 def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
@@ -115,7 +167,7 @@ def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
-                    "all": 1, "total": 5}
+                    "activations": 3, "bridge": 10, "bridge_metrics": 1, "all": 1, "total": 19}
 
 
 @pytest.fixture(scope="module")
@@ -151,4 +203,23 @@ def test_a_lost_output_is_rebuilt_with_its_dependents_only(finished_run, shipped
     shutil.rmtree(finished_run / "results" / "models" / "receiver")
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(shipped_run)))
     assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
-                    "all": 1, "total": 5}
+                    "activations": 3, "bridge": 10, "bridge_metrics": 1, "all": 1, "total": 19}
+
+
+def test_a_corrupt_shard_is_named_and_rebuilt(finished_run, shipped_run):
+    """A shard altered after its job finished: the reader names it and moves it aside; the next run rebuilds."""
+    activations = finished_run / "results" / "activations" / "sender" / "bridge_val"
+    shard = activations / "part-00000.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    before = (finished_run / "results" / "bridges" / "metrics.parquet").read_bytes()
+    failed = snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "1", "--forcerun", "bridge",
+                       check=False)
+    assert "Error" in failed
+    log = "".join(p.read_text() for p in (finished_run / "logs" / "bridges").rglob("seed*.log"))
+    assert "part-00000.parquet does not match its sha256" in log and "run snakemake again" in log
+    assert (activations.parent / "bridge_val.corrupt").is_dir() and not activations.exists()
+    rebuilt = snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "2")
+    assert "rule activations" in rebuilt
+    assert (finished_run / "results" / "bridges" / "metrics.parquet").read_bytes() == before

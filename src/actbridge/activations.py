@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -105,11 +106,11 @@ def hidden_states_at(model: PreTrainedModel, token_ids: Sequence[Sequence[int]],
         attention[row, : len(ids)] = 1
     outputs = trunk(model)(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                            output_hidden_states=True, use_cache=False)
-    stacked = torch.stack([outputs.hidden_states[layer] for layer in layers], dim=1)  # [batch, n_layers, seq, d]
-    index = torch.as_tensor(np.clip(positions, 0, None), device=stacked.device)  # [batch, n_roles]
-    batch_index = torch.arange(len(token_ids), device=stacked.device)[:, None]
-    picked = stacked.permute(0, 2, 1, 3)[batch_index, index]  # [batch, n_roles, n_layers, d]
-    return picked.float().cpu().numpy()
+    index = torch.as_tensor(np.clip(positions, 0, None)).to(device)  # [batch, n_roles]
+    batch_index = torch.arange(len(token_ids), device=index.device)[:, None]
+    # gather each layer's few positions before stacking: never copy every state of every layer
+    picked = torch.stack([outputs.hidden_states[layer][batch_index, index] for layer in layers], dim=2)
+    return picked.float().cpu().numpy()  # [batch, n_roles, n_layers, d]
 
 
 def _progress(total: int, desc: str):
@@ -203,18 +204,33 @@ class ActivationStore:
     silent wrong read.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], verify: bool = True) -> None:
+    def __init__(self, directory: str | os.PathLike[str], verify: bool = True, quarantine: bool = False) -> None:
+        """``quarantine``: on a failed check, move the directory aside to ``<name>.corrupt`` (derived data,
+        kept for inspection) so that the next ``snakemake`` run sees the output missing and rebuilds it."""
         self.directory = Path(directory)
+        try:
+            self.manifest = self._read_manifest()
+            if verify:
+                self.verify()
+        except ActivationStoreError as error:
+            if not quarantine or not self.directory.is_dir():
+                raise
+            aside = self.directory.with_name(self.directory.name + ".corrupt")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(self.directory, aside)
+            raise ActivationStoreError(f"{error}\nMoved {self.directory} to {aside}; run snakemake again to "
+                                       "rebuild it and everything that reads it.") from None
+
+    def _read_manifest(self) -> dict:
         manifest_path = self.directory / MANIFEST
         if not manifest_path.is_file():
             raise ActivationStoreError(f"{manifest_path} is missing: rerun the rule that extracts "
                                        f"{self.directory} (delete the directory first)")
-        self.manifest = json.loads(manifest_path.read_text())
-        if self.manifest.get("schema_version") != SCHEMA_VERSION:
-            raise ActivationStoreError(f"{manifest_path}: schema version {self.manifest.get('schema_version')}, "
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise ActivationStoreError(f"{manifest_path}: schema version {manifest.get('schema_version')}, "
                                        f"this code reads {SCHEMA_VERSION}; rerun the extraction")
-        if verify:
-            self.verify()
+        return manifest
 
     @property
     def layers(self) -> tuple[int, ...]:

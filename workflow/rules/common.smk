@@ -131,6 +131,10 @@ def bridged_pairs():
     return [pair_name(i, j) for i, j in pairs]
 
 
+if all(model_kind(config["models"][m]) == "micro" for m in MODELS):
+    bridged_pairs()  # layer counts are known now: a bad bridge.pairs stops here, before any job
+
+
 def bridge_dirs(wildcards=None):
     return expand(f"{RESULTS}/bridges/{{pair}}/{{method}}/seed{{seed}}", pair=bridged_pairs(),
                   method=config["bridge"]["methods"], seed=range(config["bridge"]["seeds"]))

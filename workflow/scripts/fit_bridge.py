@@ -11,7 +11,7 @@ from actbridge.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.config["threads"] or snakemake.threads)  # no transformers import: seconds per job
-stores = {model: {split: ActivationStore(snakemake.input[f"{model}_{split}"])
+stores = {model: {split: ActivationStore(snakemake.input[f"{model}_{split}"], quarantine=True)
                   for split in ("bridge_train", "bridge_val", "eval")} for model in ("sender", "receiver")}
 sender_layer, receiver_layer = parse_pair(snakemake.wildcards.pair)
 seed = int(snakemake.wildcards.seed)

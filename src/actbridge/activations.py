@@ -19,6 +19,7 @@ the same examples in the same order and memory stays bounded by one chunk.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -204,10 +205,14 @@ class ActivationStore:
     silent wrong read.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], verify: bool = True, quarantine: bool = False) -> None:
+    def __init__(self, directory: str | os.PathLike[str], verify: bool = True, quarantine: bool = False,
+                 cached_shards: int = 8) -> None:
         """``quarantine``: on a failed check, move the directory aside to ``<name>.corrupt`` (derived data,
         kept for inspection) so that the next ``snakemake`` run sees the output missing and rebuilds it."""
         self.directory = Path(directory)
+        # Fitting reads the same layer several times (normalization, fit, validation); keep the last few
+        # decoded shards. Memory stays bounded: at most `cached_shards` shard-columns, whatever the split size.
+        self._read_shard = functools.lru_cache(maxsize=cached_shards)(self._read_shard_uncached)
         try:
             self.manifest = self._read_manifest()
             if verify:
@@ -280,17 +285,21 @@ class ActivationStore:
                     ) -> Iterator[tuple[list[str], np.ndarray]]:
         """(example ids, states [rows, d] float32) per shard, one layer and role, dataset order."""
         self._check_request(layer, role)
-        column = layer_column(layer)
         for path in self.shard_paths():
-            table = pq.read_table(path, columns=["example_id", "mode", "role", column])
-            keep = np.asarray(table.column("role").to_pylist()) == role
-            if modes is not None:
-                keep &= np.isin(np.asarray(table.column("mode").to_pylist()), list(modes))
-            table = table.filter(pa.array(keep))
-            if table.num_rows == 0:
-                continue
-            flat = table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            yield table.column("example_id").to_pylist(), flat.reshape(table.num_rows, -1).astype(np.float32)
+            ids, states = self._read_shard(path, layer_column(layer), role, None if modes is None else tuple(modes))
+            if ids:
+                yield ids, states
+
+    def _read_shard_uncached(self, path: Path, column: str, role: str, modes: tuple[str, ...] | None
+                             ) -> tuple[list[str], np.ndarray]:
+        # ParquetFile.read, not pq.read_table: no dataset machinery, which costs more than these small reads
+        table = pq.ParquetFile(path).read(columns=["example_id", "mode", "role", column])
+        keep = pc.equal(table.column("role"), role)
+        if modes is not None:
+            keep = pc.and_(keep, pc.is_in(table.column("mode"), value_set=pa.array(list(modes), pa.string())))
+        table = table.filter(keep)
+        flat = table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return table.column("example_id").to_pylist(), flat.reshape(table.num_rows, -1).astype(np.float32)
 
     def read(self, layer: int, role: str, modes: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
         """Every row of one layer and role: (example ids, states [rows, d])."""
@@ -303,7 +312,7 @@ class ActivationStore:
         return ids, np.concatenate(arrays)
 
     def keys(self, role: str | None = None) -> pa.Table:
-        tables = [pq.read_table(path, columns=list(KEY_COLUMNS)) for path in self.shard_paths()]
+        tables = [pq.ParquetFile(path).read(columns=list(KEY_COLUMNS)) for path in self.shard_paths()]
         table = pa.concat_tables(tables)
         if role is not None:
             table = table.filter(pc.equal(table.column("role"), role))

@@ -198,9 +198,9 @@ def ridge_weights(moments: Moments, penalty: float) -> tuple[np.ndarray, np.ndar
 
 def moment_mse(moments: Moments, weight: np.ndarray, bias: np.ndarray) -> float:
     """Mean squared error per row of x W + b against y, from moments alone."""
-    fitted = (np.einsum("ij,ik,kj->", weight, moments.xx, weight) + 2 * bias @ (weight.T @ moments.x)
+    fitted = (np.sum((moments.xx @ weight) * weight) + 2 * bias @ (weight.T @ moments.x)  # tr(W^T XX W) + ...
               + moments.n * bias @ bias)
-    cross = np.einsum("ij,ij->", weight, moments.xy) + bias @ moments.y
+    cross = np.sum(weight * moments.xy) + bias @ moments.y
     return float((fitted - 2 * cross + np.trace(moments.yy)) / moments.n)
 
 

@@ -11,8 +11,8 @@ Printed, per dtype:
 * tokens/s of `extract_activations` (every layer, roles last + bridge,
   float32 shards), Parquet writing and sha256 included;
 * achieved GFLOP/s: 2 x (matmul parameters) + attention FLOPs per token;
-* the roofline: GFLOP/s of a torch matmul with the MLP's shape
-  ([tokens of one batch, d] @ [d, 4d]) in the same process and dtype;
+* the roofline: GFLOP/s of the MLP's up-projection (F.linear, [tokens of one
+  batch, d] x [4d, d]^T) in the same process, dtype and threads;
 * their ratio (target >= 0.8).
 Then the peak RSS of a fresh process extracting N and 8N examples (float32):
 flat if memory does not grow with the number of examples.
@@ -74,14 +74,16 @@ def trunk_flops_per_token(model: GPTNeoXForCausalLM, tokens_per_prompt: float) -
 
 
 def matmul_roofline(tokens: int, hidden: int, dtype: torch.dtype, seconds: float = 3.0) -> float:
+    """GFLOP/s of the MLP's up-projection done the way nn.Linear does it (F.linear picks the dtype's kernel)."""
     a = torch.randn(tokens, hidden, dtype=dtype)
-    b = torch.randn(hidden, 4 * hidden, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        count += 1
+    weight = torch.randn(4 * hidden, hidden, dtype=dtype)
+    with torch.inference_mode():
+        for _ in range(3):
+            torch.nn.functional.linear(a, weight)
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            torch.nn.functional.linear(a, weight)
+            count += 1
     return 2 * tokens * hidden * 4 * hidden * count / (time.perf_counter() - started) / 1e9
 
 

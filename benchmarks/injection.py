@@ -55,7 +55,10 @@ def main() -> None:
     parser.add_argument("--conditions", nargs="+", type=int, default=[12, 48])
     parser.add_argument("--examples", type=int, default=2, help="examples per call (one shared prefix batch)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     tokenizer, table = prompts(args.examples)
     examples = []

@@ -50,10 +50,10 @@ def workdir(tmp_path_factory) -> Path:
 
 def test_default_dag(workdir):
     jobs = planned_jobs(snakemake(workdir, "-n"))
-    # 7 layer pairs (0..6, relative depth) x 5 methods x 5 seeds
+    # 5 layer pairs (sender 0..4 at relative depth in the 6-layer receiver) x 5 methods x 5 seeds
     assert jobs == {"dataset_split": 4, "micro_tokenizer": 1, "model": 2, "dataset_stats": 1,
-                    "model_accuracy": 2, "accuracy_summary": 1, "activations": 6, "bridge": 175,
-                    "bridge_metrics": 1, "all": 1, "total": 194}
+                    "model_accuracy": 2, "accuracy_summary": 1, "activations": 6, "bridge": 125,
+                    "bridge_metrics": 1, "all": 1, "total": 144}
 
 
 def test_bridge_pairs_outside_the_extracted_layers_stop_before_any_job(workdir):

@@ -156,7 +156,7 @@ def _edit_tensors(edits: Sequence[Edits], rows: list[tuple[int, int, int]]):
 def _score_targets(logprobs: torch.Tensor, row: int, first_prediction: int, targets: list[int]) -> tuple[float, bool]:
     """Sum of log-probs of ``targets`` predicted from positions first_prediction.. and whether each is the arg-max."""
     positions = torch.arange(first_prediction, first_prediction + len(targets))
-    target = torch.as_tensor(targets)
+    target = torch.as_tensor(targets, dtype=torch.long)
     token_logprobs = logprobs[row, positions, target]
     return float(token_logprobs.sum()), bool((logprobs[row, positions].argmax(-1) == target).all())
 
@@ -222,7 +222,9 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
         for i, example in enumerate(examples):
             prefix_ids[i, : example.position] = torch.as_tensor(example.prompt_ids[: example.position])
             prefix_mask[i, : example.position] = 1
-        cache = model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device), use_cache=True).cache
+        # the trunk only: the prefix needs its keys and values, not logits over the vocabulary
+        cache = model.base_model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
+                                 use_cache=True).cache
         cache.batch_select_indices(torch.as_tensor([i for i, _, _ in rows], device=device))
     suffixes = [examples[i].prompt_ids[examples[i].position:] + examples[i].candidates[c] for i, _, c in rows]
     suffix_width = max(len(s) for s in suffixes)

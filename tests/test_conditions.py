@@ -23,8 +23,8 @@ def inputs():
 def edited(h, labels, inputs):
     edits = build_edits(labels, inputs)
     hidden = torch.from_numpy(np.tile(h, (len(labels), 1, 1))).float()  # [K, 1, d]
-    out = apply_edits(hidden, torch.zeros(len(labels), dtype=torch.long), edits.keep, edits.vector,
-                      edits.norm_scaled)
+    out = apply_edits(hidden, torch.arange(len(labels)), torch.zeros(len(labels), dtype=torch.long), edits.keep,
+                      edits.vector, edits.norm_scaled)
     return out[:, 0].numpy()
 
 

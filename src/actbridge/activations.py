@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import torch
 
 from actbridge.io import atomic_directory, sha256_file, write_json
+from actbridge.padding import right_padded
 from actbridge.roles import role_positions_for_table
 
 if TYPE_CHECKING:  # hints only: importing transformers costs seconds in jobs that never build a model
@@ -99,12 +100,7 @@ def hidden_states_at(model: PreTrainedModel, token_ids: Sequence[Sequence[int]],
 
     Right padding with an attention mask: positions index real tokens only.
     """
-    width = max(len(ids) for ids in token_ids)
-    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(token_ids), width), dtype=torch.long)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, : len(ids)] = torch.as_tensor(ids)
-        attention[row, : len(ids)] = 1
+    input_ids, attention = right_padded(token_ids, pad_id)
     outputs = trunk(model)(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                            output_hidden_states=True, use_cache=False)
     index = torch.as_tensor(np.clip(positions, 0, None)).to(device)  # [batch, n_roles]

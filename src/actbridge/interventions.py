@@ -7,8 +7,8 @@ changes the input of decoder block ``layer`` (0 = the embedding output); for
 
 An edit at position p changes nothing before p. The fast path therefore runs
 the prompt's first p tokens once per example (keeping their key/value cache),
-then runs only positions >= p for every (edit, candidate answer) row, the rows
-of all edits batched together against the repeated cache. ``naive_*`` runs
+then runs only positions >= p for every (edit, candidate answer) pair, all of
+an example's pairs packed into one row against that cache. ``naive_*`` runs
 the whole sequence per row with the same hook: the reference the fast path is
 tested against.
 
@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
+
+from actbridge.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel
@@ -64,30 +66,32 @@ class CandidateScores:
     exact: np.ndarray  # bool: greedy decoding reproduces the candidate (arg-max at every token)
 
 
+def _trunk_part(model: "PreTrainedModel", names: Sequence[str], kind: type, what: str) -> torch.nn.Module:
+    """The first of ``names`` on the model's trunk that is a ``kind`` (HF names differ by architecture)."""
+    for name in names:
+        module = getattr(model.base_model, name, None)
+        if isinstance(module, kind):
+            return module
+    raise ValueError(f"cannot find the {what} of {type(model).__name__} (looked for {list(names)})")
+
+
 def decoder_layers(model: "PreTrainedModel") -> torch.nn.ModuleList:
-    """The stack of decoder blocks of any HF decoder-only model (``layers``, ``h`` or ``blocks``)."""
-    base = model.base_model
-    for name in ("layers", "h", "blocks"):
-        stack = getattr(base, name, None)
-        if isinstance(stack, torch.nn.ModuleList):
-            return stack
-    raise ValueError(f"cannot find the decoder blocks of {type(model).__name__}")
+    """The stack of decoder blocks: GPT-NeoX and Llama ``layers``, GPT-2 ``h``, others ``blocks``."""
+    return _trunk_part(model, ("layers", "h", "blocks"), torch.nn.ModuleList, "decoder blocks")
 
 
 def final_norm(model: "PreTrainedModel") -> torch.nn.Module:
-    base = model.base_model
-    for name in ("final_layer_norm", "norm", "ln_f"):
-        module = getattr(base, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
-    raise ValueError(f"cannot find the final norm of {type(model).__name__}")
+    """The norm after the last block: GPT-NeoX ``final_layer_norm``, Llama ``norm``, GPT-2 ``ln_f``."""
+    return _trunk_part(model, ("final_layer_norm", "norm", "ln_f"), torch.nn.Module, "final norm")
 
 
-def apply_edits(hidden: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor, vector: torch.Tensor,
-                norm_scaled: torch.Tensor) -> torch.Tensor:
-    """``hidden`` [rows, seq, d] with row r's state at ``positions[r]`` edited; rows with keep=1, vector=0 unchanged."""
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    clean = hidden[rows, positions]  # [rows, d]
+def apply_edits(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor,
+                vector: torch.Tensor, norm_scaled: torch.Tensor) -> torch.Tensor:
+    """``hidden`` [batch, seq, d] with the state at each (rows[n], positions[n]) edited by edit n.
+
+    An edit with keep=1 and vector=0 leaves its state unchanged.
+    """
+    clean = hidden[rows, positions]  # [n, d]
     scale = torch.where(norm_scaled, clean.norm(dim=-1), torch.ones_like(keep, dtype=clean.dtype))
     edited = keep.to(clean.dtype)[:, None] * clean + scale[:, None] * vector.to(clean.dtype)
     out = hidden.clone()
@@ -96,8 +100,8 @@ def apply_edits(hidden: torch.Tensor, positions: torch.Tensor, keep: torch.Tenso
 
 
 @contextlib.contextmanager
-def residual_edit(model: "PreTrainedModel", layer: int, positions: torch.Tensor, keep: torch.Tensor,
-                  vector: torch.Tensor, norm_scaled: torch.Tensor) -> Iterator[None]:
+def residual_edit(model: "PreTrainedModel", layer: int, rows: torch.Tensor, positions: torch.Tensor,
+                  keep: torch.Tensor, vector: torch.Tensor, norm_scaled: torch.Tensor) -> Iterator[None]:
     """Apply the edits to ``hidden_states[layer]`` during forward passes inside the block.
 
     The hooks accept a block's input given positionally or by keyword, so they
@@ -110,8 +114,9 @@ def residual_edit(model: "PreTrainedModel", layer: int, positions: torch.Tensor,
         raise ValueError(f"layer {layer} out of range 0..{n_layers}")
 
     def edit(hidden: torch.Tensor) -> torch.Tensor:
-        return apply_edits(hidden, positions.to(hidden.device), keep.to(hidden.device), vector.to(hidden.device),
-                           norm_scaled.to(hidden.device))
+        device = hidden.device
+        return apply_edits(hidden, rows.to(device), positions.to(device), keep.to(device), vector.to(device),
+                           norm_scaled.to(device))
 
     if layer < n_layers:
         def pre_hook(module, args, kwargs):
@@ -168,14 +173,9 @@ def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: i
     rows = _rows(examples, edits)
     device = next(model.parameters()).device
     sequences = [examples[i].prompt_ids + examples[i].candidates[c] for i, _, c in rows]
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, sequence in enumerate(sequences):
-        input_ids[r, : len(sequence)] = torch.as_tensor(sequence)
-        attention[r, : len(sequence)] = 1
+    input_ids, attention = right_padded(sequences, pad_id)
     positions = torch.as_tensor([examples[i].position for i, _, _ in rows])
-    with residual_edit(model, layer, positions, *_edit_tensors(edits, rows)):
+    with residual_edit(model, layer, torch.arange(len(rows)), positions, *_edit_tensors(edits, rows)):
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
     scored = [_score_targets(logprobs, r, len(examples[i].prompt_ids) - 1, examples[i].candidates[c])
@@ -183,20 +183,21 @@ def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: i
     return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored])
 
 
-def suffix_attention_mask(prefix_lengths: torch.Tensor, prefix_width: int, suffix_lengths: torch.Tensor,
-                          suffix_width: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive 4D mask [rows, 1, suffix_width, prefix_width + suffix_width] for the suffix pass.
+def suffix_attention_mask(prefix_lengths: torch.Tensor, prefix_width: int, block_ids: torch.Tensor,
+                          block_offsets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive 4D mask [batch, 1, suffix_width, prefix_width + suffix_width] for the packed suffix pass.
 
-    Query j of row r sees the row's real prefix keys (k < prefix_lengths[r]) and
-    suffix keys up to itself; padded prefix slots and padded suffix keys are hidden.
+    Row r's suffix packs one block per (edit, candidate). A query sees the row's
+    real prefix keys (k < prefix_lengths[r]) and, in the suffix, only keys of
+    its own block at or before itself: each block is the continuation of the
+    prefix under one edit, as if it ran alone. ``block_ids`` [batch, suffix_width]
+    is -1 on padding; ``block_offsets`` is each token's index within its block.
     """
-    keys = torch.arange(prefix_width + suffix_width)
-    queries = torch.arange(suffix_width)
-    prefix_ok = keys[None, :] < prefix_lengths[:, None]  # [rows, keys]
-    suffix_key = keys - prefix_width  # index within the suffix (negative for prefix slots)
-    suffix_ok = (suffix_key[None, None, :] >= 0) & (suffix_key[None, None, :] <= queries[None, :, None]) \
-        & (suffix_key[None, None, :] < suffix_lengths[:, None, None])
-    allowed = (prefix_ok[:, None, :] & (suffix_key[None, None, :] < 0)) | suffix_ok  # [rows, queries, keys]
+    prefix_ok = torch.arange(prefix_width)[None, :] < prefix_lengths[:, None]  # [batch, prefix]
+    same_block = (block_ids[:, :, None] == block_ids[:, None, :]) & (block_ids[:, None, :] >= 0)
+    causal = block_offsets[:, None, :] <= block_offsets[:, :, None]
+    suffix_ok = same_block & causal  # [batch, queries, suffix keys]
+    allowed = torch.cat([prefix_ok[:, None, :].expand(-1, block_ids.shape[1], -1), suffix_ok], dim=2)
     mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
@@ -205,41 +206,51 @@ def suffix_attention_mask(prefix_lengths: torch.Tensor, prefix_width: int, suffi
 @torch.inference_mode()
 def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: int, edits: Sequence[Edits],
                 pad_id: int = 0) -> list[CandidateScores]:
-    """Same scores as :func:`naive_scores`; the prefix before each edit position is computed once per example.
+    """Same scores as :func:`naive_scores`; the prefix before each edit position is computed once.
 
-    Rows of one call share one cache: pass a batch of examples (a few to a few
-    dozen) per call; the work is prefix(batch) + suffix(rows).
+    One pass over the examples' prefixes (trunk only) fills the key/value
+    cache; one more pass runs every (edit, candidate) continuation, packed
+    side by side in its example's row with a block-diagonal mask, against that
+    cache, so the cache is never copied per edit. Work: prefix tokens +
+    edits x candidates x continuation tokens, instead of edits x candidates x
+    whole sequences.
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    rows = _rows(examples, edits)
     prefix_lengths = torch.as_tensor([e.position for e in examples])
     prefix_width = int(prefix_lengths.max())
     cache = None
     if prefix_width > 0:
-        prefix_ids = torch.full((len(examples), prefix_width), pad_id, dtype=torch.long)
-        prefix_mask = torch.zeros((len(examples), prefix_width), dtype=torch.long)
-        for i, example in enumerate(examples):
-            prefix_ids[i, : example.position] = torch.as_tensor(example.prompt_ids[: example.position])
-            prefix_mask[i, : example.position] = 1
+        prefix_ids, prefix_mask = right_padded([e.prompt_ids[: e.position] for e in examples], pad_id)
         # the trunk only: the prefix needs its keys and values, not logits over the vocabulary
         cache = model.base_model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
                                  use_cache=True).cache
-        cache.batch_select_indices(torch.as_tensor([i for i, _, _ in rows], device=device))
-    suffixes = [examples[i].prompt_ids[examples[i].position:] + examples[i].candidates[c] for i, _, c in rows]
-    suffix_width = max(len(s) for s in suffixes)
-    suffix_ids = torch.full((len(rows), suffix_width), pad_id, dtype=torch.long)
-    for r, suffix in enumerate(suffixes):
-        suffix_ids[r, : len(suffix)] = torch.as_tensor(suffix)
-    row_prefix = prefix_lengths[[i for i, _, _ in rows]]
-    position_ids = row_prefix[:, None] + torch.arange(suffix_width)[None, :]
-    mask = suffix_attention_mask(row_prefix, prefix_width, torch.as_tensor([len(s) for s in suffixes]),
-                                 suffix_width, dtype)
-    zero = torch.zeros(len(rows), dtype=torch.long)  # the edited position is the suffix's first token
-    with residual_edit(model, layer, zero, *_edit_tensors(edits, rows)):
+    rows = _rows(examples, edits)
+    packed: list[list[int]] = [[] for _ in examples]
+    block_of: list[list[int]] = [[] for _ in examples]
+    offset_of: list[list[int]] = [[] for _ in examples]
+    starts = []  # where each scored row's block starts in its example's packed suffix
+    for block, (i, _, c) in enumerate(rows):
+        continuation = examples[i].prompt_ids[examples[i].position:] + examples[i].candidates[c]
+        starts.append(len(packed[i]))
+        packed[i].extend(continuation)
+        block_of[i].extend([block] * len(continuation))
+        offset_of[i].extend(range(len(continuation)))
+    suffix_ids, _ = right_padded(packed, pad_id)
+    width = suffix_ids.shape[1]
+    block_ids = torch.full((len(examples), width), -1, dtype=torch.long)
+    block_offsets = torch.zeros((len(examples), width), dtype=torch.long)
+    for i in range(len(examples)):
+        block_ids[i, : len(block_of[i])] = torch.as_tensor(block_of[i], dtype=torch.long)
+        block_offsets[i, : len(offset_of[i])] = torch.as_tensor(offset_of[i], dtype=torch.long)
+    position_ids = prefix_lengths[:, None] + block_offsets
+    mask = suffix_attention_mask(prefix_lengths, prefix_width, block_ids, block_offsets, dtype)
+    edit_rows = torch.as_tensor([i for i, _, _ in rows])
+    edit_positions = torch.as_tensor(starts)  # the edited state is each block's first token
+    with residual_edit(model, layer, edit_rows, edit_positions, *_edit_tensors(edits, rows)):
         logits = model(input_ids=suffix_ids.to(device), attention_mask=mask.to(device),
                        position_ids=position_ids.to(device), cache=cache, use_cache=cache is not None).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-    scored = [_score_targets(logprobs, r, len(examples[i].prompt_ids) - 1 - examples[i].position,
-                             examples[i].candidates[c]) for r, (i, _, c) in enumerate(rows)]
+    scored = [_score_targets(logprobs, i, starts[n] + len(examples[i].prompt_ids) - 1 - examples[i].position,
+                             examples[i].candidates[c]) for n, (i, _, c) in enumerate(rows)]
     return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored])

@@ -11,7 +11,7 @@ rule activations:
         layers=activation_layers,
         settings=activation_settings,
         dtype=config["dtype"],
-        code=library_code("activations", "roles", "layout", "models", "io"),
+        code=library_code("activations", "roles", "layout", "models", "io", "padding"),
     wildcard_constraints:
         split="|".join(BRIDGE_SPLITS),
     threads: 2

@@ -1,9 +1,10 @@
 """Bridge fitting: closed-form ridge (streamed sufficient statistics) against Adam-trained linear maps.
 
-    python benchmarks/bridge_fit.py [--activations results/activations] [--pair s3-r3] [--role last]
+    python benchmarks/bridge_fit.py [--activations results/activations] [--pair s2-r3] [--role last]
 
 Reads the pipeline's shards for one layer pair (run the workflow first) and
-fits, on the same rows (each timing opens the shards afresh: reading included), `ridge` (penalty grid picked on bridge_val) and
+fits, on the same rows (each timing opens the shards afresh: reading included),
+`ridge` (penalty grid picked on bridge_val) and
 `sgd` (Adam on MSE, the pipeline's default settings, early stopping on
 bridge_val). Prints each one's wall time (reading the shards included) and
 its held-out normalized cosine and R² on eval, and the time ratio sgd / ridge
@@ -56,7 +57,7 @@ def timed_fit(method: str, root: Path, sender_layer: int, receiver_layer: int, r
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--activations", default=str(ROOT / "results" / "activations"))
-    parser.add_argument("--pair", default="s3-r3")
+    parser.add_argument("--pair", default="s2-r3")
     parser.add_argument("--role", default="last")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

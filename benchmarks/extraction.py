@@ -115,7 +115,8 @@ def peak_rss_child(model_dir: str, shape: str, n_examples: int) -> None:
                           prompt="full", dtype="float32", shard_rows=2 * BATCH * 2, batch_size=BATCH)
     with tempfile.TemporaryDirectory() as out:
         extract_activations(model, tokenizer, table, plan, Path(out) / "acts", {"bench": shape})
-    print(json.dumps({"examples": n_examples, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"examples": n_examples, "peak_rss_mb": peak_mb}))
 
 
 def main() -> None:

@@ -82,7 +82,8 @@ def test_the_last_layer_edits_the_final_norm_output(tokenizer, eval_table):
     ids = tokenizer(eval_table.column("full_prompt")[0].as_py(), add_special_tokens=False)["input_ids"]
     position = torch.as_tensor([len(ids) - 1])
     target = torch.randn(1, 32)
-    with torch.inference_mode(), residual_edit(model, 2, torch.zeros(1, dtype=torch.long), position, torch.zeros(1), target,
+    first_row = torch.zeros(1, dtype=torch.long)
+    with torch.inference_mode(), residual_edit(model, 2, first_row, position, torch.zeros(1), target,
                                                torch.zeros(1, dtype=torch.bool)):
         out = model(torch.as_tensor([ids]), output_hidden_states=True)
     np.testing.assert_allclose(out.hidden_states[2][0, -1].numpy(), target[0].numpy(), atol=1e-6)

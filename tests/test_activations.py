@@ -42,13 +42,14 @@ def test_shards_hold_the_states_of_an_unpadded_full_forward(tmp_path, model, tok
     store = ActivationStore(tmp_path / "acts")
     positions = role_positions_for_table(tokenizer, eval_table, "full", ("last", "bridge"))
     prompts = eval_table.column("full_prompt").to_pylist()
-    example_ids = eval_table.column("example_id").to_pylist()
+    row_keys = list(zip(eval_table.column("example_id").to_pylist(), eval_table.column("mode").to_pylist()))
+    assert len(set(row_keys)) == len(row_keys) < len(set(eval_table.column("example_id").to_pylist())) * 2
     for role in ("last", "bridge"):
-        ids, states = store.read(2, role)
-        expected_ids = [e for e, p in zip(example_ids, positions[role]) if p >= 0]
-        assert ids == expected_ids  # dataset order, rows only where the role exists
-        for row, example_id in enumerate(ids[:6]):
-            i = example_ids.index(example_id)
+        keys, states = store.read(2, role)
+        expected_keys = [k for k, p in zip(row_keys, positions[role]) if p >= 0]
+        assert keys == expected_keys  # dataset order, rows only where the role exists
+        for row, key in enumerate(keys[:6]):
+            i = row_keys.index(key)
             encoded = tokenizer(prompts[i], return_tensors="pt", add_special_tokens=False)
             with torch.inference_mode():
                 hidden = model(**encoded, output_hidden_states=True).hidden_states

@@ -37,6 +37,7 @@ def assert_same(fast, naive):
     for a, b in zip(fast, naive):
         np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-4, rtol=0)
         np.testing.assert_array_equal(a.exact, b.exact)
+        np.testing.assert_allclose(a.clean_state, b.clean_state, atol=1e-4)
 
 
 @pytest.mark.parametrize("role", ["last", "middle"])
@@ -75,6 +76,8 @@ def test_replacing_a_state_with_itself_is_a_no_op(tokenizer, eval_table):
     patched = fast_scores(model, examples, layer, edits)
     clean = naive_scores(model, examples, layer, [Edits.identity(32) for _ in examples])
     assert_same(patched, clean)
+    for edit, score in zip(edits, patched):  # the recorded clean state is the state hidden_states reports
+        np.testing.assert_allclose(score.clean_state, edit.vector[0].numpy(), atol=1e-5)
 
 
 def test_the_last_layer_edits_the_final_norm_output(tokenizer, eval_table):

@@ -48,6 +48,7 @@ MANIFEST = "manifest.json"
 KEY_COLUMNS = ("example_id", "mode", "hops", "role", "position", "n_tokens")
 NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32}
 ARROW_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+RowKey = tuple[str, str]  # (example_id, mode): unique per dataset row
 
 
 class ActivationStoreError(RuntimeError):
@@ -278,8 +279,11 @@ class ActivationStore:
             raise ActivationStoreError(f"{self.directory} holds roles {list(self.roles)}, not {role!r}")
 
     def iter_chunks(self, layer: int, role: str, modes: Sequence[str] | None = None
-                    ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """(example ids, states [rows, d] float32) per shard, one layer and role, dataset order."""
+                    ) -> Iterator[tuple[list[RowKey], np.ndarray]]:
+        """(row keys, states [rows, d] float32) per shard, one layer and role, dataset order.
+
+        A row key is (example_id, mode): a world's shared and asymmetric rows share its example_id.
+        """
         self._check_request(layer, role)
         for path in self.shard_paths():
             ids, states = self._read_shard(path, layer_column(layer), role, None if modes is None else tuple(modes))
@@ -287,7 +291,7 @@ class ActivationStore:
                 yield ids, states
 
     def _read_shard_uncached(self, path: Path, column: str, role: str, modes: tuple[str, ...] | None
-                             ) -> tuple[list[str], np.ndarray]:
+                             ) -> tuple[list[RowKey], np.ndarray]:
         # ParquetFile.read, not pq.read_table: no dataset machinery, which costs more than these small reads
         table = pq.ParquetFile(path).read(columns=["example_id", "mode", "role", column])
         keep = pc.equal(table.column("role"), role)
@@ -295,10 +299,11 @@ class ActivationStore:
             keep = pc.and_(keep, pc.is_in(table.column("mode"), value_set=pa.array(list(modes), pa.string())))
         table = table.filter(keep)
         flat = table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        return table.column("example_id").to_pylist(), flat.reshape(table.num_rows, -1).astype(np.float32)
+        keys = list(zip(table.column("example_id").to_pylist(), table.column("mode").to_pylist()))
+        return keys, flat.reshape(table.num_rows, -1).astype(np.float32)
 
-    def read(self, layer: int, role: str, modes: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-        """Every row of one layer and role: (example ids, states [rows, d])."""
+    def read(self, layer: int, role: str, modes: Sequence[str] | None = None) -> tuple[list[RowKey], np.ndarray]:
+        """Every row of one layer and role: (row keys, states [rows, d])."""
         ids, arrays = [], []
         for chunk_ids, states in self.iter_chunks(layer, role, modes):
             ids.extend(chunk_ids)
@@ -315,9 +320,9 @@ class ActivationStore:
         return table
 
 
-def iter_aligned(sender: Iterator[tuple[list[str], np.ndarray]], receiver: Iterator[tuple[list[str], np.ndarray]]
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Zip two (ids, states) streams whose rows name the same examples in the same order.
+def iter_aligned(sender: Iterator[tuple[list[RowKey], np.ndarray]],
+                 receiver: Iterator[tuple[list[RowKey], np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Zip two (row keys, states) streams whose rows name the same examples in the same order.
 
     Shard boundaries may differ between the two models; a buffer of at most
     one shard per side re-cuts them. A mismatch of example ids is an error.

@@ -64,6 +64,7 @@ class CandidateScores:
 
     logprob: np.ndarray  # summed log-probability of the candidate's tokens
     exact: np.ndarray  # bool: greedy decoding reproduces the candidate (arg-max at every token)
+    clean_state: np.ndarray | None = None  # [d]: the state at the edit site before any edit
 
 
 def _trunk_part(model: "PreTrainedModel", names: Sequence[str], kind: type, what: str) -> torch.nn.Module:
@@ -101,8 +102,11 @@ def apply_edits(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tenso
 
 @contextlib.contextmanager
 def residual_edit(model: "PreTrainedModel", layer: int, rows: torch.Tensor, positions: torch.Tensor,
-                  keep: torch.Tensor, vector: torch.Tensor, norm_scaled: torch.Tensor) -> Iterator[None]:
+                  keep: torch.Tensor, vector: torch.Tensor, norm_scaled: torch.Tensor,
+                  recorded: list[torch.Tensor] | None = None) -> Iterator[None]:
     """Apply the edits to ``hidden_states[layer]`` during forward passes inside the block.
+
+    ``recorded``, if given, receives the clean states [n, d] at the edited sites, before the edit.
 
     The hooks accept a block's input given positionally or by keyword, so they
     do not depend on whether the blocks return tensors or tuples (which
@@ -115,6 +119,8 @@ def residual_edit(model: "PreTrainedModel", layer: int, rows: torch.Tensor, posi
 
     def edit(hidden: torch.Tensor) -> torch.Tensor:
         device = hidden.device
+        if recorded is not None:
+            recorded.append(hidden[rows.to(device), positions.to(device)].detach().float().cpu())
         return apply_edits(hidden, rows.to(device), positions.to(device), keep.to(device), vector.to(device),
                            norm_scaled.to(device))
 
@@ -141,9 +147,13 @@ def _rows(examples: Sequence[Example], edits: Sequence[Edits]) -> list[tuple[int
 
 
 def _collect(examples: Sequence[Example], edits: Sequence[Edits], rows: list[tuple[int, int, int]],
-             logprob: list[float], exact: list[bool]) -> list[CandidateScores]:
-    out = [CandidateScores(np.zeros((len(edits[i]), len(e.candidates))), np.zeros((len(edits[i]), len(e.candidates)),
-                                                                                     dtype=bool))
+             logprob: list[float], exact: list[bool], clean: torch.Tensor) -> list[CandidateScores]:
+    """Scores per example; ``clean`` [rows, d] holds each row's state before its edit (the same within an example)."""
+    first_row = {}
+    for n, (i, _, _) in enumerate(rows):
+        first_row.setdefault(i, n)
+    out = [CandidateScores(np.zeros((len(edits[i]), len(e.candidates))),
+                           np.zeros((len(edits[i]), len(e.candidates)), dtype=bool), clean[first_row[i]].numpy())
            for i, e in enumerate(examples)]
     for (i, k, c), lp, ex in zip(rows, logprob, exact):
         out[i].logprob[k, c] = lp
@@ -175,12 +185,13 @@ def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: i
     sequences = [examples[i].prompt_ids + examples[i].candidates[c] for i, _, c in rows]
     input_ids, attention = right_padded(sequences, pad_id)
     positions = torch.as_tensor([examples[i].position for i, _, _ in rows])
-    with residual_edit(model, layer, torch.arange(len(rows)), positions, *_edit_tensors(edits, rows)):
+    recorded: list[torch.Tensor] = []
+    with residual_edit(model, layer, torch.arange(len(rows)), positions, *_edit_tensors(edits, rows), recorded):
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
     scored = [_score_targets(logprobs, r, len(examples[i].prompt_ids) - 1, examples[i].candidates[c])
               for r, (i, _, c) in enumerate(rows)]
-    return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored])
+    return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored], recorded[0])
 
 
 def suffix_attention_mask(prefix_lengths: torch.Tensor, prefix_width: int, block_ids: torch.Tensor,
@@ -247,10 +258,11 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
     mask = suffix_attention_mask(prefix_lengths, prefix_width, block_ids, block_offsets, dtype)
     edit_rows = torch.as_tensor([i for i, _, _ in rows])
     edit_positions = torch.as_tensor(starts)  # the edited state is each block's first token
-    with residual_edit(model, layer, edit_rows, edit_positions, *_edit_tensors(edits, rows)):
+    recorded: list[torch.Tensor] = []
+    with residual_edit(model, layer, edit_rows, edit_positions, *_edit_tensors(edits, rows), recorded):
         logits = model(input_ids=suffix_ids.to(device), attention_mask=mask.to(device),
                        position_ids=position_ids.to(device), cache=cache, use_cache=cache is not None).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
     scored = [_score_targets(logprobs, i, starts[n] + len(examples[i].prompt_ids) - 1 - examples[i].position,
                              examples[i].candidates[c]) for n, (i, _, c) in enumerate(rows)]
-    return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored])
+    return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored], recorded[0])

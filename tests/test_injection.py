@@ -1,0 +1,76 @@
+"""Planted injections: a model bridged to itself, and self-patching from the full-context prompt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actbridge.activations import ActivationStore, ExtractionPlan, extract_activations
+from actbridge.bridges import Bridge, Normalizer
+from actbridge.dataset import DataConfig, build_split
+from actbridge.evaluation import score_answers
+from actbridge.injection import InjectionSite, run_injection
+from tests.test_activations import tiny_model
+
+D = 32
+
+
+@pytest.fixture(scope="module")
+def setup(big_tokenizer, tmp_path_factory):
+    model = tiny_model(big_tokenizer, layers=2, hidden=D)
+    config = DataConfig(seed=9, hops=(1, 2), distractors=2,
+                        sizes={"lm_train": 10, "bridge_train": 10, "bridge_val": 10, "eval": 24})
+    table = build_split(config, "eval")
+    root = tmp_path_factory.mktemp("acts")
+    for prompt in ("sender", "full"):
+        plan = ExtractionPlan(layers=(1, 2), roles=("last", "bridge"), prompt=prompt)
+        extract_activations(model, big_tokenizer, table, plan, root / prompt, {"kind": "test"})
+    return model, table, ActivationStore(root / "sender"), ActivationStore(root / "full")
+
+
+def identity_bridge() -> Bridge:
+    unit = Normalizer(np.zeros(D), 1.0)
+    return Bridge("identity", unit, unit, np.eye(D), np.zeros(D))
+
+
+@pytest.mark.parametrize("role", ["last", "bridge"])
+def test_a_model_bridged_to_itself_changes_no_answer_under_replacement(setup, big_tokenizer, role):
+    model, table, sender, _ = setup
+    ids, states = sender.read(1, role)
+    result = run_injection(model, big_tokenizer, table, InjectionSite(1, role), identity_bridge(), ids, states,
+                           ["none", "replace", "replace_rescaled", "random"], [0.5]).to_pylist()
+    shared = [r for r in result if r["mode"] == "shared"]
+    assert shared
+    by_key = {(r["example_id"], r["condition"]): r for r in shared}
+    for r in shared:
+        base = by_key[(r["example_id"], "none")]
+        assert r["cos_hb"] == pytest.approx(1.0, abs=1e-5)  # b is exactly the receiver's own state
+        if r["condition"] in ("replace", "replace_rescaled"):
+            assert r["gold_logprob"] == pytest.approx(base["gold_logprob"], abs=1e-4)
+            assert r["exact_match"] == base["exact_match"] and r["gold_rank"] == base["gold_rank"]
+    assert any(abs(r["gold_logprob"] - by_key[(r["example_id"], "none")]["gold_logprob"]) > 1e-3
+               for r in shared if r["condition"] == "random")  # a new direction is a real change
+    # (adding α h would not do: the next block reads the state through a LayerNorm, blind to its scale)
+
+
+def test_self_patch_at_the_last_layer_recovers_the_full_context_answer(setup, big_tokenizer):
+    """Single-token answers: the last position's final state decides them, so patching it in from the
+    full prompt must give the full-context scores exactly."""
+    model, table, sender, full = setup
+    ids, states = sender.read(2, "last")
+    full_ids, full_states = full.read(2, "last")
+    result = run_injection(model, big_tokenizer, table, InjectionSite(2, "last"), identity_bridge(), ids, states,
+                           ["none", "self_patch"], [], full_ids, full_states).to_pylist()
+    rows = table.to_pylist()
+    single = [r for r in rows if r["mode"] == "asymmetric" and all(
+        len(big_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in r["candidates"])]
+    assert len(single) >= 3
+    expected = score_answers(model, big_tokenizer, [r["full_prompt"] for r in single], [r["answer"] for r in single],
+                             [r["candidates"] for r in single])
+    patched = {r["example_id"]: r for r in result if r["condition"] == "self_patch" and r["mode"] == "asymmetric"}
+    unpatched = {r["example_id"]: r for r in result if r["condition"] == "none" and r["mode"] == "asymmetric"}
+    for row, gold, em in zip(single, expected.gold_logprob, expected.exact_match):
+        assert patched[row["example_id"]]["gold_logprob"] == pytest.approx(gold, abs=1e-4)
+        assert patched[row["example_id"]]["exact_match"] == em
+    assert any(abs(unpatched[r["example_id"]]["gold_logprob"] - g) > 1e-3
+               for r, g in zip(single, expected.gold_logprob))  # the receiver's own prompt really differs

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from actbridge.activations import ActivationStore  # noqa: E402
 from actbridge.alignment import alignment_metrics  # noqa: E402
 from actbridge.bridge_runs import pair_stream  # noqa: E402
-from actbridge.bridges import BridgeSettings, Moments, fit_bridge, fit_normalizers  # noqa: E402
+from actbridge.bridges import BridgeSettings, fit_bridge, fit_normalizers  # noqa: E402
 from actbridge.layout import parse_pair  # noqa: E402
 
 MODES = ("shared", "asymmetric")
@@ -46,7 +46,7 @@ def timed_fit(method: str, root: Path, sender_layer: int, receiver_layer: int, r
                                role, MODES)
 
         started = time.perf_counter()
-        sender, receiver = fit_normalizers(Moments.of(stream("bridge_train")()))
+        sender, receiver = fit_normalizers(stream("bridge_train")())
         bridge = fit_bridge(method, stream("bridge_train"), stream("bridge_val"), sender, receiver,
                             BridgeSettings(), seed=0)
         best = min(best, time.perf_counter() - started)

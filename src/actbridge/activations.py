@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-KEY_COLUMNS = ("example_id", "mode", "hops", "role", "position", "n_tokens")
 NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32}
 ARROW_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 RowKey = tuple[str, str]  # (example_id, mode): unique per dataset row
@@ -311,13 +310,6 @@ class ActivationStore:
         if not arrays:
             return [], np.zeros((0, self.hidden_size), dtype=np.float32)
         return ids, np.concatenate(arrays)
-
-    def keys(self, role: str | None = None) -> pa.Table:
-        tables = [pq.ParquetFile(path).read(columns=list(KEY_COLUMNS)) for path in self.shard_paths()]
-        table = pa.concat_tables(tables)
-        if role is not None:
-            table = table.filter(pc.equal(table.column("role"), role))
-        return table
 
 
 def iter_aligned(sender: Iterator[tuple[list[RowKey], np.ndarray]],

@@ -17,7 +17,7 @@ import pyarrow as pa
 from actbridge.activations import ActivationStore, iter_aligned
 from actbridge.alignment import METRICS, alignment_metrics, identity_predictor, mean_predictor
 from actbridge.layout import pair_name
-from actbridge.bridges import (Bridge, BridgeSettings, Moments, PairStream, fit_bridge, fit_normalizers,
+from actbridge.bridges import (Bridge, BridgeSettings, PairStream, fit_bridge, fit_normalizers,
                                shuffled_pairs)
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: 
                                role, modes)
 
         train, val = stream("bridge_train", fit_modes), stream("bridge_val", fit_modes)
-        sender_norm, receiver_norm = fit_normalizers(Moments.of(train()))
+        sender_norm, receiver_norm = fit_normalizers(train())
         bridge = fit_bridge(method, train, val, sender_norm, receiver_norm, settings, seed)
         shuffled = fit_bridge(method, shuffled_pairs(train, seed), shuffled_pairs(val, seed), sender_norm,
                               receiver_norm, settings, seed)

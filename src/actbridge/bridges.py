@@ -102,11 +102,11 @@ class Normalizer:
     scale: float
 
     @classmethod
-    def fit(cls, count: int, total: np.ndarray, second: np.ndarray) -> "Normalizer":
-        """From the row count, sum [d] and sum of outer products [d, d] of the raw states."""
+    def fit(cls, count: int, total: np.ndarray, squared_norms: float) -> "Normalizer":
+        """From the row count, the sum of the raw states [d] and the sum of their squared norms."""
         mean = total / count
-        centered_trace = float(np.trace(second) - count * mean @ mean)
-        scale = math.sqrt(max(centered_trace, 0.0) / (count * len(mean)))
+        centered = squared_norms - count * float(mean @ mean)
+        scale = math.sqrt(max(centered, 0.0) / (count * len(mean)))
         if not scale > 0:
             raise ValueError("states have zero variance: the layer carries no information to fit")
         return cls(mean, scale)
@@ -118,8 +118,17 @@ class Normalizer:
         return normalized * self.scale + self.mean
 
 
-def fit_normalizers(moments: Moments) -> tuple[Normalizer, Normalizer]:
-    return (Normalizer.fit(moments.n, moments.x, moments.xx), Normalizer.fit(moments.n, moments.y, moments.yy))
+def fit_normalizers(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[Normalizer, Normalizer]:
+    """Sender and receiver normalizers in one pass: counts, sums and squared norms (O(d) memory and work)."""
+    count, sums, squared = 0, [0.0, 0.0], [0.0, 0.0]
+    for x, y in pairs:
+        count += len(x)
+        for side, states in enumerate((np.asarray(x, np.float64), np.asarray(y, np.float64))):
+            sums[side] = sums[side] + states.sum(axis=0)
+            squared[side] += float(np.einsum("ij,ij->", states, states))
+    if count == 0:
+        raise ValueError("no rows to fit: the shards hold no rows for this role and mode")
+    return Normalizer.fit(count, sums[0], squared[0]), Normalizer.fit(count, sums[1], squared[1])
 
 
 @dataclass

@@ -16,6 +16,8 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from actbridge.padding import right_padded
+
 
 @dataclass(frozen=True)
 class AnswerScores:
@@ -27,6 +29,17 @@ class AnswerScores:
     n_candidates: np.ndarray  # int
 
 
+def with_gold(candidates: Sequence[str], answer: str) -> tuple[list[str], int]:
+    """The candidate names, the gold answer appended if it is missing, and the gold answer's index."""
+    names = list(candidates) if answer in candidates else [*candidates, answer]
+    return names, names.index(answer)
+
+
+def continuation_ids(tokenizer: PreTrainedTokenizerBase, continuations: Sequence[str]) -> list[list[int]]:
+    """Token ids of ``" " + c`` for each continuation, encoded apart from any prompt."""
+    return [tokenizer(" " + continuation, add_special_tokens=False)["input_ids"] for continuation in continuations]
+
+
 def encode_continuations(tokenizer: PreTrainedTokenizerBase, prompt: str,
                          continuations: Sequence[str]) -> list[tuple[list[int], int]]:
     """Token ids of ``prompt + " " + c`` and the index where the continuation starts.
@@ -35,11 +48,21 @@ def encode_continuations(tokenizer: PreTrainedTokenizerBase, prompt: str,
     candidate shares the prompt's tokens exactly (no merge across the boundary).
     """
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    out = []
-    for continuation in continuations:
-        cont_ids = tokenizer(" " + continuation, add_special_tokens=False)["input_ids"]
-        out.append((prompt_ids + cont_ids, len(prompt_ids)))
-    return out
+    return [(prompt_ids + ids, len(prompt_ids)) for ids in continuation_ids(tokenizer, continuations)]
+
+
+def score_continuation(logprobs: torch.Tensor, row: int, first_prediction: int, targets: Sequence[int]
+                       ) -> tuple[float, bool]:
+    """Teacher-forced score of ``targets`` in row ``row`` of ``logprobs`` [batch, seq, vocab].
+
+    ``targets[j]`` is predicted at position ``first_prediction + j``. Returns the
+    summed log-probability and whether every target is the arg-max there (greedy
+    decoding reproduces the continuation).
+    """
+    positions = torch.arange(first_prediction, first_prediction + len(targets))
+    target = torch.as_tensor(targets, dtype=torch.long)
+    token_logprobs = logprobs[row, positions, target]
+    return float(token_logprobs.sum()), bool((logprobs[row, positions].argmax(-1) == target).all())
 
 
 @torch.inference_mode()
@@ -56,11 +79,9 @@ def score_answers(
     rows: list[tuple[int, int, list[int], int]] = []  # (example, candidate, ids, start)
     gold_index = []
     for example, (prompt, answer, cands) in enumerate(zip(prompts, answers, candidates)):
-        cands = list(cands)
-        if answer not in cands:
-            cands.append(answer)
-        gold_index.append(cands.index(answer))
-        for cand_i, (ids, start) in enumerate(encode_continuations(tokenizer, prompt, cands)):
+        names, gold = with_gold(cands, answer)
+        gold_index.append(gold)
+        for cand_i, (ids, start) in enumerate(encode_continuations(tokenizer, prompt, names)):
             rows.append((example, cand_i, ids, start))
     n = len(prompts)
     max_cands = max(c for _, c, _, _ in rows) + 1
@@ -70,20 +91,12 @@ def score_answers(
     order = sorted(range(len(rows)), key=lambda r: len(rows[r][2]))  # length-bucketed batches
     for begin in range(0, len(order), batch_size):
         batch = [rows[r] for r in order[begin:begin + batch_size]]
-        width = max(len(ids) for _, _, ids, _ in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (_, _, ids, _) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
+        input_ids, attention = right_padded([ids for _, _, ids, _ in batch], pad_id)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         for row, (example, cand_i, ids, start) in enumerate(batch):
-            positions = torch.arange(start - 1, len(ids) - 1)
-            targets = torch.tensor(ids[start:])
-            token_logprobs = logprobs[row, positions, targets]
-            cand_logprob[example, cand_i] = token_logprobs.sum().item()
-            cand_match[example, cand_i] = bool((logprobs[row, positions].argmax(-1) == targets).all())
+            cand_logprob[example, cand_i], cand_match[example, cand_i] = score_continuation(
+                logprobs, row, start - 1, ids[start:])
     gold = np.asarray(gold_index)
     gold_lp = cand_logprob[np.arange(n), gold]
     rank = 1 + (cand_logprob > gold_lp[:, None]).sum(axis=1)

@@ -18,6 +18,7 @@ from actbridge.activations import RowKey
 from actbridge.bridges import Bridge
 from actbridge.conditions import (ConditionInputs, build_edits, condition_labels, derangement,
                                   random_directions)
+from actbridge.evaluation import continuation_ids, with_gold
 from actbridge.interventions import Example, fast_scores
 from actbridge.roles import role_positions_for_table
 
@@ -38,13 +39,6 @@ class InjectionSite:
 
     layer: int
     role: str
-
-
-def candidate_ids(tokenizer: "PreTrainedTokenizerBase", candidates: Sequence[str], answer: str
-                  ) -> tuple[list[list[int]], int]:
-    """Token ids of `` candidate`` for each candidate (the answer added if missing) and the gold index."""
-    names = list(candidates) if answer in candidates else [*candidates, answer]
-    return [tokenizer(" " + name, add_special_tokens=False)["input_ids"] for name in names], names.index(answer)
 
 
 def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
@@ -82,7 +76,8 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
         batch_examples, batch_edits, golds = [], [], []
         for n in batch:
             i = keep[n]
-            cand_ids, gold = candidate_ids(tokenizer, candidates[i], answers[i])
+            names, gold = with_gold(candidates[i], answers[i])
+            cand_ids = continuation_ids(tokenizer, names)
             prompt_ids = tokenizer(prompts[i], add_special_tokens=False)["input_ids"]
             batch_examples.append(Example(prompt_ids, int(positions[i]), cand_ids))
             golds.append(gold)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import torch
 
+from actbridge.evaluation import score_continuation
 from actbridge.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
@@ -168,14 +169,6 @@ def _edit_tensors(edits: Sequence[Edits], rows: list[tuple[int, int, int]]):
     return keep, vector, norm_scaled
 
 
-def _score_targets(logprobs: torch.Tensor, row: int, first_prediction: int, targets: list[int]) -> tuple[float, bool]:
-    """Sum of log-probs of ``targets`` predicted from positions first_prediction.. and whether each is the arg-max."""
-    positions = torch.arange(first_prediction, first_prediction + len(targets))
-    target = torch.as_tensor(targets, dtype=torch.long)
-    token_logprobs = logprobs[row, positions, target]
-    return float(token_logprobs.sum()), bool((logprobs[row, positions].argmax(-1) == target).all())
-
-
 @torch.inference_mode()
 def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: int, edits: Sequence[Edits],
                  pad_id: int = 0) -> list[CandidateScores]:
@@ -189,7 +182,7 @@ def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: i
     with residual_edit(model, layer, torch.arange(len(rows)), positions, *_edit_tensors(edits, rows), recorded):
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-    scored = [_score_targets(logprobs, r, len(examples[i].prompt_ids) - 1, examples[i].candidates[c])
+    scored = [score_continuation(logprobs, r, len(examples[i].prompt_ids) - 1, examples[i].candidates[c])
               for r, (i, _, c) in enumerate(rows)]
     return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored], recorded[0])
 
@@ -263,6 +256,6 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
         logits = model(input_ids=suffix_ids.to(device), attention_mask=mask.to(device),
                        position_ids=position_ids.to(device), cache=cache, use_cache=cache is not None).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-    scored = [_score_targets(logprobs, i, starts[n] + len(examples[i].prompt_ids) - 1 - examples[i].position,
+    scored = [score_continuation(logprobs, i, starts[n] + len(examples[i].prompt_ids) - 1 - examples[i].position,
                              examples[i].candidates[c]) for n, (i, _, c) in enumerate(rows)]
     return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored], recorded[0])

@@ -49,7 +49,7 @@ rule model_accuracy:
         f"{RESULTS}/models/accuracy_{{model}}.parquet",
     params:
         dtype=config["dtype"],
-        code=library_code("evaluation", "models"),
+        code=library_code("evaluation", "models", "padding"),
     threads: 2
     log:
         "logs/models/accuracy_{model}.log",

@@ -18,7 +18,8 @@ direction: its normalized cosine and CKA are NaN, not 0.
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -44,35 +45,58 @@ def linear_cka(moments: Moments) -> float:
     return float(np.linalg.norm(cpy) ** 2 / denominator)
 
 
+@dataclass
+class _Tally:
+    """Running sums of one predictor's metrics."""
+
+    count: int = 0
+    cos_normalized: float = 0.0
+    cos_raw: float = 0.0
+    squared_error: float = 0.0
+    moments: Moments | None = None  # of (predicted, actual), for R^2 and CKA
+
+    def add(self, predicted_n: np.ndarray, y_n: np.ndarray, predicted_raw: np.ndarray, y_raw: np.ndarray) -> None:
+        self.cos_normalized += float(np.sum(rowwise_cosine(predicted_n, y_n)))
+        self.cos_raw += float(np.sum(rowwise_cosine(predicted_raw, y_raw)))
+        self.squared_error += float(((predicted_n - y_n) ** 2).sum())
+        if self.moments is None:
+            self.moments = Moments.zeros(predicted_n.shape[1], y_n.shape[1])
+        self.moments.update(predicted_n, y_n)
+        self.count += len(y_n)
+
+    def metrics(self) -> dict[str, float]:
+        if self.count == 0:
+            return {"n": 0, **{metric: float("nan") for metric in METRICS}}
+        moments = self.moments
+        total_variance = float(np.trace(moments.yy) - moments.y @ moments.y / self.count)
+        return {
+            "n": self.count,
+            "cos_normalized": self.cos_normalized / self.count,
+            "cos_raw": self.cos_raw / self.count,
+            "r2": 1.0 - self.squared_error / total_variance,
+            "mse": self.squared_error / (self.count * moments.y.shape[0]),
+            "cka": linear_cka(moments),
+        }
+
+
+def alignment_metrics_by_predictor(predictors: Mapping[str, Predictor], pairs: PairStream, sender: Normalizer,
+                                   receiver: Normalizer) -> dict[str, dict[str, float]]:
+    """Metrics of every predictor over raw (sender, receiver) pairs, in one pass over the pairs."""
+    tallies = {name: _Tally() for name in predictors}
+    for x_raw, y_raw in pairs():
+        y_raw = y_raw.astype(np.float64)
+        x_n = sender.normalize(x_raw.astype(np.float64))
+        y_n = receiver.normalize(y_raw)
+        for name, predict in predictors.items():
+            predicted_n = predict(x_n)
+            tallies[name].add(predicted_n, y_n, receiver.denormalize(predicted_n), y_raw)
+    return {name: tally.metrics() for name, tally in tallies.items()}
+
+
 def alignment_metrics(predict: Predictor, pairs: PairStream, sender: Normalizer, receiver: Normalizer
                       ) -> dict[str, float]:
-    """Metrics of ``predict`` over raw (sender, receiver) pairs; ``n`` = rows scored."""
-    count, cos_n, cos_raw, squared_error = 0, 0.0, 0.0, 0.0
-    moments = None
-    for x_raw, y_raw in pairs():
-        x_n = sender.normalize(x_raw.astype(np.float64))
-        y_n = receiver.normalize(y_raw.astype(np.float64))
-        predicted_n = predict(x_n)
-        predicted_raw = receiver.denormalize(predicted_n)
-        cos_n += float(np.sum(rowwise_cosine(predicted_n, y_n)))
-        cos_raw += float(np.sum(rowwise_cosine(predicted_raw, y_raw.astype(np.float64))))
-        squared_error += float(((predicted_n - y_n) ** 2).sum())
-        if moments is None:
-            moments = Moments.zeros(predicted_n.shape[1], y_n.shape[1])
-        moments.update(predicted_n, y_n)
-        count += len(x_n)
-    if count == 0:
-        return {"n": 0, **{metric: float("nan") for metric in METRICS}}
-    total_variance = float(np.trace(moments.yy) - moments.y @ moments.y / count)
-    d_receiver = moments.y.shape[0]
-    return {
-        "n": count,
-        "cos_normalized": cos_n / count,
-        "cos_raw": cos_raw / count,
-        "r2": 1.0 - squared_error / total_variance,
-        "mse": squared_error / (count * d_receiver),
-        "cka": linear_cka(moments),
-    }
+    """Metrics of one predictor; ``n`` = rows scored."""
+    return alignment_metrics_by_predictor({"predictor": predict}, pairs, sender, receiver)["predictor"]
 
 
 def mean_predictor(d_receiver: int) -> Predictor:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from actbridge.activations import ActivationStore, iter_aligned
-from actbridge.alignment import METRICS, alignment_metrics, identity_predictor, mean_predictor
+from actbridge.alignment import METRICS, alignment_metrics_by_predictor, identity_predictor, mean_predictor
 from actbridge.layout import pair_name
 from actbridge.bridges import (Bridge, BridgeSettings, PairStream, fit_bridge, fit_normalizers,
                                shuffled_pairs)
@@ -34,8 +34,8 @@ def metrics_rows(bridge: Bridge, shuffled: Bridge, stream: PairStream, identity_
                   "mean": mean_predictor(len(bridge.receiver.mean))}
     if identity_ok:
         predictors["identity"] = identity_predictor
-    return [{"predictor": name, **alignment_metrics(predict, stream, bridge.sender, bridge.receiver)}
-            for name, predict in predictors.items()]
+    metrics = alignment_metrics_by_predictor(predictors, stream, bridge.sender, bridge.receiver)
+    return [{"predictor": name, **values} for name, values in metrics.items()]
 
 
 def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: int, receiver_layer: int,

@@ -74,3 +74,40 @@ def test_self_patch_at_the_last_layer_recovers_the_full_context_answer(setup, bi
         assert patched[row["example_id"]]["exact_match"] == em
     assert any(abs(unpatched[r["example_id"]]["gold_logprob"] - g) > 1e-3
                for r, g in zip(single, expected.gold_logprob))  # the receiver's own prompt really differs
+
+
+def test_shuffled_control_takes_another_example_of_the_same_mode():
+    from actbridge.injection import within_mode_derangement
+
+    modes = ["shared"] * 5 + ["asymmetric"] * 4 + ["lonely"]
+    permutation = within_mode_derangement(modes, seed=3)
+    assert sorted(permutation[:5]) == list(range(5)) and sorted(permutation[5:9]) == list(range(5, 9))
+    assert all(permutation[i] != i for i in range(len(modes)))
+    assert all(modes[permutation[i]] == modes[i] for i in range(9))  # the lone mode borrows from another
+
+
+def test_perturbation_is_relative_to_the_clean_state():
+    from actbridge.conditions import ConditionInputs, build_edits, condition_labels
+    from actbridge.injection import relative_perturbation
+
+    rng = np.random.default_rng(0)
+    h, b = rng.normal(size=8), rng.normal(size=8)
+    inputs = ConditionInputs(b, rng.normal(size=8), np.eye(8)[0], np.zeros(8), None)
+    labels = condition_labels(["none", "add", "add_rescaled", "replace", "interpolate"], [0.5])
+    values = dict(zip(labels, relative_perturbation(h, build_edits(labels, inputs))))
+    norm = np.linalg.norm(h)
+    assert values[("none", None)] == 0
+    assert values[("add", 0.5)] == pytest.approx(0.5 * np.linalg.norm(b) / norm, rel=1e-5)
+    assert values[("add_rescaled", 0.5)] == pytest.approx(0.5, rel=1e-5)  # alpha is already relative to ||h||
+    assert values[("replace", None)] == pytest.approx(np.linalg.norm(b - h) / norm, rel=1e-5)
+    assert values[("interpolate", 0.5)] == pytest.approx(0.5 * np.linalg.norm(b - h) / norm, rel=1e-5)
+
+
+def test_self_patch_is_skipped_where_the_receiver_reads_the_full_prompt(setup, big_tokenizer):
+    model, table, sender, full = setup
+    ids, states = sender.read(2, "last")
+    full_ids, full_states = full.read(2, "last")
+    result = run_injection(model, big_tokenizer, table, InjectionSite(2, "last"), identity_bridge(), ids, states,
+                           ["none", "self_patch"], [], full_ids, full_states).to_pylist()
+    assert {r["mode"] for r in result if r["condition"] == "self_patch"} == {"asymmetric"}
+    assert {r["mode"] for r in result if r["condition"] == "none"} == {"shared", "asymmetric"}

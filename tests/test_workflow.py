@@ -40,6 +40,11 @@ def planned_jobs(output: str) -> dict[str, int]:
     return jobs
 
 
+# 1 pair x the ridge bridge x 2 seeds injected, its statistics, and the figures drawn from bridges and statistics
+DOWNSTREAM_OF_BRIDGES = {"injection": 2, "condition_stats": 1, "stats_summary": 1, "figure_bridge_quality": 1,
+                         "figure_injection_sweep": 1, "figure_replacement": 1}
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("actbridge")
@@ -51,9 +56,31 @@ def workdir(tmp_path_factory) -> Path:
 def test_default_dag(workdir):
     jobs = planned_jobs(snakemake(workdir, "-n"))
     # 5 layer pairs (sender 0..4 at relative depth in the 6-layer receiver) x 5 methods x 5 seeds
+    # injection: the same 5 pairs x the ridge bridge x 5 seeds; statistics per pair x method, then one summary
     assert jobs == {"dataset_split": 4, "micro_tokenizer": 1, "model": 2, "dataset_stats": 1,
                     "model_accuracy": 2, "accuracy_summary": 1, "activations": 6, "bridge": 125,
-                    "bridge_metrics": 1, "all": 1, "total": 144}
+                    "bridge_metrics": 1, "injection": 25, "condition_stats": 5, "stats_summary": 1,
+                    "figure_dataset": 1, "figure_bridge_quality": 1, "figure_injection_sweep": 1,
+                    "figure_replacement": 1, "all": 1, "total": 179}
+
+
+def test_one_figure_builds_only_its_ancestors(workdir):
+    jobs = planned_jobs(snakemake(workdir, "-n", "results/figures/injection_sweep.pdf"))
+    # the ridge bridges only (the injected method), no accuracy tables, bridge metrics or other figures
+    assert jobs == {"dataset_split": 4, "micro_tokenizer": 1, "model": 2, "activations": 6, "bridge": 25,
+                    "injection": 25, "condition_stats": 5, "stats_summary": 1, "figure_injection_sweep": 1,
+                    "total": 70}
+
+
+def test_injection_settings_that_contradict_the_config_stop_before_any_job(workdir):
+    config = yaml.safe_load((workdir / TEST_CONFIG).read_text())
+    config["injection"]["methods"] = ["procrustes"]
+    config["bridge"]["methods"] = ["ridge", "mlp"]
+    bad = workdir / "bad_injection.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    output = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
+    assert "config key injection.methods" in output and "bridge.methods" in output
+    assert "Traceback" not in output
 
 
 def test_bridge_pairs_outside_the_extracted_layers_stop_before_any_job(workdir):
@@ -114,6 +141,53 @@ def test_end_to_end_activations_and_bridges(finished_run):
     assert "| last | shared | s2-r3 | ridge | bridge | 2 |" in (results / "bridges" / "metrics.md").read_text()
 
 
+def test_end_to_end_injection_statistics_and_figures(finished_run):
+    results = finished_run / "results"
+    config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())["injection"]
+    rows = pq.read_table(results / "injection" / "s2-r3" / "ridge" / "seed0.parquet").to_pylist()
+    assert {r["role"] for r in rows} == {"last", "bridge"} and {r["mode"] for r in rows} == {"shared", "asymmetric"}
+    labels = {(r["condition"], r["alpha"]) for r in rows}
+    assert ("self_patch", None) in labels and ("add", config["alphas"][0]) in labels
+    baseline = {(r["example_id"], r["mode"], r["role"]) for r in rows if r["condition"] == "none"}
+    for condition in ("add", "replace_rescaled", "shuffled"):  # every condition pairs with the baseline
+        assert {(r["example_id"], r["mode"], r["role"]) for r in rows if r["condition"] == condition} == baseline
+    across = pq.read_table(results / "stats" / "across_seeds.parquet").to_pylist()
+    assert {r["n_seeds"] for r in across} == {2}
+    assert {(r["condition"], r["reference"]) for r in across} >= {("add_rescaled", "add"),
+                                                                   ("replace_rescaled", "replace"),
+                                                                   ("self_patch", "none")}
+    per_seed = pq.read_table(results / "stats" / "per_seed.parquet").to_pylist()
+    assert {r["seed"] for r in per_seed} == {0, 1} and all(0 <= r["p_holm"] <= 1 for r in per_seed)
+    summary = (results / "stats" / "summary.md").read_text()
+    assert "## ridge · role `last` · mode `asymmetric`" in summary and "add_rescaled − add" in summary
+    for figure in ("dataset", "bridge_quality", "injection_sweep", "replacement"):
+        assert (results / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
+        assert (results / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_changing_the_alphas_reruns_only_injection_statistics_and_their_figures(finished_run):
+    config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())
+    config["injection"]["alphas"] = [0.05, 0.5]
+    changed = finished_run / "changed_alphas.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
+    assert jobs == {"injection": 2, "condition_stats": 1, "stats_summary": 1, "figure_injection_sweep": 1,
+                    "figure_replacement": 1, "all": 1, "total": 7}
+    config["injection"]["conditions"] = ["none", "add", "replace"]
+    changed.write_text(yaml.safe_dump(config))
+    assert planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed))) == jobs
+
+
+def test_changing_the_resamples_reruns_only_statistics(finished_run):
+    config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())
+    config["stats"]["resamples"] += 100
+    changed = finished_run / "changed_stats.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
+    assert jobs == {"condition_stats": 1, "stats_summary": 1, "figure_injection_sweep": 1,
+                    "figure_replacement": 1, "all": 1, "total": 5}
+
+
 def test_data_files_are_byte_identical_across_runs(finished_run):
     from actbridge.dataset import DataConfig, build_split
     from actbridge.io import write_parquet
@@ -137,7 +211,8 @@ def test_changing_eval_size_reruns_only_its_dependents(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"dataset_split": 1, "dataset_stats": 1, "model_accuracy": 2, "accuracy_summary": 1,
-                    "activations": 2, "bridge": 10, "bridge_metrics": 1, "all": 1, "total": 19}
+                    "activations": 2, "bridge": 10, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                    "figure_dataset": 1, "all": 1, "total": 27}
 
 
 def test_tuning_the_mlp_refits_only_the_mlp_bridges(finished_run):
@@ -146,7 +221,8 @@ def test_tuning_the_mlp_refits_only_the_mlp_bridges(finished_run):
     changed = finished_run / "changed_mlp.yaml"
     changed.write_text(yaml.safe_dump(config))
     output = snakemake(finished_run, "-n", "--configfile", str(changed))
-    assert planned_jobs(output) == {"bridge": 2, "bridge_metrics": 1, "all": 1, "total": 4}
+    assert planned_jobs(output) == {"bridge": 2, "bridge_metrics": 1, "figure_bridge_quality": 1, "all": 1,
+                                    "total": 5}  # mlp is not injected by this config
     assert re.findall(r"method=(\w+)", output) == ["mlp", "mlp"]
 
 
@@ -156,7 +232,9 @@ def test_another_seed_adds_only_its_jobs(finished_run):
     changed = finished_run / "more_seeds.yaml"
     changed.write_text(yaml.safe_dump(config))
     output = snakemake(finished_run, "-n", "--configfile", str(changed))
-    assert planned_jobs(output) == {"bridge": 5, "bridge_metrics": 1, "all": 1, "total": 7}
+    assert planned_jobs(output) == {"bridge": 5, "bridge_metrics": 1, "injection": 1, "condition_stats": 1,
+                                    "stats_summary": 1, "figure_bridge_quality": 1, "figure_injection_sweep": 1,
+                                    "figure_replacement": 1, "all": 1, "total": 13}
     assert set(re.findall(r"seed=(\d+)", output)) == {"2"}
 
 
@@ -167,7 +245,8 @@ def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
-                    "activations": 3, "bridge": 10, "bridge_metrics": 1, "all": 1, "total": 19}
+                    "activations": 3, "bridge": 10, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                    "figure_dataset": 1, "all": 1, "total": 27}
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +282,8 @@ def test_a_lost_output_is_rebuilt_with_its_dependents_only(finished_run, shipped
     shutil.rmtree(finished_run / "results" / "models" / "receiver")
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(shipped_run)))
     assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
-                    "activations": 3, "bridge": 10, "bridge_metrics": 1, "all": 1, "total": 19}
+                    "activations": 3, "bridge": 10, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                    "figure_dataset": 1, "all": 1, "total": 27}
 
 
 def test_a_corrupt_shard_is_named_and_rebuilt(finished_run, shipped_run):

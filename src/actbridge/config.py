@@ -135,6 +135,19 @@ def _check_semantics(config: dict) -> None:
         if micro and micro["hidden"] % micro["heads"]:
             raise ConfigError(f"config key models.{name}.micro.heads: {micro['heads']} does not divide "
                               f"hidden={micro['hidden']}")
+    injection = config["injection"]
+    if "none" not in injection["conditions"]:
+        raise ConfigError("config key injection.conditions: must include 'none', the baseline every other "
+                          f"condition is paired with; found {injection['conditions']}")
+    for key, available, where in (("methods", config["bridge"]["methods"], "bridge.methods"),
+                                  ("roles", config["activations"]["roles"], "activations.roles")):
+        missing = [value for value in injection[key] if value not in available]
+        if missing:
+            raise ConfigError(f"config key injection.{key}: {missing} not in {where} {available}; "
+                              f"add them there or remove them here")
+    if config["figures"]["method"] not in injection["methods"]:
+        raise ConfigError(f"config key figures.method: {config['figures']['method']!r} is not injected; "
+                          f"allowed: injection.methods {injection['methods']}")
 
 
 def model_kind(spec: dict) -> str:

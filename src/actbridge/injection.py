@@ -8,28 +8,33 @@ are paired by ``example_id`` with the ``none`` condition.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from actbridge.activations import RowKey
+from actbridge.activations import ActivationStore, RowKey
 from actbridge.bridges import Bridge
 from actbridge.conditions import (ConditionInputs, build_edits, condition_labels, derangement,
                                   random_directions)
 from actbridge.evaluation import continuation_ids, with_gold
-from actbridge.interventions import Example, fast_scores
-from actbridge.roles import role_positions_for_table
+from actbridge.interventions import Edits, Example, fast_scores
+from actbridge.layout import pair_name
+from actbridge.roles import ROLES, role_positions_for_table
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 RESULT_SCHEMA = pa.schema([
     ("example_id", pa.string()), ("mode", pa.string()), ("hops", pa.int8()), ("role", pa.string()),
     ("condition", pa.string()), ("alpha", pa.float64()), ("exact_match", pa.bool_()),
     ("gold_logprob", pa.float64()), ("gold_rank", pa.int16()), ("n_candidates", pa.int16()),
-    ("h_norm", pa.float64()), ("b_norm", pa.float64()), ("cos_hb", pa.float64()),
+    ("h_norm", pa.float64()), ("b_norm", pa.float64()), ("cos_hb", pa.float64()), ("perturbation", pa.float64()),
 ])
 
 
@@ -51,9 +56,15 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     and this role, keyed by (example_id, mode) in ``sender_keys``; ``full_states``
     (keyed by ``full_keys``) are the receiver's own states at ``site`` on the
     full-context prompt, needed by ``self_patch`` only. Examples without the
-    role (no bridge entity in a 1-hop question) are skipped.
+    role (no bridge entity in a 1-hop question) are skipped; ``self_patch`` is
+    scored only where the receiver's prompt lacks facts of the full one (in
+    ``shared`` mode it would write back the state it replaces).
+
+    ``perturbation`` is ``||h' - h|| / ||h||``: every condition's strength on
+    one scale, relative to the receiver's own state, whatever the model.
     """
     labels = condition_labels(conditions, alphas)
+    without_self_patch = [label for label in labels if label[0] != "self_patch"]
     positions = role_positions_for_table(tokenizer, examples, "receiver", [site.role])[site.role]
     ids = examples.column("example_id").to_pylist()
     modes = examples.column("mode").to_pylist()
@@ -63,17 +74,18 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     if len(keep) < 2:
         raise ValueError(f"fewer than two examples have role {site.role!r} and sender states")
     bridged = bridge.apply(sender_states[[sender_row[keys[i]] for i in keep]])  # [n, d_r], raw receiver space
-    shuffled = bridged[derangement(len(keep), seed)]
+    shuffled = bridged[within_mode_derangement([modes[i] for i in keep], seed)]
     directions = random_directions(len(keep), bridged.shape[1], seed)
     full_row = {key: row for row, key in enumerate(full_keys or [])}
     prompts = examples.column("receiver_prompt").to_pylist()
+    full_prompts = examples.column("full_prompt").to_pylist()
     answers = examples.column("answer").to_pylist()
     candidates = examples.column("candidates").to_pylist()
     hops = examples.column("hops").to_pylist()
     columns: dict[str, list] = {field.name: [] for field in RESULT_SCHEMA}
     for begin in range(0, len(keep), batch_size):
         batch = range(begin, min(begin + batch_size, len(keep)))
-        batch_examples, batch_edits, golds = [], [], []
+        batch_examples, batch_edits, batch_labels, golds = [], [], [], []
         for n in batch:
             i = keep[n]
             names, gold = with_gold(candidates[i], answers[i])
@@ -83,16 +95,18 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
             golds.append(gold)
             full = full_states[full_row[keys[i]]] if keys[i] in full_row else None
             inputs = ConditionInputs(bridged[n], shuffled[n], directions[n], bridge.receiver.mean, full)
-            batch_edits.append(build_edits(labels, inputs))
+            batch_labels.append(labels if prompts[i] != full_prompts[i] else without_self_patch)
+            batch_edits.append(build_edits(batch_labels[-1], inputs))
         scores = fast_scores(receiver, batch_examples, site.layer, batch_edits,
                              pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        for n, score, gold in zip(batch, scores, golds):
+        for n, score, gold, edits, example_labels in zip(batch, scores, golds, batch_edits, batch_labels):
             i = keep[n]
             h = score.clean_state.astype(np.float64)
             b = bridged[n]
             h_norm, b_norm = float(np.linalg.norm(h)), float(np.linalg.norm(b))
             cos_hb = float(h @ b / (h_norm * b_norm)) if h_norm > 0 and b_norm > 0 else float("nan")
-            for k, (condition, alpha) in enumerate(labels):
+            perturbation = relative_perturbation(h, edits)
+            for k, (condition, alpha) in enumerate(example_labels):
                 gold_logprob = score.logprob[k, gold]
                 columns["example_id"].append(ids[i])
                 columns["mode"].append(modes[i])
@@ -107,4 +121,67 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
                 columns["h_norm"].append(h_norm)
                 columns["b_norm"].append(b_norm)
                 columns["cos_hb"].append(cos_hb)
+                columns["perturbation"].append(float(perturbation[k]))
     return pa.table(columns, schema=RESULT_SCHEMA)
+
+
+def relative_perturbation(clean: np.ndarray, edits: Edits) -> np.ndarray:
+    """[K] ||h' - h|| / ||h|| of each edit of the clean state ``clean`` [d]."""
+    keep = edits.keep.double().numpy()[:, None]
+    vector = edits.vector.double().numpy()
+    norm = float(np.linalg.norm(clean))
+    scale = np.where(edits.norm_scaled.numpy(), norm, 1.0)[:, None]
+    change = (keep - 1.0) * clean[None, :] + scale * vector
+    return np.linalg.norm(change, axis=1) / norm if norm > 0 else np.full(len(keep), np.nan)
+
+
+def within_mode_derangement(modes: Sequence[str], seed: int) -> np.ndarray:
+    """Index map i -> j != i onto another example of the same context mode (any mode for a mode's only example).
+
+    Within a mode of two or more examples it is a permutation, so every bridged state is used once.
+    """
+    permutation = derangement(len(modes), seed)
+    for number, mode in enumerate(sorted(set(modes))):
+        members = np.flatnonzero(np.asarray(modes) == mode)
+        if len(members) >= 2:
+            permutation[members] = members[derangement(len(members), seed + 1 + number)]
+    return permutation
+
+
+JOB_SCHEMA = pa.schema([("pair", pa.string()), ("sender_layer", pa.int16()), ("receiver_layer", pa.int16()),
+                        ("method", pa.string()), ("seed", pa.int32()), *RESULT_SCHEMA])
+
+
+def control_seed(bridge_seed: int, role: str) -> int:
+    """Seed of the random and shuffled controls: differs by bridge seed and role, fixed for a given pair."""
+    return 1000 * bridge_seed + ROLES.index(role)
+
+
+def run_injection_job(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+                      bridge_dir: str | Path, sender_store: ActivationStore, receiver_store: ActivationStore,
+                      sender_layer: int, receiver_layer: int, method: str, seed: int, roles: Sequence[str],
+                      conditions: Sequence[str], alphas: Sequence[float], batch_size: int = 16) -> pa.Table:
+    """One injection job: one bridge (pair, method, seed), every role, on ``examples`` (eval).
+
+    ``bridge_dir/{role}`` holds the fitted bridge; ``sender_store`` the
+    sender's eval states (its own prompt), ``receiver_store`` the receiver's
+    eval states on the full-context prompt (``self_patch``).
+    """
+    tables = []
+    for role in roles:
+        bridge = Bridge.load(Path(bridge_dir) / role)
+        sender_keys, sender_states = sender_store.read(sender_layer, role)
+        full_keys, full_states = receiver_store.read(receiver_layer, role)
+        result = run_injection(receiver, tokenizer, examples, InjectionSite(receiver_layer, role), bridge,
+                               sender_keys, sender_states, conditions, alphas, full_keys, full_states,
+                               seed=control_seed(seed, role), batch_size=batch_size)
+        log.info("%s %s seed %d role %s: %d rows", pair_name(sender_layer, receiver_layer), method, seed, role,
+                 result.num_rows)
+        n = result.num_rows
+        tagged = {"pair": pa.array([pair_name(sender_layer, receiver_layer)] * n, pa.string()),
+                  "sender_layer": pa.array([sender_layer] * n, pa.int16()),
+                  "receiver_layer": pa.array([receiver_layer] * n, pa.int16()),
+                  "method": pa.array([method] * n, pa.string()), "seed": pa.array([seed] * n, pa.int32())}
+        tables.append(pa.table({**tagged, **{name: result.column(name) for name in result.column_names}},
+                               schema=JOB_SCHEMA))
+    return pa.concat_tables(tables)

@@ -187,21 +187,89 @@ def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: i
     return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored], recorded[0])
 
 
-def suffix_attention_mask(prefix_lengths: torch.Tensor, prefix_width: int, block_ids: torch.Tensor,
-                          block_offsets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive 4D mask [batch, 1, suffix_width, prefix_width + suffix_width] for the packed suffix pass.
+@dataclass(frozen=True)
+class PackedRows:
+    """One row per example after its prefix: every edit's suffix, then every candidate's extra tokens.
 
-    Row r's suffix packs one block per (edit, candidate). A query sees the row's
-    real prefix keys (k < prefix_lengths[r]) and, in the suffix, only keys of
-    its own block at or before itself: each block is the continuation of the
-    prefix under one edit, as if it ran alone. ``block_ids`` [batch, suffix_width]
-    is -1 on padding; ``block_offsets`` is each token's index within its block.
+    Arrays are [batch, width]; padding has ``block`` -1. An *edit block*
+    holds the prompt from the edit position on (the edit applies to its first
+    token); a *candidate block* holds a candidate's tokens but the last, and
+    reads its edit block whole (``parent``), so the suffix runs once per edit,
+    not once per (edit, candidate), and a one-token candidate costs nothing.
     """
+
+    input_ids: torch.Tensor
+    block: torch.Tensor  # block index within the row, -1 on padding
+    offset: torch.Tensor  # token index within its block
+    parent: torch.Tensor  # for candidate-block tokens, their edit block; else -1
+    position_ids: torch.Tensor
+    edit_starts: list[list[int]]  # per example, where each edit block starts
+    # per scored (example, edit, candidate) row: the packed positions whose logits predict its tokens
+    predictors: list[tuple[int, int, int, list[int]]]
+
+
+def pack_rows(examples: Sequence[Example], edit_counts: Sequence[int], pad_id: int) -> PackedRows:
+    ids, blocks, offsets, parents, positions, edit_starts, predictors = [], [], [], [], [], [], []
+    for i, (example, n_edits) in enumerate(zip(examples, edit_counts)):
+        suffix = example.prompt_ids[example.position:]
+        row_ids, row_block, row_offset, row_parent, row_pos, starts = [], [], [], [], [], []
+
+        def add(tokens: Sequence[int], block: int, parent: int, first_position: int) -> int:
+            start = len(row_ids)
+            row_ids.extend(tokens)
+            row_block.extend([block] * len(tokens))
+            row_offset.extend(range(len(tokens)))
+            row_parent.extend([parent] * len(tokens))
+            row_pos.extend(range(first_position, first_position + len(tokens)))
+            return start
+
+        for k in range(n_edits):
+            starts.append(add(suffix, k, -1, example.position))
+        block = n_edits
+        end = example.position + len(suffix)  # the prompt's length: the first answer token's position
+        for k in range(n_edits):
+            last_of_suffix = starts[k] + len(suffix) - 1
+            for c, candidate in enumerate(example.candidates):
+                predicting = [last_of_suffix] if candidate else []
+                if len(candidate) > 1:
+                    first = add(candidate[:-1], block, k, end)
+                    predicting += list(range(first, first + len(candidate) - 1))
+                    block += 1
+                predictors.append((i, k, c, predicting))
+        ids.append(row_ids)
+        blocks.append(row_block)
+        offsets.append(row_offset)
+        parents.append(row_parent)
+        positions.append(row_pos)
+        edit_starts.append(starts)
+    width = max(len(r) for r in ids)
+
+    def padded(rows: list[list[int]], fill: int) -> torch.Tensor:
+        out = torch.full((len(rows), width), fill, dtype=torch.long)
+        for r, values in enumerate(rows):
+            out[r, : len(values)] = torch.as_tensor(values, dtype=torch.long)
+        return out
+
+    return PackedRows(padded(ids, pad_id), padded(blocks, -1), padded(offsets, 0), padded(parents, -1),
+                      padded(positions, 0), edit_starts, predictors)
+
+
+def packed_attention_mask(rows: PackedRows, prefix_lengths: torch.Tensor, prefix_width: int,
+                          dtype: torch.dtype) -> torch.Tensor:
+    """Additive 4D mask [batch, 1, width, prefix_width + width] for the packed pass.
+
+    A query sees its row's real prefix keys (k < prefix_lengths[r]); in the
+    packed part, the keys of its own block at or before itself, and every key
+    of its parent block. So each edit block continues the prefix as if it ran
+    alone, and each candidate block continues its edit block.
+    """
+    block, parent, offset = rows.block, rows.parent, rows.offset
+    key_real = (block >= 0)[:, None, :]
+    same_block = (block[:, :, None] == block[:, None, :]) & (offset[:, None, :] <= offset[:, :, None])
+    from_parent = parent[:, :, None] == block[:, None, :]
+    packed_ok = (same_block | from_parent) & key_real  # [batch, queries, keys]
     prefix_ok = torch.arange(prefix_width)[None, :] < prefix_lengths[:, None]  # [batch, prefix]
-    same_block = (block_ids[:, :, None] == block_ids[:, None, :]) & (block_ids[:, None, :] >= 0)
-    causal = block_offsets[:, None, :] <= block_offsets[:, :, None]
-    suffix_ok = same_block & causal  # [batch, queries, suffix keys]
-    allowed = torch.cat([prefix_ok[:, None, :].expand(-1, block_ids.shape[1], -1), suffix_ok], dim=2)
+    allowed = torch.cat([prefix_ok[:, None, :].expand(-1, block.shape[1], -1), packed_ok], dim=2)
     mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
@@ -210,14 +278,16 @@ def suffix_attention_mask(prefix_lengths: torch.Tensor, prefix_width: int, block
 @torch.inference_mode()
 def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: int, edits: Sequence[Edits],
                 pad_id: int = 0) -> list[CandidateScores]:
-    """Same scores as :func:`naive_scores`; the prefix before each edit position is computed once.
+    """Same scores as :func:`naive_scores`, with each piece of the work done once.
 
     One pass over the examples' prefixes (trunk only) fills the key/value
-    cache; one more pass runs every (edit, candidate) continuation, packed
-    side by side in its example's row with a block-diagonal mask, against that
-    cache, so the cache is never copied per edit. Work: prefix tokens +
-    edits x candidates x continuation tokens, instead of edits x candidates x
-    whole sequences.
+    cache. One more pass runs, in each example's row against that cache, the
+    rest of the prompt once per edit and then each candidate's tokens but the
+    last once per edit, packed side by side with a mask that gives every
+    block the context it would have alone (:func:`packed_attention_mask`);
+    the cache is never copied. Logits are computed only where a candidate
+    token is predicted. Work: prefix + edits x (suffix + candidate tokens
+    beyond the first) tokens, instead of edits x candidates x whole sequences.
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -229,33 +299,44 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
         # the trunk only: the prefix needs its keys and values, not logits over the vocabulary
         cache = model.base_model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
                                  use_cache=True).cache
-    rows = _rows(examples, edits)
-    packed: list[list[int]] = [[] for _ in examples]
-    block_of: list[list[int]] = [[] for _ in examples]
-    offset_of: list[list[int]] = [[] for _ in examples]
-    starts = []  # where each scored row's block starts in its example's packed suffix
-    for block, (i, _, c) in enumerate(rows):
-        continuation = examples[i].prompt_ids[examples[i].position:] + examples[i].candidates[c]
-        starts.append(len(packed[i]))
-        packed[i].extend(continuation)
-        block_of[i].extend([block] * len(continuation))
-        offset_of[i].extend(range(len(continuation)))
-    suffix_ids, _ = right_padded(packed, pad_id)
-    width = suffix_ids.shape[1]
-    block_ids = torch.full((len(examples), width), -1, dtype=torch.long)
-    block_offsets = torch.zeros((len(examples), width), dtype=torch.long)
-    for i in range(len(examples)):
-        block_ids[i, : len(block_of[i])] = torch.as_tensor(block_of[i], dtype=torch.long)
-        block_offsets[i, : len(offset_of[i])] = torch.as_tensor(offset_of[i], dtype=torch.long)
-    position_ids = prefix_lengths[:, None] + block_offsets
-    mask = suffix_attention_mask(prefix_lengths, prefix_width, block_ids, block_offsets, dtype)
-    edit_rows = torch.as_tensor([i for i, _, _ in rows])
-    edit_positions = torch.as_tensor(starts)  # the edited state is each block's first token
+    rows = pack_rows(examples, [len(e) for e in edits], pad_id)
+    mask = packed_attention_mask(rows, prefix_lengths, prefix_width, dtype)
+    edit_rows = torch.as_tensor([i for i, starts in enumerate(rows.edit_starts) for _ in starts])
+    edit_positions = torch.as_tensor([start for starts in rows.edit_starts for start in starts])
+    keep = torch.cat([e.keep for e in edits])
+    vector = torch.cat([e.vector for e in edits])
+    norm_scaled = torch.cat([e.norm_scaled for e in edits])
+    # logits only at the packed positions that predict a candidate token
+    needed = sorted({p for *_, predicting in rows.predictors for p in predicting})
+    column = {p: n for n, p in enumerate(needed)}
     recorded: list[torch.Tensor] = []
-    with residual_edit(model, layer, edit_rows, edit_positions, *_edit_tensors(edits, rows), recorded):
-        logits = model(input_ids=suffix_ids.to(device), attention_mask=mask.to(device),
-                       position_ids=position_ids.to(device), cache=cache, use_cache=cache is not None).logits
-    logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-    scored = [score_continuation(logprobs, i, starts[n] + len(examples[i].prompt_ids) - 1 - examples[i].position,
-                             examples[i].candidates[c]) for n, (i, _, c) in enumerate(rows)]
-    return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored], recorded[0])
+    with residual_edit(model, layer, edit_rows, edit_positions, keep, vector, norm_scaled, recorded):
+        logits = model(input_ids=rows.input_ids.to(device), attention_mask=mask.to(device),
+                       position_ids=rows.position_ids.to(device), cache=cache,
+                       use_cache=cache is not None,
+                       logits_to_keep=torch.as_tensor(needed or [0], dtype=torch.long).to(device)).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()  # [batch, len(needed), vocab]
+    # every scored token at once: (row, logit column, target) and the (example, edit, candidate) it belongs to
+    token_rows, token_columns, token_targets, owners = [], [], [], []
+    for owner, (i, _, c, predicting) in enumerate(rows.predictors):
+        token_rows.extend([i] * len(predicting))
+        token_columns.extend(column[p] for p in predicting)
+        token_targets.extend(examples[i].candidates[c])
+        owners.extend([owner] * len(predicting))
+    index = (torch.as_tensor(token_rows, dtype=torch.long), torch.as_tensor(token_columns, dtype=torch.long))
+    targets = torch.as_tensor(token_targets, dtype=torch.long)
+    token_logprob = logprobs[index + (targets,)].double().numpy()
+    token_miss = (logprobs[index].argmax(-1) != targets).numpy()
+    owner_logprob = np.zeros(len(rows.predictors))
+    owner_misses = np.zeros(len(rows.predictors), dtype=np.int64)
+    np.add.at(owner_logprob, np.asarray(owners, dtype=np.int64), token_logprob)
+    np.add.at(owner_misses, np.asarray(owners, dtype=np.int64), token_miss)
+    first_edit = np.cumsum([0] + [len(e) for e in edits])
+    out = [CandidateScores(np.zeros((len(edits[i]), len(e.candidates))),
+                           np.zeros((len(edits[i]), len(e.candidates)), dtype=bool),
+                           recorded[0][first_edit[i]].numpy() if len(edits[i]) else None)
+           for i, e in enumerate(examples)]
+    for owner, (i, k, c, _) in enumerate(rows.predictors):
+        out[i].logprob[k, c] = owner_logprob[owner]
+        out[i].exact[k, c] = owner_misses[owner] == 0
+    return out

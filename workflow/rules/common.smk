@@ -155,6 +155,41 @@ def bridge_settings(wildcards):
     return {key: config["bridge"][key] for key in keys}
 
 
+def injected_runs(method=None):
+    """(pair, method, seed) of every injection job; one method's if given."""
+    methods = [method] if method else config["injection"]["methods"]
+    return [(pair, m, seed) for pair in bridged_pairs() for m in methods for seed in range(config["bridge"]["seeds"])]
+
+
+def injection_inputs(wildcards):
+    return {
+        "receiver": f"{RESULTS}/models/receiver",
+        "eval": f"{RESULTS}/data/eval.parquet",
+        "bridge": f"{RESULTS}/bridges/{wildcards.pair}/{wildcards.method}/seed{wildcards.seed}",
+        "sender_eval": f"{RESULTS}/activations/sender/eval",
+        "receiver_eval": f"{RESULTS}/activations/receiver/eval",
+    }
+
+
+def injection_settings(wildcards):
+    """The keys that change an injection job's rows (batch_size only changes how they are computed)."""
+    return {key: config["injection"][key] for key in ("conditions", "alphas", "roles")}
+
+
+def seed_injections(wildcards):
+    """Every seed's injection rows of one pair and method: the input of its statistics."""
+    return [f"{RESULTS}/injection/{wildcards.pair}/{wildcards.method}/seed{seed}.parquet"
+            for seed in range(config["bridge"]["seeds"])]
+
+
+def condition_stats_tables(kind):
+    return [f"{RESULTS}/stats/{pair}/{method}/{kind}.parquet" for pair in bridged_pairs()
+            for method in config["injection"]["methods"]]
+
+
+FIGURES = ("dataset", "bridge_quality", "injection_sweep", "replacement")
+
+
 def all_targets(wildcards=None):
     return [
         *expand(f"{RESULTS}/data/{{split}}.parquet", split=SPLITS),
@@ -165,4 +200,8 @@ def all_targets(wildcards=None):
         f"{RESULTS}/models/accuracy.md",
         f"{RESULTS}/bridges/metrics.parquet",
         f"{RESULTS}/bridges/metrics.md",
+        f"{RESULTS}/stats/per_seed.parquet",
+        f"{RESULTS}/stats/across_seeds.parquet",
+        f"{RESULTS}/stats/summary.md",
+        *expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=("pdf", "png")),
     ]

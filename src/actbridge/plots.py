@@ -1,0 +1,234 @@
+"""Figures from the pipeline's tables. Each function takes Parquet tables and returns a matplotlib Figure.
+
+No pyplot state: figures are built on ``matplotlib.figure.Figure`` and
+written by :func:`save_figure`, so functions can be called from tests and
+jobs alike without a display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+from matplotlib.figure import Figure
+
+from actbridge.io import atomic_path
+
+ALPHA_CONDITIONS = {"add": ("tab:blue", "-"), "add_rescaled": ("tab:orange", "-"),
+                    "random": ("0.45", ":"), "shuffled": ("0.65", "--")}
+REPLACEMENT_CONDITIONS = {"replace": "tab:blue", "replace_rescaled": "tab:orange", "mean": "0.55",
+                          "self_patch": "tab:green"}
+METHOD_COLORS = {"ridge": "tab:blue", "sgd": "tab:orange", "procrustes": "tab:green", "lowrank": "tab:red",
+                 "mlp": "tab:purple"}
+
+
+def save_figure(figure: Figure, pdf: str | Path, png: str | Path, dpi: int = 150) -> None:
+    """Write the figure as PDF and PNG, each atomically."""
+    for path, options in ((pdf, {}), (png, {"dpi": dpi})):
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format=Path(path).suffix[1:], bbox_inches="tight", **options)
+
+
+def _rows(table: pa.Table, **equal) -> list[dict]:
+    return [r for r in table.to_pylist() if all(r[k] == v for k, v in equal.items())]
+
+
+def _pair_order(names: Iterable[str]) -> list[str]:
+    return sorted(set(names), key=lambda name: [int(part[1:]) for part in name.split("-")])
+
+
+def _grid(n_rows: int, n_cols: int, width: float = 3.2, height: float = 2.6, **kwargs):
+    figure = Figure(figsize=(width * n_cols, height * n_rows), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(n_rows, n_cols, squeeze=False, **kwargs))
+    return figure, axes
+
+
+def _empty(axis, message: str) -> None:
+    axis.text(0.5, 0.5, message, ha="center", va="center", transform=axis.transAxes, fontsize=8, color="0.4")
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+# ---------------------------------------------------------------------------- dataset
+
+
+def dataset_figure(stats: pa.Table, accuracy: pa.Table) -> Figure:
+    """Hop and mode mix per split, prompt length per model, and each model's accuracy by mode and hops."""
+    figure, axes = _grid(1, 3, width=4.0, height=3.0)
+    mix, lengths, scores = axes[0]
+    counts = _rows(stats, statistic="rows")
+    splits = [s for s in ("lm_train", "bridge_train", "bridge_val", "eval") if any(r["split"] == s for r in counts)]
+    groups = sorted({(r["mode"], r["hops"]) for r in counts})
+    width = 0.8 / max(len(groups), 1)
+    for g, (mode, hops) in enumerate(groups):
+        values = [sum(r["value"] for r in counts if (r["split"], r["mode"], r["hops"]) == (s, mode, hops))
+                  for s in splits]
+        mix.bar(np.arange(len(splits)) + g * width, values, width, label=f"{mode}, {hops}-hop")
+    mix.set_xticks(np.arange(len(splits)) + width * (len(groups) - 1) / 2, splits, fontsize=7)
+    mix.set_yscale("log")
+    mix.set_ylabel("rows")
+    mix.set_title("rows per split, mode and hops")
+    mix.legend(fontsize=7)
+
+    tokens = [r for r in _rows(stats, statistic="prompt_tokens", split="eval") if r["item"] in ("mean", "max")]
+    models = sorted({r["model"] for r in tokens})
+    width = 0.8 / max(len(models), 1)
+    for m, model in enumerate(models):
+        means = [next((r["value"] for r in tokens if (r["model"], r["mode"], r["hops"], r["item"])
+                       == (model, mode, hops, "mean")), np.nan) for mode, hops in groups]
+        lengths.bar(np.arange(len(groups)) + m * width, means, width, label=model)
+    lengths.set_xticks(np.arange(len(groups)) + width * (len(models) - 1) / 2,
+                       [f"{mode}\n{hops}-hop" for mode, hops in groups], fontsize=7)
+    lengths.set_ylabel("mean prompt tokens (eval)")
+    lengths.set_title("prompt length, each model's tokenizer")
+    lengths.legend(fontsize=7)
+
+    views = sorted({(r["mode"], r["prompt"], r["hops"]) for r in accuracy.to_pylist()})
+    models = sorted({r["model"] for r in accuracy.to_pylist()})
+    width = 0.8 / max(len(models), 1)
+    for m, model in enumerate(models):
+        values = [next((r["exact_match"] for r in accuracy.to_pylist()
+                        if (r["model"], r["mode"], r["prompt"], r["hops"]) == (model, *view)), np.nan) for view in views]
+        scores.bar(np.arange(len(views)) + m * width, values, width, label=model)
+    chance = [next(r["chance"] for r in accuracy.to_pylist() if (r["mode"], r["prompt"], r["hops"]) == view)
+              for view in views]
+    scores.scatter(np.arange(len(views)) + width * (len(models) - 1) / 2, chance, marker="_", s=300, color="k",
+                   label="chance", zorder=3)
+    scores.set_xticks(np.arange(len(views)) + width * (len(models) - 1) / 2,
+                      [f"{mode}\n{prompt}, {hops}-hop" for mode, prompt, hops in views], fontsize=6)
+    scores.set_ylim(0, 1)
+    scores.set_ylabel("exact match (eval)")
+    scores.set_title("model accuracy by mode, prompt, hops")
+    scores.legend(fontsize=7)
+    return figure
+
+
+# ---------------------------------------------------------------------------- bridges
+
+
+def bridge_quality_figure(metrics: pa.Table) -> Figure:
+    """Normalized cosine and R² by layer pair, each method beside its shuffled-pair baseline, mean ± sd over seeds."""
+    rows = metrics.to_pylist()
+    panels = sorted({(r["role"], r["mode"]) for r in rows})
+    pairs = _pair_order(r["pair"] for r in rows)
+    methods = sorted({r["method"] for r in rows})
+    figure, axes = _grid(2, len(panels), sharex=True)
+    for col, (role, mode) in enumerate(panels):
+        for row, (metric, label) in enumerate((("cos_normalized", "normalized cosine"), ("r2", "R²"))):
+            axis = axes[row, col]
+            for method in methods:
+                for predictor, style in (("bridge", "-"), ("shuffled", ":")):
+                    mean, sd = _seed_summary(rows, pairs, metric, role=role, mode=mode, method=method,
+                                             predictor=predictor)
+                    axis.errorbar(np.arange(len(pairs)), mean, yerr=sd, linestyle=style, marker="o", markersize=3,
+                                  color=METHOD_COLORS.get(method), capsize=2,
+                                  label=method if predictor == "bridge" else None)
+            for predictor, color in (("mean", "k"), ("identity", "tab:brown")):
+                mean, _ = _seed_summary(rows, pairs, metric, role=role, mode=mode, method=methods[0],
+                                        predictor=predictor)
+                if np.isfinite(mean).any():
+                    axis.plot(np.arange(len(pairs)), mean, "--", color=color, linewidth=1, label=predictor)
+            axis.set_ylabel(label)
+            if row == 0:
+                axis.set_title(f"role {role}, {mode}", fontsize=9)
+            axis.set_xticks(np.arange(len(pairs)), pairs, fontsize=7, rotation=45)
+    axes[0, -1].legend(fontsize=6, title="solid: bridge\ndotted: shuffled pairs", title_fontsize=6)
+    return figure
+
+
+def _seed_summary(rows: Sequence[dict], pairs: Sequence[str], metric: str, **equal) -> tuple[np.ndarray, np.ndarray]:
+    means, sds = [], []
+    for pair in pairs:
+        values = np.array([r[metric] for r in rows if r["pair"] == pair and all(r[k] == v for k, v in equal.items())
+                           and r[metric] is not None], dtype=float)
+        means.append(np.nanmean(values) if len(values) and np.isfinite(values).any() else np.nan)
+        sds.append(np.nanstd(values) if len(values) > 1 and np.isfinite(values).any() else 0.0)
+    return np.array(means), np.array(sds)
+
+
+# ---------------------------------------------------------------------------- injection
+
+
+def _panels(across: Sequence[dict]) -> list[tuple[str, str]]:
+    return sorted({(r["role"], r["mode"]) for r in across})
+
+
+def injection_sweep_figure(across_seeds: pa.Table, method: str, metric: str = "accuracy") -> Figure:
+    """Δ vs α for add and add_rescaled (and the random and shuffled controls), crossed-bootstrap CIs.
+
+    One row per (role, mode), one column per layer pair.
+    """
+    rows = [r for r in _rows(across_seeds, method=method, metric=metric, reference="none")
+            if r["condition"] in ALPHA_CONDITIONS and r["alpha"] is not None]
+    scale, unit = (100.0, "Δ accuracy (points)") if metric == "accuracy" else (1.0, "Δ gold log-prob")
+    panels = _panels(rows)
+    pairs = _pair_order(r["pair"] for r in rows)
+    figure, axes = _grid(max(len(panels), 1), max(len(pairs), 1), sharex=True, sharey="row")
+    if not rows:
+        _empty(axes[0, 0], f"no α-scaled conditions injected with {method}")
+        return figure
+    for row, (role, mode) in enumerate(panels):
+        for col, pair in enumerate(pairs):
+            axis = axes[row, col]
+            axis.axhline(0, color="k", linewidth=0.6)
+            for condition, (color, style) in ALPHA_CONDITIONS.items():
+                series = sorted((r for r in rows if (r["role"], r["mode"], r["pair"], r["condition"])
+                                 == (role, mode, pair, condition)), key=lambda r: r["alpha"])
+                if not series:
+                    continue
+                alphas = np.array([r["alpha"] for r in series])
+                axis.plot(alphas, [r["delta"] * scale for r in series], style, color=color, marker="o",
+                          markersize=3, label=condition)
+                axis.fill_between(alphas, [r["boot_low"] * scale for r in series],
+                                  [r["boot_high"] * scale for r in series], color=color, alpha=0.2, linewidth=0)
+            axis.set_xscale("log")
+            if row == 0:
+                axis.set_title(pair, fontsize=9)
+            if col == 0:
+                axis.set_ylabel(f"{role}, {mode}\n{unit}", fontsize=8)
+            if row == len(panels) - 1:
+                axis.set_xlabel("α")
+    axes[0, -1].legend(fontsize=6)
+    figure.suptitle(f"Additive injection ({method} bridge): change vs the baseline, mean over seeds with "
+                    "crossed-bootstrap CI", fontsize=9)
+    return figure
+
+
+def replacement_figure(across_seeds: pa.Table, method: str, metric: str = "accuracy") -> Figure:
+    """Δ of replace, replace_rescaled and the mean / self-patch controls by layer pair, with CIs."""
+    rows = [r for r in _rows(across_seeds, method=method, metric=metric, reference="none")
+            if r["condition"] in REPLACEMENT_CONDITIONS]
+    scale, unit = (100.0, "Δ accuracy (points)") if metric == "accuracy" else (1.0, "Δ gold log-prob")
+    panels = _panels(rows)
+    figure, axes = _grid(1, max(len(panels), 1), width=4.2, height=3.0, sharey=True)
+    if not rows:
+        _empty(axes[0, 0], f"no replacement conditions injected with {method}")
+        return figure
+    pairs = _pair_order(r["pair"] for r in rows)
+    width = 0.8 / len(REPLACEMENT_CONDITIONS)
+    for col, (role, mode) in enumerate(panels):
+        axis = axes[0, col]
+        axis.axhline(0, color="k", linewidth=0.6)
+        for c, (condition, color) in enumerate(REPLACEMENT_CONDITIONS.items()):
+            found = {r["pair"]: r for r in rows if (r["role"], r["mode"], r["condition"]) == (role, mode, condition)}
+            if not found:
+                continue
+            x = np.arange(len(pairs)) + c * width
+            delta = np.array([found[p]["delta"] * scale if p in found else np.nan for p in pairs])
+            low = np.array([found[p]["boot_low"] * scale if p in found else np.nan for p in pairs])
+            high = np.array([found[p]["boot_high"] * scale if p in found else np.nan for p in pairs])
+            axis.bar(x, delta, width, color=color, label=condition)
+            axis.errorbar(x, delta, yerr=[delta - low, high - delta], fmt="none", ecolor="k", capsize=2,
+                          linewidth=0.8)
+        axis.set_xticks(np.arange(len(pairs)) + width * (len(REPLACEMENT_CONDITIONS) - 1) / 2, pairs, fontsize=7,
+                        rotation=45)
+        axis.set_title(f"role {role}, {mode}", fontsize=9)
+        if col == 0:
+            axis.set_ylabel(unit)
+    handles = {label: handle for axis in axes[0] for handle, label in zip(*axis.get_legend_handles_labels())}
+    axes[0, -1].legend(handles.values(), handles.keys(), fontsize=7)
+    figure.suptitle(f"Replacement ({method} bridge) and its controls: change vs the baseline, crossed-bootstrap CI",
+                    fontsize=9)
+    return figure

@@ -1,0 +1,345 @@
+"""Paired statistics of injection results: every condition against its reference, per seed and across seeds.
+
+A *contrast* compares a condition with a reference condition on the same
+examples: each condition against ``none`` (the baseline), and each
+norm-rescaled condition against its unscaled twin at the same α
+(``add_rescaled`` − ``add``, ``replace_rescaled`` − ``replace``: the
+comparison the reviewer asked for). Two metrics: exact-match accuracy and
+the gold answer's log-probability.
+
+Per seed (one bridge fit): the mean paired difference with a BCa bootstrap
+interval; an exact McNemar test for accuracy and a paired t-test for
+log-probability; Holm's correction across the contrasts of one family (one
+pair, method, seed, role, mode, metric and reference kind); the effect size
+d_z = mean / sd of the differences.
+
+Across seeds: the mean of the per-seed differences with a t-interval over
+seeds (variation between bridge fits only), and a crossed (seed × example)
+bootstrap. Every seed is evaluated on the *same* eval examples, so one
+resample draws seeds and examples independently and applies the same
+example draw to each drawn seed: the example effect is shared between seeds,
+and resampling examples separately per seed would treat it as independent
+and understate it.
+
+Speed: within a (role, mode) every seed and contrast pairs the same examples,
+so one matrix of resample counts [B, n] serves them all and every bootstrap
+distribution is one matrix product, ``counts @ differences``. BCa needs the
+jackknife, which for a mean is closed form. :func:`bca_intervals` reproduces
+``scipy.stats.bootstrap(method="BCa")`` (tested) at a small fraction of its
+cost for hundreds of contrasts (``benchmarks/statistics.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import special
+from scipy import stats as scipy_stats
+
+BASELINE = "none"
+RESCALED_TWINS = {"add_rescaled": "add", "replace_rescaled": "replace"}
+METRICS = {"accuracy": "exact_match", "logprob": "gold_logprob"}
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """``stats.*`` of the config."""
+
+    resamples: int = 10_000
+    hierarchical_resamples: int = 2_000
+    confidence: float = 0.95
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, stats: dict) -> "StatsSettings":
+        return cls(int(stats["resamples"]), int(stats["hierarchical_resamples"]), float(stats["confidence"]),
+                   int(stats["seed"]))
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """``condition`` at ``alpha`` minus ``reference`` at ``reference_alpha``, paired by example."""
+
+    condition: str
+    alpha: float | None
+    reference: str
+    reference_alpha: float | None
+
+    @property
+    def family(self) -> str:
+        """Holm families: contrasts against the baseline, and rescaled-vs-unscaled contrasts."""
+        return "vs_baseline" if self.reference == BASELINE else "rescaled_vs_unscaled"
+
+
+# ---------------------------------------------------------------------------- resampling
+
+
+def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """[resamples, n] float64: how often each of n items is drawn in each bootstrap resample."""
+    draws = rng.integers(0, n, size=(resamples, n))
+    flat = (draws + n * np.arange(resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=resamples * n).reshape(resamples, n).astype(np.float64)
+
+
+def bca_intervals(differences: np.ndarray, counts: np.ndarray, confidence: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BCa intervals of the mean of each column of ``differences`` [n, k], given resample ``counts`` [B, n].
+
+    Returns (low [k], high [k], method [k] of str): ``BCa``; ``degenerate``
+    where every difference is the same (the interval is that value); or
+    ``percentile`` where BCa is undefined (every resample on one side of the
+    estimate).
+    """
+    n = differences.shape[0]
+    estimate = differences.mean(axis=0)  # [k]
+    boot = counts @ differences / n  # [B, k]
+    # bias correction, as scipy: the mean of the strict and the weak percentile of the estimate
+    below = (np.sum(boot < estimate, axis=0) + np.sum(boot <= estimate, axis=0)) / (2 * len(boot))
+    z0 = special.ndtri(below)
+    # acceleration from the jackknife; for the mean, theta_(i) - mean(theta_(.)) = -(x_i - mean) / (n - 1)
+    centred = differences - estimate
+    squares = np.sum(centred ** 2, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        acceleration = np.sum(centred ** 3, axis=0) / (6 * squares ** 1.5)
+    tail = (1 - confidence) / 2
+    z = special.ndtri(np.array([tail, 1 - tail]))[:, None]  # [2, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        levels = special.ndtr(z0 + (z0 + z) / (1 - acceleration * (z0 + z)))  # [2, k]
+    method = np.where(np.isfinite(levels).all(axis=0), "BCa", "percentile")
+    levels = np.where(np.isfinite(levels), levels, np.array([[tail], [1 - tail]]))
+    low = np.array([np.percentile(boot[:, j], 100 * levels[0, j]) for j in range(boot.shape[1])])
+    high = np.array([np.percentile(boot[:, j], 100 * levels[1, j]) for j in range(boot.shape[1])])
+    flat = squares == 0
+    low[flat], high[flat] = estimate[flat], estimate[flat]
+    method = np.where(flat, "degenerate", method)
+    return low, high, method
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control), in the input's order.
+
+    The i-th smallest p becomes max over j <= i of (m - j) p_(j), capped at 1.
+    """
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p[order]), 1.0)
+    return adjusted
+
+
+def mcnemar_exact(reference_correct: np.ndarray, condition_correct: np.ndarray) -> float:
+    """Two-sided exact McNemar p-value: a binomial test on the discordant pairs."""
+    gained = int(np.sum(~reference_correct & condition_correct))
+    lost = int(np.sum(reference_correct & ~condition_correct))
+    if gained + lost == 0:
+        return 1.0
+    return float(scipy_stats.binomtest(gained, gained + lost, 0.5).pvalue)
+
+
+def paired_t(differences: np.ndarray) -> float:
+    """Two-sided p-value of a one-sample t-test of the differences against 0 (1 when they are all equal)."""
+    if np.ptp(differences) == 0:
+        return 1.0 if differences[0] == 0 else 0.0
+    return float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
+
+
+def effect_size(differences: np.ndarray) -> float:
+    """d_z: mean over standard deviation of the paired differences (NaN when they do not vary)."""
+    sd = differences.std(ddof=1) if len(differences) > 1 else 0.0
+    return float(differences.mean() / sd) if sd > 0 else float("nan")
+
+
+# ---------------------------------------------------------------------------- from injection rows
+
+
+def contrasts_for(labels: Sequence[tuple[str, float | None]]) -> list[Contrast]:
+    """Every label against the baseline, and rescaled conditions against their unscaled twins."""
+    present = set(labels)
+    out = [Contrast(c, a, BASELINE, None) for c, a in labels if c != BASELINE]
+    for condition, alpha in labels:
+        twin = RESCALED_TWINS.get(condition)
+        if twin is not None and (twin, alpha) in present:
+            out.append(Contrast(condition, alpha, twin, alpha))
+    return out
+
+
+@dataclass
+class PairedOutcomes:
+    """Outcomes of every label for one seed, role and mode, on a common, ordered set of examples."""
+
+    example_ids: list[str]
+    outcomes: dict[tuple[str, float | None], dict[str, np.ndarray]]  # label -> metric -> [n]
+
+    def difference(self, contrast: Contrast, metric: str) -> np.ndarray:
+        column = METRICS[metric]
+        condition = self.outcomes[(contrast.condition, contrast.alpha)][column]
+        reference = self.outcomes[(contrast.reference, contrast.reference_alpha)][column]
+        return condition.astype(np.float64) - reference.astype(np.float64)
+
+
+def paired_outcomes(results: pa.Table, role: str, mode: str, example_ids: Sequence[str] | None = None
+                    ) -> PairedOutcomes:
+    """Pivot injection rows of one role and mode to label -> metric -> [examples].
+
+    ``example_ids`` fixes the order (and every label must cover it); by
+    default the examples of the baseline rows, sorted.
+    """
+    subset = results.filter(pc.and_(pc.equal(results.column("role"), role), pc.equal(results.column("mode"), mode)))
+    ids = np.asarray(subset.column("example_id").to_pylist(), dtype=object)
+    conditions = np.asarray(subset.column("condition").to_pylist(), dtype=object)
+    alphas = subset.column("alpha").to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN
+    values = {column: subset.column(column).to_numpy(zero_copy_only=False) for column in METRICS.values()}
+    # in order of first appearance: the order of the configured conditions and alphas
+    labels = list(dict.fromkeys((c, None if np.isnan(a) else float(a)) for c, a in zip(conditions, alphas)))
+    if (BASELINE, None) not in labels:
+        raise ValueError(f"no baseline ('{BASELINE}') rows for role {role!r}, mode {mode!r}")
+    if example_ids is None:
+        example_ids = sorted(ids[conditions == BASELINE])
+    position = {example_id: i for i, example_id in enumerate(example_ids)}
+    outcomes = {}
+    for condition, alpha in labels:
+        rows = np.flatnonzero((conditions == condition) & (np.isnan(alphas) if alpha is None else alphas == alpha))
+        where = np.asarray([position.get(example_id, -1) for example_id in ids[rows]], dtype=np.int64)
+        if len(set(where[where >= 0].tolist())) != len(position):
+            raise ValueError(f"condition {condition!r} (alpha {alpha}) does not cover the baseline's "
+                             f"{len(position)} examples (role {role!r}, mode {mode!r}): the results are incomplete")
+        outcomes[(condition, alpha)] = {}
+        for column, array in values.items():
+            ordered = np.empty(len(position), dtype=array.dtype)
+            ordered[where[where >= 0]] = array[rows][where >= 0]
+            outcomes[(condition, alpha)][column] = ordered
+    return PairedOutcomes(list(example_ids), outcomes)
+
+
+def _groups(results: pa.Table) -> list[tuple[str, str]]:
+    pairs = zip(results.column("role").to_pylist(), results.column("mode").to_pylist())
+    return sorted(set(pairs))
+
+
+PER_SEED_SCHEMA = pa.schema([
+    ("pair", pa.string()), ("method", pa.string()), ("seed", pa.int32()), ("role", pa.string()),
+    ("mode", pa.string()), ("family", pa.string()), ("condition", pa.string()), ("alpha", pa.float64()),
+    ("reference", pa.string()), ("metric", pa.string()), ("n", pa.int64()), ("reference_value", pa.float64()),
+    ("value", pa.float64()), ("delta", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+    ("ci_method", pa.string()), ("test", pa.string()), ("p_value", pa.float64()), ("p_holm", pa.float64()),
+    ("effect_size", pa.float64()),
+])
+
+ACROSS_SEEDS_SCHEMA = pa.schema([
+    ("pair", pa.string()), ("method", pa.string()), ("role", pa.string()), ("mode", pa.string()),
+    ("family", pa.string()), ("condition", pa.string()), ("alpha", pa.float64()), ("reference", pa.string()),
+    ("metric", pa.string()), ("n_seeds", pa.int32()), ("n", pa.int64()), ("delta", pa.float64()),
+    ("seed_sd", pa.float64()), ("t_low", pa.float64()), ("t_high", pa.float64()), ("boot_low", pa.float64()),
+    ("boot_high", pa.float64()), ("p_value", pa.float64()), ("p_holm", pa.float64()),
+])
+
+
+def _with_holm(rows: list[dict], keys: Sequence[str]) -> list[dict]:
+    """Fill ``p_holm`` within each family (rows sharing ``keys``)."""
+    families: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        families.setdefault(tuple(row[k] for k in keys), []).append(index)
+    for members in families.values():
+        for index, adjusted in zip(members, holm([rows[i]["p_value"] for i in members])):
+            rows[index]["p_holm"] = float(adjusted)
+    return rows
+
+
+def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method: str,
+                         settings: StatsSettings) -> tuple[pa.Table, pa.Table]:
+    """(per-seed table, across-seeds table) for one layer pair and bridge method.
+
+    ``results_by_seed[seed]`` holds that seed's injection rows (see
+    :mod:`actbridge.injection`). Seeds must cover the same examples per role and mode.
+    """
+    seeds = sorted(results_by_seed)
+    per_seed: list[dict] = []
+    across: list[dict] = []
+    rng = np.random.Generator(np.random.PCG64(settings.seed))
+    groups = sorted(set().union(*(_groups(table) for table in results_by_seed.values())))
+    for role, mode in groups:
+        first = paired_outcomes(results_by_seed[seeds[0]], role, mode)
+        outcomes = {seed: first if seed == seeds[0] else
+                    paired_outcomes(results_by_seed[seed], role, mode, first.example_ids) for seed in seeds}
+        contrasts = contrasts_for(list(first.outcomes))
+        if not contrasts:
+            continue
+        n = len(first.example_ids)
+        # differences [n, seeds x contrasts x metrics], column order (seed, contrast, metric)
+        columns = [(seed, contrast, metric) for seed in seeds for contrast in contrasts for metric in METRICS]
+        differences = np.stack([outcomes[s].difference(c, m) for s, c, m in columns], axis=1)
+        counts = resample_counts(n, settings.resamples, rng)
+        low, high, ci_method = bca_intervals(differences, counts, settings.confidence)
+        for j, (seed, contrast, metric) in enumerate(columns):
+            diff = differences[:, j]
+            condition_values = outcomes[seed].outcomes[(contrast.condition, contrast.alpha)][METRICS[metric]]
+            reference_values = outcomes[seed].outcomes[(contrast.reference, contrast.reference_alpha)][METRICS[metric]]
+            if metric == "accuracy":
+                test, p_value = "mcnemar_exact", mcnemar_exact(reference_values.astype(bool),
+                                                               condition_values.astype(bool))
+            else:
+                test, p_value = "paired_t", paired_t(diff)
+            per_seed.append({
+                "pair": pair, "method": method, "seed": seed, "role": role, "mode": mode,
+                "family": contrast.family, "condition": contrast.condition, "alpha": contrast.alpha,
+                "reference": contrast.reference, "metric": metric, "n": n,
+                "reference_value": float(reference_values.mean()), "value": float(condition_values.mean()),
+                "delta": float(diff.mean()), "ci_low": float(low[j]), "ci_high": float(high[j]),
+                "ci_method": str(ci_method[j]), "test": test, "p_value": p_value, "p_holm": float("nan"),
+                "effect_size": effect_size(diff)})
+        across.extend(_across_seed_rows(differences.reshape(n, len(seeds), len(contrasts) * len(METRICS)),
+                                        [(c, m) for c in contrasts for m in METRICS], pair, method, role, mode,
+                                        settings, rng))
+    per_seed = _with_holm(per_seed, ["pair", "method", "seed", "role", "mode", "metric", "family"])
+    across = _with_holm(across, ["pair", "method", "role", "mode", "metric", "family"])
+    return pa.Table.from_pylist(per_seed, schema=PER_SEED_SCHEMA), pa.Table.from_pylist(across,
+                                                                                      schema=ACROSS_SEEDS_SCHEMA)
+
+
+def crossed_bootstrap(differences: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap distribution [B, k] of the grand mean of ``differences`` [n examples, S seeds, k].
+
+    Each resample draws S seeds and n examples with replacement, independently,
+    and averages the drawn examples over the drawn seeds.
+    """
+    n, n_seeds, k = differences.shape
+    example_counts = resample_counts(n, resamples, rng)  # [B, n]
+    seed_counts = resample_counts(n_seeds, resamples, rng)  # [B, S]
+    per_seed_means = (example_counts @ differences.reshape(n, n_seeds * k) / n).reshape(resamples, n_seeds, k)
+    return np.einsum("bs,bsk->bk", seed_counts / n_seeds, per_seed_means)
+
+
+def _across_seed_rows(differences: np.ndarray, columns: list[tuple[Contrast, str]], pair: str, method: str,
+                      role: str, mode: str, settings: StatsSettings, rng: np.random.Generator) -> list[dict]:
+    """``differences`` [n, S, k]: per-seed means with a t-interval, and the crossed bootstrap."""
+    n, n_seeds, _ = differences.shape
+    seed_means = differences.mean(axis=0)  # [S, k]
+    grand = seed_means.mean(axis=0)
+    sd = seed_means.std(axis=0, ddof=1) if n_seeds > 1 else np.full(len(grand), np.nan)
+    if n_seeds > 1:
+        half = scipy_stats.t.ppf(0.5 + settings.confidence / 2, n_seeds - 1) * sd / np.sqrt(n_seeds)
+    else:
+        half = np.full(len(grand), np.nan)
+    boot = crossed_bootstrap(differences, settings.hierarchical_resamples, rng)
+    tail = (1 - settings.confidence) / 2
+    boot_low, boot_high = np.quantile(boot, [tail, 1 - tail], axis=0)
+    b = len(boot)
+    p_boot = np.minimum(1.0, 2 * np.minimum((1 + np.sum(boot <= 0, axis=0)) / (b + 1),
+                                            (1 + np.sum(boot >= 0, axis=0)) / (b + 1)))
+    flat = np.all(differences == differences[:1, :1, :], axis=(0, 1))
+    p_boot = np.where(flat & (grand == 0), 1.0, p_boot)
+    rows = []
+    for j, (contrast, metric) in enumerate(columns):
+        rows.append({
+            "pair": pair, "method": method, "role": role, "mode": mode, "family": contrast.family,
+            "condition": contrast.condition, "alpha": contrast.alpha, "reference": contrast.reference,
+            "metric": metric, "n_seeds": n_seeds, "n": n, "delta": float(grand[j]), "seed_sd": float(sd[j]),
+            "t_low": float(grand[j] - half[j]), "t_high": float(grand[j] + half[j]),
+            "boot_low": float(boot_low[j]), "boot_high": float(boot_high[j]), "p_value": float(p_boot[j]),
+            "p_holm": float("nan")})
+    return rows

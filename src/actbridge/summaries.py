@@ -1,0 +1,76 @@
+"""Markdown summaries of the statistics tables: the page a reader opens first."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+
+METRIC_TITLES = {"accuracy": ("Δ exact-match accuracy, points", 100.0),
+                 "logprob": ("Δ gold log-probability, nats", 1.0)}
+
+
+def ci_side(low: float, high: float) -> str:
+    """Where an interval lies relative to zero: ``> 0``, ``< 0`` or ``crosses 0``."""
+    if low > 0:
+        return "> 0"
+    if high < 0:
+        return "< 0"
+    return "crosses 0"
+
+
+def _number(value: float, scale: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value * scale:+.2f}"
+
+
+def ci_cell(row: dict, scale: float) -> str:
+    """``+1.20 [-0.40, +2.80] crosses 0`` from the crossed-bootstrap interval."""
+    return (f"{_number(row['delta'], scale)} [{_number(row['boot_low'], scale)}, {_number(row['boot_high'], scale)}] "
+            f"{ci_side(row['boot_low'], row['boot_high'])}")
+
+
+def _label(row: dict) -> tuple[str, str]:
+    name = row["condition"] if row["reference"] == "none" else f"{row['condition']} − {row['reference']}"
+    return name, "" if row["alpha"] is None else f"{row['alpha']:g}"
+
+
+def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
+    """Per method, role and mode: every contrast by layer pair, with its interval and which side of 0 it lies."""
+    rows = across_seeds.to_pylist()
+    level = f"{confidence:.0%}"
+    lines = [
+        "# Injection statistics", "",
+        f"Differences are condition − reference on the same eval examples, averaged over bridge seeds, with a {level} "
+        "interval from the crossed (seed × example) bootstrap; `> 0` / `< 0`: the interval excludes zero, "
+        "`crosses 0`: it does not. Per-seed BCa intervals, exact McNemar and paired t-tests, Holm-adjusted "
+        "p-values (families: the conditions of one pair, method, seed, role, mode and metric), effect sizes "
+        "and the t-interval over seeds are in `per_seed.parquet` and `across_seeds.parquet`.", "",
+        "Conditions: `add` h + α·b, `add_rescaled` h + α·(‖h‖/‖b‖)·b, `replace` b, `replace_rescaled` "
+        "(‖h‖/‖b‖)·b, `interpolate` (1−α)·h + α·b; controls `random` (same norm as b, random direction), "
+        "`shuffled` (b of another example), `mean` (the receiver's bridge_train mean), `self_patch` (the "
+        "receiver's own state on the full-context prompt: the upper bound of any bridge).", "",
+    ]
+    groups = sorted({(r["method"], r["role"], r["mode"]) for r in rows})
+    pairs = sorted({r["pair"] for r in rows}, key=lambda name: [int(part[1:]) for part in name.split("-")])
+    for method, role, mode in groups:
+        group = [r for r in rows if (r["method"], r["role"], r["mode"]) == (method, role, mode)]
+        n_seeds = max(r["n_seeds"] for r in group)
+        n = max(r["n"] for r in group)
+        lines += [f"## {method} · role `{role}` · mode `{mode}` ({n} examples, {n_seeds} seeds)", ""]
+        for family, title in (("vs_baseline", "against the baseline (`none`)"),
+                              ("rescaled_vs_unscaled", "rescaled against unscaled, same α")):
+            for metric, (metric_title, scale) in METRIC_TITLES.items():
+                selected = [r for r in group if r["family"] == family and r["metric"] == metric]
+                if not selected:
+                    continue
+                lines += [f"### {metric_title}, {title}", "",
+                          "| condition | α | " + " | ".join(pairs) + " |",
+                          "|---|---|" + "---|" * len(pairs)]
+                cells: dict[tuple[str, str], dict[str, str]] = {}
+                for r in selected:
+                    cells.setdefault(_label(r), {})[r["pair"]] = ci_cell(r, scale)
+                for label in cells:
+                    lines.append(f"| {label[0]} | {label[1]} | "
+                                 + " | ".join(cells[label].get(pair, "") for pair in pairs) + " |")
+                lines.append("")
+    return "\n".join(lines)

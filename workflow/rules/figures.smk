@@ -1,0 +1,71 @@
+# Stage "figures": each figure its own target (PDF for print, PNG in the report), captions in workflow/report/.
+
+
+rule figure_dataset:
+    input:
+        stats=f"{RESULTS}/data/stats.parquet",
+        accuracy=f"{RESULTS}/models/accuracy.parquet",
+    output:
+        pdf=f"{RESULTS}/figures/dataset.pdf",
+        png=report(f"{RESULTS}/figures/dataset.png", caption="../report/figure_dataset.rst", category="Figures"),
+    params:
+        code=library_code("plots"),
+    log:
+        "logs/figures/dataset.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_bridge_quality:
+    input:
+        metrics=f"{RESULTS}/bridges/metrics.parquet",
+    output:
+        pdf=f"{RESULTS}/figures/bridge_quality.pdf",
+        png=report(f"{RESULTS}/figures/bridge_quality.png", caption="../report/figure_bridge_quality.rst",
+                   category="Figures"),
+    params:
+        code=library_code("plots"),
+    log:
+        "logs/figures/bridge_quality.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_injection_sweep:
+    input:
+        across_seeds=f"{RESULTS}/stats/across_seeds.parquet",
+    output:
+        pdf=f"{RESULTS}/figures/injection_sweep.pdf",
+        png=report(f"{RESULTS}/figures/injection_sweep.png", caption="../report/figure_injection_sweep.rst",
+                   category="Figures"),
+    params:
+        method=config["figures"]["method"],
+        code=library_code("plots"),
+    log:
+        "logs/figures/injection_sweep.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_replacement:
+    input:
+        across_seeds=f"{RESULTS}/stats/across_seeds.parquet",
+    output:
+        pdf=f"{RESULTS}/figures/replacement.pdf",
+        png=report(f"{RESULTS}/figures/replacement.png", caption="../report/figure_replacement.rst",
+                   category="Figures"),
+    params:
+        method=config["figures"]["method"],
+        code=library_code("plots"),
+    log:
+        "logs/figures/replacement.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure.py"

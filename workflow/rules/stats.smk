@@ -1,0 +1,42 @@
+# Stage "stats": paired CIs and tests per seed and across seeds (one job per layer pair x method), then one summary.
+
+
+rule condition_stats:
+    input:
+        seed_injections,
+    output:
+        per_seed=f"{RESULTS}/stats/{{pair}}/{{method}}/per_seed.parquet",
+        across_seeds=f"{RESULTS}/stats/{{pair}}/{{method}}/across_seeds.parquet",
+    params:
+        settings=config["stats"],
+        code=library_code("statistics"),
+    threads: 1
+    resources:
+        mem_mb=3000,
+    log:
+        "logs/stats/{pair}/{method}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/{{pair}}/{{method}}.tsv"
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/condition_stats.py"
+
+
+rule stats_summary:
+    input:
+        per_seed=condition_stats_tables("per_seed"),
+        across_seeds=condition_stats_tables("across_seeds"),
+    output:
+        per_seed=f"{RESULTS}/stats/per_seed.parquet",
+        across_seeds=f"{RESULTS}/stats/across_seeds.parquet",
+        markdown=report(f"{RESULTS}/stats/summary.md", caption="../report/stats_summary.rst", category="Injection"),
+    params:
+        confidence=config["stats"]["confidence"],
+        code=library_code("statistics", "summaries"),
+    log:
+        "logs/stats/summary.log",
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/stats_summary.py"

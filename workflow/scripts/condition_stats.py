@@ -1,0 +1,17 @@
+import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
+
+import pyarrow.parquet as pq
+
+from actbridge.io import write_parquet
+from actbridge.logs import log_to_file
+from actbridge.statistics import StatsSettings, condition_statistics
+
+log_to_file(snakemake.log[0])
+results = {}
+for path in snakemake.input:
+    table = pq.read_table(path)
+    results[table.column("seed")[0].as_py()] = table
+per_seed, across_seeds = condition_statistics(results, snakemake.wildcards.pair, snakemake.wildcards.method,
+                                              StatsSettings.from_config(snakemake.params.settings))
+write_parquet(per_seed, snakemake.output.per_seed)
+write_parquet(across_seeds, snakemake.output.across_seeds)

@@ -1,0 +1,19 @@
+import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
+
+import matplotlib
+
+matplotlib.use("Agg")
+import pyarrow.parquet as pq  # noqa: E402
+
+from actbridge import plots  # noqa: E402
+from actbridge.logs import log_to_file  # noqa: E402
+
+log_to_file(snakemake.log[0])
+tables = {name: pq.read_table(path) for name, path in snakemake.input.items()}
+builders = {
+    "figure_dataset": lambda: plots.dataset_figure(tables["stats"], tables["accuracy"]),
+    "figure_bridge_quality": lambda: plots.bridge_quality_figure(tables["metrics"]),
+    "figure_injection_sweep": lambda: plots.injection_sweep_figure(tables["across_seeds"], snakemake.params.method),
+    "figure_replacement": lambda: plots.replacement_figure(tables["across_seeds"], snakemake.params.method),
+}
+plots.save_figure(builders[snakemake.rule](), snakemake.output.pdf, snakemake.output.png)

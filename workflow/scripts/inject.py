@@ -1,0 +1,24 @@
+import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
+
+import pyarrow.parquet as pq
+
+from actbridge.activations import ActivationStore
+from actbridge.injection import run_injection_job
+from actbridge.io import write_parquet
+from actbridge.layout import parse_pair
+from actbridge.logs import log_to_file
+from actbridge.models import configure_threads, load_model, load_tokenizer, resolve_device, resolve_dtype
+
+log_to_file(snakemake.log[0])
+configure_threads(snakemake.config["threads"] or snakemake.threads)
+device = resolve_device(snakemake.config["device"])
+model = load_model(snakemake.input.receiver, device, resolve_dtype(snakemake.params.dtype))
+sender_layer, receiver_layer = parse_pair(snakemake.wildcards.pair)
+settings = snakemake.params.settings
+table = run_injection_job(model, load_tokenizer(snakemake.input.receiver), pq.read_table(snakemake.input.eval),
+                          snakemake.input.bridge, ActivationStore(snakemake.input.sender_eval, quarantine=True),
+                          ActivationStore(snakemake.input.receiver_eval, quarantine=True), sender_layer,
+                          receiver_layer, snakemake.wildcards.method, int(snakemake.wildcards.seed),
+                          settings["roles"], settings["conditions"], settings["alphas"],
+                          batch_size=snakemake.config["injection"]["batch_size"])
+write_parquet(table, snakemake.output[0])

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from actbridge.injection import RESULT_SCHEMA
-from actbridge.statistics import (StatsSettings, bca_intervals, condition_statistics, crossed_bootstrap, holm,
+from actbridge.statistics import (StatsSettings, bca_intervals, bootstrap_means, condition_statistics, crossed_bootstrap, holm,
                                   mcnemar_exact, paired_outcomes, resample_counts)
 from actbridge.summaries import stats_markdown
 
@@ -21,8 +21,8 @@ def test_bca_matches_scipy(kind):
         differences = rng.choice([-1.0, 0.0, 1.0], size=n, p=[0.1, 0.7, 0.2])
     else:
         differences = rng.exponential(1.0, size=n) - 0.8
-    counts = resample_counts(n, 40_000, np.random.default_rng(1))
-    low, high, method = bca_intervals(differences[:, None], counts, 0.95)
+    boot = bootstrap_means(differences[:, None], 40_000, np.random.default_rng(1))
+    low, high, method = bca_intervals(differences[:, None], boot, 0.95)
     reference = scipy_stats.bootstrap((differences,), np.mean, n_resamples=40_000, method="BCa",
                                       confidence_level=0.95, random_state=np.random.default_rng(2)).confidence_interval
     width = reference.high - reference.low
@@ -32,9 +32,8 @@ def test_bca_matches_scipy(kind):
 
 
 def test_bca_of_constant_differences_is_that_constant():
-    counts = resample_counts(50, 200, np.random.default_rng(0))
     differences = np.stack([np.zeros(50), np.full(50, 0.5)], axis=1)
-    low, high, method = bca_intervals(differences, counts, 0.95)
+    low, high, method = bca_intervals(differences, bootstrap_means(differences, 200, np.random.default_rng(0)), 0.95)
     assert list(low) == [0.0, 0.5] and list(high) == [0.0, 0.5]
     assert list(method) == ["degenerate", "degenerate"]
 

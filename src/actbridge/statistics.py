@@ -22,7 +22,7 @@ and resampling examples separately per seed would treat it as independent
 and understate it.
 
 Speed: within a (role, mode) every seed and contrast pairs the same examples,
-so one matrix of resample counts [B, n] serves them all and every bootstrap
+so one matrix of resample counts serves them all and every bootstrap
 distribution is one matrix product, ``counts @ differences``. BCa needs the
 jackknife, which for a mean is closed form. :func:`bca_intervals` reproduces
 ``scipy.stats.bootstrap(method="BCa")`` (tested) at a small fraction of its
@@ -50,7 +50,7 @@ class StatsSettings:
     """``stats.*`` of the config."""
 
     resamples: int = 10_000
-    hierarchical_resamples: int = 2_000
+    hierarchical_resamples: int = 10_000
     confidence: float = 0.95
     seed: int = 0
 
@@ -78,6 +78,9 @@ class Contrast:
 # ---------------------------------------------------------------------------- resampling
 
 
+RESAMPLE_CHUNK = 1000  # resamples drawn at once: bounds the [chunk, n] count matrix whatever B is
+
+
 def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """[resamples, n] float64: how often each of n items is drawn in each bootstrap resample."""
     draws = rng.integers(0, n, size=(resamples, n))
@@ -85,18 +88,30 @@ def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> np.ndar
     return np.bincount(flat, minlength=resamples * n).reshape(resamples, n).astype(np.float64)
 
 
-def bca_intervals(differences: np.ndarray, counts: np.ndarray, confidence: float
+def bootstrap_means(differences: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """[resamples, k] bootstrap distribution of the column means of ``differences`` [n, k].
+
+    Every column is resampled with the same draws of rows (the rows are the
+    same examples), so all k distributions cost one matrix product per chunk.
+    """
+    n = differences.shape[0]
+    out = np.empty((resamples, differences.shape[1]))
+    for begin in range(0, resamples, RESAMPLE_CHUNK):
+        size = min(RESAMPLE_CHUNK, resamples - begin)
+        out[begin:begin + size] = resample_counts(n, size, rng) @ differences / n
+    return out
+
+
+def bca_intervals(differences: np.ndarray, boot: np.ndarray, confidence: float
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """BCa intervals of the mean of each column of ``differences`` [n, k], given resample ``counts`` [B, n].
+    """BCa intervals of the mean of each column of ``differences`` [n, k], from its bootstrap means ``boot`` [B, k].
 
     Returns (low [k], high [k], method [k] of str): ``BCa``; ``degenerate``
     where every difference is the same (the interval is that value); or
     ``percentile`` where BCa is undefined (every resample on one side of the
     estimate).
     """
-    n = differences.shape[0]
     estimate = differences.mean(axis=0)  # [k]
-    boot = counts @ differences / n  # [B, k]
     # bias correction, as scipy: the mean of the strict and the weak percentile of the estimate
     below = (np.sum(boot < estimate, axis=0) + np.sum(boot <= estimate, axis=0)) / (2 * len(boot))
     z0 = special.ndtri(below)
@@ -273,8 +288,8 @@ def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method
         # differences [n, seeds x contrasts x metrics], column order (seed, contrast, metric)
         columns = [(seed, contrast, metric) for seed in seeds for contrast in contrasts for metric in METRICS]
         differences = np.stack([outcomes[s].difference(c, m) for s, c, m in columns], axis=1)
-        counts = resample_counts(n, settings.resamples, rng)
-        low, high, ci_method = bca_intervals(differences, counts, settings.confidence)
+        boot = bootstrap_means(differences, settings.resamples, rng)
+        low, high, ci_method = bca_intervals(differences, boot, settings.confidence)
         for j, (seed, contrast, metric) in enumerate(columns):
             diff = differences[:, j]
             condition_values = outcomes[seed].outcomes[(contrast.condition, contrast.alpha)][METRICS[metric]]
@@ -308,10 +323,14 @@ def crossed_bootstrap(differences: np.ndarray, resamples: int, rng: np.random.Ge
     and averages the drawn examples over the drawn seeds.
     """
     n, n_seeds, k = differences.shape
-    example_counts = resample_counts(n, resamples, rng)  # [B, n]
-    seed_counts = resample_counts(n_seeds, resamples, rng)  # [B, S]
-    per_seed_means = (example_counts @ differences.reshape(n, n_seeds * k) / n).reshape(resamples, n_seeds, k)
-    return np.einsum("bs,bsk->bk", seed_counts / n_seeds, per_seed_means)
+    flat = differences.reshape(n, n_seeds * k)
+    out = np.empty((resamples, k))
+    for begin in range(0, resamples, RESAMPLE_CHUNK):
+        size = min(RESAMPLE_CHUNK, resamples - begin)
+        per_seed_means = (resample_counts(n, size, rng) @ flat / n).reshape(size, n_seeds, k)
+        seed_weights = resample_counts(n_seeds, size, rng) / n_seeds  # [size, S]
+        out[begin:begin + size] = np.einsum("bs,bsk->bk", seed_weights, per_seed_means)
+    return out
 
 
 def _across_seed_rows(differences: np.ndarray, columns: list[tuple[Contrast, str]], pair: str, method: str,

@@ -66,6 +66,14 @@ BAD = [
     ("models.receiver", {"path": "/x", "gguf_file": "model.bin"}, "models.receiver.gguf_file"),
     ("models.receiver", {"weights": "/x"}, "models.receiver"),
     ("models.receiver", "pythia", "models.receiver"),
+    ("injection", {"alphas": []}, "injection.alphas"),
+    ("injection", {"alphas": [0.0]}, "injection.alphas[0]"),
+    ("injection", {"conditions": ["none", "amplify"]}, "injection.conditions[1]"),
+    ("injection", {"roles": ["first"]}, "injection.roles[0]"),
+    ("injection", {"batch": 4}, "injection.batch"),
+    ("stats", {"confidence": 1.5}, "stats.confidence"),
+    ("stats", {"resamples": 10}, "stats.resamples"),
+    ("figures", {"method": "lstsq"}, "figures.method"),
 ]
 
 
@@ -106,3 +114,20 @@ def test_snakemake_stops_before_any_job_naming_the_key(tmp_path):
     assert "config key data.context_modes[1]" in output
     assert "Traceback" not in output
     assert "Building DAG" not in output
+
+
+@pytest.mark.parametrize("section,value,message", [
+    ("injection", {"conditions": ["add", "replace"]}, "config key injection.conditions: must include 'none'"),
+    ("injection", {"roles": ["last", "subject"]}, "config key injection.roles: ['subject'] not in activations.roles"),
+    ("injection", {"methods": ["ridge", "mlp"]}, None),
+    ("figures", {"method": "sgd"}, "config key figures.method: 'sgd' is not injected"),
+])
+def test_injection_keys_must_agree_with_the_rest_of_the_config(section, value, message):
+    config = mutate(section, value)
+    if message is None:
+        assert validate_config(config)["injection"]["methods"] == ["ridge", "mlp"]
+        config["bridge"] = {"methods": ["ridge"]}
+        message = "config key injection.methods: ['mlp'] not in bridge.methods"
+    with pytest.raises(ConfigError) as raised:
+        validate_config(config)
+    assert message in str(raised.value)

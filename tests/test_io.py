@@ -44,3 +44,24 @@ def test_outputs_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "t.parquet").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
     assert pq.read_table(tmp_path / "t.parquet").column("x").to_pylist() == [1, 2]
+
+
+def test_an_unreadable_or_foreign_output_is_named_and_moved_aside(tmp_path):
+    import pyarrow as pa
+    import pytest
+
+    from actbridge.io import CorruptOutputError, read_parquet_output, write_parquet
+
+    schema = pa.schema([("x", pa.int64())])
+    good = tmp_path / "good.parquet"
+    write_parquet(pa.table({"x": [1, 2, 3]}, schema=schema), good)
+    assert read_parquet_output(good, schema).column("x").to_pylist() == [1, 2, 3]
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(good.read_bytes()[:20])
+    with pytest.raises(CorruptOutputError, match="truncated.parquet is not readable Parquet.*run snakemake again"):
+        read_parquet_output(truncated, schema)
+    assert not truncated.exists() and (tmp_path / "truncated.parquet.corrupt").is_file()
+    foreign = tmp_path / "foreign.parquet"
+    write_parquet(pa.table({"y": ["a"]}), foreign)
+    with pytest.raises(CorruptOutputError, match="foreign.parquet has an unexpected schema"):
+        read_parquet_output(foreign, schema)

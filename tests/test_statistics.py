@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 from scipy import stats as scipy_stats
 
-from actbridge.injection import RESULT_SCHEMA
+from actbridge.schemas import RESULT_SCHEMA
 from actbridge.statistics import (StatsSettings, bca_intervals, bootstrap_means, condition_statistics, crossed_bootstrap, holm,
                                   mcnemar_exact, paired_outcomes, resample_counts)
 from actbridge.summaries import stats_markdown

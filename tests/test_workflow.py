@@ -165,6 +165,14 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
         assert (results / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_the_report_gathers_figures_and_tables(finished_run):
+    output = snakemake(finished_run, "--configfile", TEST_CONFIG, "--report", "report.html")
+    assert "Report created" in output and "ERROR/" not in output  # captions are valid reStructuredText
+    report = (finished_run / "report.html").read_text(errors="replace")
+    for name in ("injection_sweep.png", "replacement.png", "bridge_quality.png", "dataset.png", "summary.md"):
+        assert name in report
+
+
 def test_changing_the_alphas_reruns_only_injection_statistics_and_their_figures(finished_run):
     config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())
     config["injection"]["alphas"] = [0.05, 0.5]
@@ -303,3 +311,21 @@ def test_a_corrupt_shard_is_named_and_rebuilt(finished_run, shipped_run):
     rebuilt = snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "2")
     assert "rule activations" in rebuilt
     assert (finished_run / "results" / "bridges" / "metrics.parquet").read_bytes() == before
+
+
+def test_a_corrupt_injection_file_is_named_and_rebuilt(finished_run, shipped_run):
+    """A per-example table damaged after its job finished: statistics name it and move it aside; a rerun rebuilds."""
+    path = finished_run / "results" / "injection" / "s2-r3" / "ridge" / "seed1.parquet"
+    summary = finished_run / "results" / "stats" / "across_seeds.parquet"
+    snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "2")  # everything up to date first
+    before = summary.read_bytes()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    failed = snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "1", check=False)
+    assert "Error" in failed
+    log = (finished_run / "logs" / "stats" / "s2-r3" / "ridge.log").read_text()
+    assert "seed1.parquet is not readable Parquet" in log and "run snakemake again" in log
+    assert path.with_name("seed1.parquet.corrupt").is_file() and not path.exists()
+    rebuilt = snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "2")
+    assert "rule injection" in rebuilt
+    assert summary.read_bytes() == before

@@ -24,18 +24,12 @@ from actbridge.evaluation import continuation_ids, with_gold
 from actbridge.interventions import Edits, Example, fast_scores
 from actbridge.layout import pair_name
 from actbridge.roles import ROLES, role_positions_for_table
+from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-RESULT_SCHEMA = pa.schema([
-    ("example_id", pa.string()), ("mode", pa.string()), ("hops", pa.int8()), ("role", pa.string()),
-    ("condition", pa.string()), ("alpha", pa.float64()), ("exact_match", pa.bool_()),
-    ("gold_logprob", pa.float64()), ("gold_rank", pa.int16()), ("n_candidates", pa.int16()),
-    ("h_norm", pa.float64()), ("b_norm", pa.float64()), ("cos_hb", pa.float64()), ("perturbation", pa.float64()),
-])
 
 
 @dataclass(frozen=True)
@@ -146,10 +140,6 @@ def within_mode_derangement(modes: Sequence[str], seed: int) -> np.ndarray:
         if len(members) >= 2:
             permutation[members] = members[derangement(len(members), seed + 1 + number)]
     return permutation
-
-
-JOB_SCHEMA = pa.schema([("pair", pa.string()), ("sender_layer", pa.int16()), ("receiver_layer", pa.int16()),
-                        ("method", pa.string()), ("seed", pa.int32()), *RESULT_SCHEMA])
 
 
 def control_seed(bridge_seed: int, role: str) -> int:

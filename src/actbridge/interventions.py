@@ -7,10 +7,11 @@ changes the input of decoder block ``layer`` (0 = the embedding output); for
 
 An edit at position p changes nothing before p. The fast path therefore runs
 the prompt's first p tokens once per example (keeping their key/value cache),
-then runs only positions >= p for every (edit, candidate answer) pair, all of
-an example's pairs packed into one row against that cache. ``naive_*`` runs
-the whole sequence per row with the same hook: the reference the fast path is
-tested against.
+then, in one row per example against that cache, the rest of the prompt once
+per edit and each candidate answer's tokens but the last once per edit (the
+first is predicted by the prompt's last position). ``naive_*`` runs the whole
+prompt and candidate per (edit, candidate) with the same hook: the reference
+the fast path is tested against.
 
 Every edit has the form ``h' = keep * h + s * vector`` with ``s = ||h||`` when
 ``norm_scaled`` and 1 otherwise, where ``h`` is the clean state at (layer, p).

@@ -90,3 +90,29 @@ def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class CorruptOutputError(RuntimeError):
+    """An upstream output that cannot be read as what its rule writes; it has been moved aside."""
+
+
+def read_parquet_output(path: str | os.PathLike[str], schema: pa.Schema | None = None) -> pa.Table:
+    """Read a Parquet file another rule wrote, or move it aside and say how to rebuild it.
+
+    A file that is not readable Parquet (truncated, overwritten) or whose
+    schema is not ``schema`` (written by an older version) is renamed to
+    ``<name>.corrupt`` (derived data, kept for inspection), so that the next
+    ``snakemake`` run sees the output missing and rebuilds it.
+    """
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+        problem = None if schema is None or table.schema.equals(schema) else "has an unexpected schema"
+    except (pa.ArrowInvalid, OSError) as error:
+        problem = f"is not readable Parquet ({error})"
+    if problem is None:
+        return table
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    raise CorruptOutputError(f"{path} {problem}; moved it to {aside}: run snakemake again to rebuild it "
+                             "and everything that reads it")

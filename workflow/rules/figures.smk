@@ -9,7 +9,7 @@ rule figure_dataset:
         pdf=f"{RESULTS}/figures/dataset.pdf",
         png=report(f"{RESULTS}/figures/dataset.png", caption="../report/figure_dataset.rst", category="Figures"),
     params:
-        code=library_code("plots"),
+        code=library_code("plots", "io"),
     log:
         "logs/figures/dataset.log",
     conda:
@@ -26,7 +26,7 @@ rule figure_bridge_quality:
         png=report(f"{RESULTS}/figures/bridge_quality.png", caption="../report/figure_bridge_quality.rst",
                    category="Figures"),
     params:
-        code=library_code("plots"),
+        code=library_code("plots", "io"),
     log:
         "logs/figures/bridge_quality.log",
     conda:
@@ -44,7 +44,7 @@ rule figure_injection_sweep:
                    category="Figures"),
     params:
         method=config["figures"]["method"],
-        code=library_code("plots"),
+        code=library_code("plots", "io"),
     log:
         "logs/figures/injection_sweep.log",
     conda:
@@ -62,7 +62,7 @@ rule figure_replacement:
                    category="Figures"),
     params:
         method=config["figures"]["method"],
-        code=library_code("plots"),
+        code=library_code("plots", "io"),
     log:
         "logs/figures/replacement.log",
     conda:

@@ -10,7 +10,7 @@ rule injection:
         settings=injection_settings,
         dtype=config["dtype"],
         code=library_code("injection", "conditions", "interventions", "evaluation", "roles", "bridges",
-                          "activations", "models", "padding", "layout"),
+                          "activations", "models", "padding", "layout", "schemas", "io"),
     threads: 1
     resources:
         mem_mb=3000,

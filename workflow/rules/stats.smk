@@ -9,7 +9,7 @@ rule condition_stats:
         across_seeds=f"{RESULTS}/stats/{{pair}}/{{method}}/across_seeds.parquet",
     params:
         settings=config["stats"],
-        code=library_code("statistics"),
+        code=library_code("statistics", "schemas", "io"),
     threads: 1
     resources:
         mem_mb=3000,
@@ -33,7 +33,7 @@ rule stats_summary:
         markdown=report(f"{RESULTS}/stats/summary.md", caption="../report/stats_summary.rst", category="Injection"),
     params:
         confidence=config["stats"]["confidence"],
-        code=library_code("statistics", "summaries"),
+        code=library_code("statistics", "summaries", "io"),
     log:
         "logs/stats/summary.log",
     conda:

@@ -1,15 +1,14 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
-import pyarrow.parquet as pq
-
-from actbridge.io import write_parquet
+from actbridge.io import read_parquet_output, write_parquet
 from actbridge.logs import log_to_file
+from actbridge.schemas import JOB_SCHEMA
 from actbridge.statistics import StatsSettings, condition_statistics
 
 log_to_file(snakemake.log[0])
 results = {}
 for path in snakemake.input:
-    table = pq.read_table(path)
+    table = read_parquet_output(path, JOB_SCHEMA)
     results[table.column("seed")[0].as_py()] = table
 per_seed, across_seeds = condition_statistics(results, snakemake.wildcards.pair, snakemake.wildcards.method,
                                               StatsSettings.from_config(snakemake.params.settings))

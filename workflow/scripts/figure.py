@@ -3,13 +3,12 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 import matplotlib
 
 matplotlib.use("Agg")
-import pyarrow.parquet as pq  # noqa: E402
-
 from actbridge import plots  # noqa: E402
+from actbridge.io import read_parquet_output  # noqa: E402
 from actbridge.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
-tables = {name: pq.read_table(path) for name, path in snakemake.input.items()}
+tables = {name: read_parquet_output(path) for name, path in snakemake.input.items()}
 builders = {
     "figure_dataset": lambda: plots.dataset_figure(tables["stats"], tables["accuracy"]),
     "figure_bridge_quality": lambda: plots.bridge_quality_figure(tables["metrics"]),

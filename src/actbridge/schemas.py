@@ -1,0 +1,17 @@
+"""Schemas of the per-example injection tables (no torch: the statistics jobs read them too)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# one row per example x role x condition x alpha, as scored by :func:`actbridge.injection.run_injection`
+RESULT_SCHEMA = pa.schema([
+    ("example_id", pa.string()), ("mode", pa.string()), ("hops", pa.int8()), ("role", pa.string()),
+    ("condition", pa.string()), ("alpha", pa.float64()), ("exact_match", pa.bool_()),
+    ("gold_logprob", pa.float64()), ("gold_rank", pa.int16()), ("n_candidates", pa.int16()),
+    ("h_norm", pa.float64()), ("b_norm", pa.float64()), ("cos_hb", pa.float64()), ("perturbation", pa.float64()),
+])
+
+# an injection job's file: the rows above tagged with the bridge that produced them
+JOB_SCHEMA = pa.schema([("pair", pa.string()), ("sender_layer", pa.int16()), ("receiver_layer", pa.int16()),
+                        ("method", pa.string()), ("seed", pa.int32()), *RESULT_SCHEMA])

@@ -106,3 +106,20 @@ def test_fast_path_equals_naive_on_a_pythia_160m_shaped_model(tokenizer, eval_ta
     generator = torch.Generator().manual_seed(1)
     edits = [mixed_edits(768, generator) for _ in examples]
     assert_same(fast_scores(model, examples, 6, edits), naive_scores(model, examples, 6, edits))
+
+
+def test_every_injection_condition_equals_naive(tokenizer, eval_table):
+    """The edits of every condition the pipeline injects, built as run_injection builds them."""
+    from actbridge.conditions import CONDITIONS, ConditionInputs, build_edits, condition_labels
+
+    model = tiny_model(tokenizer, layers=2, hidden=32)
+    examples = examples_for(tokenizer, eval_table, n=4, role="middle")
+    rng = np.random.default_rng(0)
+    labels = condition_labels(CONDITIONS, [0.1, 1.0])
+    edits = []
+    for _ in examples:
+        unit = rng.normal(size=32)
+        inputs = ConditionInputs(rng.normal(size=32) * 3, rng.normal(size=32) * 3, unit / np.linalg.norm(unit),
+                                 rng.normal(size=32), rng.normal(size=32) * 3)
+        edits.append(build_edits(labels, inputs))
+    assert_same(fast_scores(model, examples, 1, edits), naive_scores(model, examples, 1, edits))

@@ -155,10 +155,10 @@ def bridge_settings(wildcards):
     return {key: config["bridge"][key] for key in keys}
 
 
-def injected_runs(method=None):
-    """(pair, method, seed) of every injection job; one method's if given."""
-    methods = [method] if method else config["injection"]["methods"]
-    return [(pair, m, seed) for pair in bridged_pairs() for m in methods for seed in range(config["bridge"]["seeds"])]
+def injected_runs():
+    """(pair, method, seed) of every injection job."""
+    return [(pair, method, seed) for pair in bridged_pairs() for method in config["injection"]["methods"]
+            for seed in range(config["bridge"]["seeds"])]
 
 
 def injection_inputs(wildcards):
@@ -200,6 +200,12 @@ def all_targets(wildcards=None):
         f"{RESULTS}/models/accuracy.md",
         f"{RESULTS}/bridges/metrics.parquet",
         f"{RESULTS}/bridges/metrics.md",
+        # per-job outputs are targets too: one that is lost or quarantined as corrupt is rebuilt by the next run
+        # (Snakemake does not rebuild a missing intermediate file whose consumers are up to date)
+        *bridge_dirs(),
+        *[f"{RESULTS}/injection/{pair}/{method}/seed{seed}.parquet" for pair, method, seed in injected_runs()],
+        *condition_stats_tables("per_seed"),
+        *condition_stats_tables("across_seeds"),
         f"{RESULTS}/stats/per_seed.parquet",
         f"{RESULTS}/stats/across_seeds.parquet",
         f"{RESULTS}/stats/summary.md",

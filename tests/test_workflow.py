@@ -61,7 +61,7 @@ def test_default_dag(workdir):
                     "model_accuracy": 2, "accuracy_summary": 1, "activations": 6, "bridge": 125,
                     "bridge_metrics": 1, "injection": 25, "condition_stats": 5, "stats_summary": 1,
                     "figure_dataset": 1, "figure_bridge_quality": 1, "figure_injection_sweep": 1,
-                    "figure_replacement": 1, "all": 1, "total": 179}
+                    "figure_replacement": 1, "sender_causal": 1, "figure_causal_sender": 1, "all": 1, "total": 181}
 
 
 def test_one_figure_builds_only_its_ancestors(workdir):
@@ -160,7 +160,11 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     assert {r["seed"] for r in per_seed} == {0, 1} and all(0 <= r["p_holm"] <= 1 for r in per_seed)
     summary = (results / "stats" / "summary.md").read_text()
     assert "## ridge · role `last` · mode `asymmetric`" in summary and "add_rescaled − add" in summary
-    for figure in ("dataset", "bridge_quality", "injection_sweep", "replacement"):
+    effects = pq.read_table(results / "causal" / "sender.parquet").to_pylist()
+    assert {(r["layer"], r["role"]) for r in effects} == {(layer, role) for layer in (2,) for role in ("last", "bridge")}
+    assert {r["condition"] for r in effects} == {"mean", "resample"}
+    assert "## role `last`" in (results / "causal" / "sender.md").read_text()
+    for figure in ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender"):
         assert (results / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
         assert (results / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
 
@@ -193,7 +197,7 @@ def test_changing_the_resamples_reruns_only_statistics(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"condition_stats": 1, "stats_summary": 1, "figure_injection_sweep": 1,
-                    "figure_replacement": 1, "all": 1, "total": 5}
+                    "figure_replacement": 1, "sender_causal": 1, "figure_causal_sender": 1, "all": 1, "total": 7}
 
 
 def test_data_files_are_byte_identical_across_runs(finished_run):
@@ -220,7 +224,7 @@ def test_changing_eval_size_reruns_only_its_dependents(finished_run):
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"dataset_split": 1, "dataset_stats": 1, "model_accuracy": 2, "accuracy_summary": 1,
                     "activations": 2, "bridge": 10, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "all": 1, "total": 27}
+                    "figure_dataset": 1, "sender_causal": 1, "figure_causal_sender": 1, "all": 1, "total": 29}
 
 
 def test_tuning_the_mlp_refits_only_the_mlp_bridges(finished_run):

@@ -232,3 +232,40 @@ def replacement_figure(across_seeds: pa.Table, method: str, metric: str = "accur
     figure.suptitle(f"Replacement ({method} bridge) and its controls: change vs the baseline, crossed-bootstrap CI",
                     fontsize=9)
     return figure
+
+
+# ---------------------------------------------------------------------------- causal
+
+
+def causal_sender_figure(effects: pa.Table, metric: str = "accuracy") -> Figure:
+    """Δ of the sender's own answer under mean and resample ablation, by sender layer; roles x hop subsets."""
+    rows = _rows(effects, metric=metric)
+    roles = sorted({r["role"] for r in rows})
+    subsets = sorted({r["hops"] for r in rows}, key=lambda h: (h != "all", h))
+    scale, unit = (100.0, "Δ accuracy (points)") if metric == "accuracy" else (1.0, "Δ gold log-prob")
+    figure, axes = _grid(max(len(subsets), 1), max(len(roles), 1), sharex=True, sharey=True)
+    for col, role in enumerate(roles):
+        for row, subset in enumerate(subsets):
+            axis = axes[row, col]
+            axis.axhline(0, color="k", linewidth=0.6)
+            if not any((r["role"], r["hops"]) == (role, subset) for r in rows):
+                _empty(axis, f"no {subset}-hop examples have role {role}" if subset != "all" else
+                       "one hop count only: see below")
+                continue
+            for condition, color in (("mean", "tab:blue"), ("resample", "tab:red")):
+                series = sorted((r for r in rows if (r["role"], r["hops"], r["condition"]) == (role, subset, condition)),
+                                key=lambda r: r["layer"])
+                layers = [r["layer"] for r in series]
+                axis.plot(layers, [r["delta"] * scale for r in series], "-o", color=color, markersize=3,
+                          label=f"{condition} ablation")
+                axis.fill_between(layers, [r["ci_low"] * scale for r in series],
+                                  [r["ci_high"] * scale for r in series], color=color, alpha=0.2, linewidth=0)
+            if row == 0:
+                axis.set_title(f"role {role}", fontsize=9)
+            if col == 0:
+                axis.set_ylabel(f"hops: {subset}\n{unit}", fontsize=8)
+            if row == len(subsets) - 1:
+                axis.set_xlabel("sender layer (hidden_states index)")
+    axes[0, -1].legend(fontsize=7)
+    figure.suptitle("Sender's own answer when the bridged state is ablated (shared prompts), BCa CI", fontsize=9)
+    return figure

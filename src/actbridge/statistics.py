@@ -254,7 +254,7 @@ ACROSS_SEEDS_SCHEMA = pa.schema([
 ])
 
 
-def _with_holm(rows: list[dict], keys: Sequence[str]) -> list[dict]:
+def with_holm(rows: list[dict], keys: Sequence[str]) -> list[dict]:
     """Fill ``p_holm`` within each family (rows sharing ``keys``)."""
     families: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows):
@@ -310,8 +310,8 @@ def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method
         across.extend(_across_seed_rows(differences.reshape(n, len(seeds), len(contrasts) * len(METRICS)),
                                         [(c, m) for c in contrasts for m in METRICS], pair, method, role, mode,
                                         settings, rng))
-    per_seed = _with_holm(per_seed, ["pair", "method", "seed", "role", "mode", "metric", "family"])
-    across = _with_holm(across, ["pair", "method", "role", "mode", "metric", "family"])
+    per_seed = with_holm(per_seed, ["pair", "method", "seed", "role", "mode", "metric", "family"])
+    across = with_holm(across, ["pair", "method", "role", "mode", "metric", "family"])
     return pa.Table.from_pylist(per_seed, schema=PER_SEED_SCHEMA), pa.Table.from_pylist(across,
                                                                                       schema=ACROSS_SEEDS_SCHEMA)
 

@@ -135,6 +135,13 @@ if all(model_kind(config["models"][m]) == "micro" for m in MODELS):
     bridged_pairs()  # layer counts are known now: a bad bridge.pairs stops here, before any job
 
 
+def bridged_sender_layers(wildcards=None):
+    """Sender layers that some bridge translates: where the sender-side causal profile ablates."""
+    from actbridge.layout import parse_pair
+
+    return sorted({parse_pair(pair)[0] for pair in bridged_pairs()})
+
+
 def bridge_dirs(wildcards=None):
     return expand(f"{RESULTS}/bridges/{{pair}}/{{method}}/seed{{seed}}", pair=bridged_pairs(),
                   method=config["bridge"]["methods"], seed=range(config["bridge"]["seeds"]))
@@ -187,7 +194,7 @@ def condition_stats_tables(kind):
             for method in config["injection"]["methods"]]
 
 
-FIGURES = ("dataset", "bridge_quality", "injection_sweep", "replacement")
+FIGURES = ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender")
 
 
 def all_targets(wildcards=None):
@@ -209,5 +216,7 @@ def all_targets(wildcards=None):
         f"{RESULTS}/stats/per_seed.parquet",
         f"{RESULTS}/stats/across_seeds.parquet",
         f"{RESULTS}/stats/summary.md",
+        f"{RESULTS}/causal/sender.parquet",
+        f"{RESULTS}/causal/sender.md",
         *expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=("pdf", "png")),
     ]

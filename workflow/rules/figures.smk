@@ -69,3 +69,20 @@ rule figure_replacement:
         "../envs/figures.yaml"
     script:
         "../scripts/figure.py"
+
+
+rule figure_causal_sender:
+    input:
+        effects=f"{RESULTS}/causal/sender.parquet",
+    output:
+        pdf=f"{RESULTS}/figures/causal_sender.pdf",
+        png=report(f"{RESULTS}/figures/causal_sender.png", caption="../report/figure_causal_sender.rst",
+                   category="Figures"),
+    params:
+        code=library_code("plots", "io"),
+    log:
+        "logs/figures/causal_sender.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure.py"

@@ -14,5 +14,6 @@ builders = {
     "figure_bridge_quality": lambda: plots.bridge_quality_figure(tables["metrics"]),
     "figure_injection_sweep": lambda: plots.injection_sweep_figure(tables["across_seeds"], snakemake.params.method),
     "figure_replacement": lambda: plots.replacement_figure(tables["across_seeds"], snakemake.params.method),
+    "figure_causal_sender": lambda: plots.causal_sender_figure(tables["effects"]),
 }
 plots.save_figure(builders[snakemake.rule](), snakemake.output.pdf, snakemake.output.png)

@@ -1,0 +1,71 @@
+"""The sender-side causal profile: clean scores equal plain scoring, and effects come out as planted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from actbridge.activations import ActivationStore, ExtractionPlan, extract_activations
+from actbridge.causal import EXAMPLE_SCHEMA, ablation_effects, sender_ablation_rows
+from actbridge.dataset import DataConfig, build_split
+from actbridge.evaluation import score_answers
+from actbridge.statistics import StatsSettings
+from tests.test_activations import tiny_model
+
+
+@pytest.fixture(scope="module")
+def sender_setup(big_tokenizer, tmp_path_factory):
+    model = tiny_model(big_tokenizer, layers=2, hidden=32)
+    config = DataConfig(seed=5, hops=(1, 2), distractors=2,
+                        sizes={"lm_train": 10, "bridge_train": 16, "bridge_val": 10, "eval": 16})
+    root = tmp_path_factory.mktemp("sender")
+    stores = {}
+    for split in ("bridge_train", "eval"):
+        plan = ExtractionPlan(layers=(0, 1, 2), roles=("last", "bridge"), prompt="sender")
+        extract_activations(model, big_tokenizer, build_split(config, split), plan, root / split, {"kind": "test"})
+        stores[split] = ActivationStore(root / split)
+    return model, build_split(config, "eval"), stores
+
+
+def test_clean_rows_equal_plain_scoring_and_ablations_change_the_answer(sender_setup, big_tokenizer):
+    model, table, stores = sender_setup
+    rows = sender_ablation_rows(model, big_tokenizer, table, 2, "last", stores["eval"], stores["bridge_train"]).to_pylist()
+    shared = [r for r in table.to_pylist() if r["mode"] == "shared"]
+    expected = score_answers(model, big_tokenizer, [r["sender_prompt"] for r in shared], [r["answer"] for r in shared],
+                             [r["candidates"] for r in shared])
+    clean = {r["example_id"]: r for r in rows if r["condition"] == "none"}
+    assert len(clean) == len(shared)
+    for row, logprob, exact in zip(shared, expected.gold_logprob, expected.exact_match):
+        assert clean[row["example_id"]]["gold_logprob"] == pytest.approx(logprob, abs=1e-4)
+        assert clean[row["example_id"]]["exact_match"] == exact
+    # the final state of the last token decides the first answer token: replacing it moves the scores
+    moved = [abs(r["gold_logprob"] - clean[r["example_id"]]["gold_logprob"]) for r in rows if r["condition"] == "mean"]
+    assert max(moved) > 1e-2
+
+
+def test_the_bridge_role_skips_one_hop_examples(sender_setup, big_tokenizer):
+    model, table, stores = sender_setup
+    rows = sender_ablation_rows(model, big_tokenizer, table, 1, "bridge", stores["eval"], stores["bridge_train"])
+    assert set(rows.column("hops").to_pylist()) == {2}
+
+
+def test_planted_ablation_effects():
+    """Clean: all right. mean: the first 30 of 100 go wrong. resample: nothing changes."""
+    rows = []
+    for i in range(100):
+        for condition, right in (("none", True), ("mean", i >= 30), ("resample", True)):
+            rows.append({"example_id": f"e{i:03d}", "hops": 1 + i % 2, "layer": 3, "role": "last",
+                         "condition": condition, "exact_match": right, "gold_logprob": 0.0 if right else -3.0,
+                         "gold_rank": 1 if right else 2})
+    effects = ablation_effects(pa.Table.from_pylist(rows, schema=EXAMPLE_SCHEMA),
+                               StatsSettings(resamples=2000)).to_pylist()
+    keyed = {(r["hops"], r["condition"], r["metric"]): r for r in effects}
+    assert set(r["hops"] for r in effects) == {"all", "1", "2"}
+    mean = keyed[("all", "mean", "accuracy")]
+    assert mean["delta"] == pytest.approx(-0.3) and mean["ci_high"] < 0 and mean["p_holm"] < 1e-6
+    assert keyed[("all", "mean", "logprob")]["delta"] == pytest.approx(-0.9)
+    resample = keyed[("all", "resample", "accuracy")]
+    assert resample["delta"] == 0 and resample["ci_method"] == "degenerate" and resample["p_value"] == 1.0
+    assert keyed[("1", "mean", "accuracy")]["n"] == 50
+    assert np.isclose(keyed[("2", "mean", "accuracy")]["delta"], -0.3)

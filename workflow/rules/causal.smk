@@ -1,0 +1,31 @@
+# Stage "causal": does the sender's own answer depend on the states the bridges translate? (reviewer's request)
+
+
+rule sender_causal:
+    input:
+        model=f"{RESULTS}/models/sender",
+        eval=f"{RESULTS}/data/eval.parquet",
+        eval_states=f"{RESULTS}/activations/sender/eval",
+        train_states=f"{RESULTS}/activations/sender/bridge_train",
+    output:
+        examples=f"{RESULTS}/causal/sender_examples.parquet",
+        table=f"{RESULTS}/causal/sender.parquet",
+        markdown=report(f"{RESULTS}/causal/sender.md", caption="../report/causal_sender.rst", category="Causal"),
+    params:
+        layers=bridged_sender_layers,
+        roles=config["activations"]["roles"],
+        stats=config["stats"],
+        dtype=config["dtype"],
+        code=library_code("causal", "statistics", "interventions", "evaluation", "roles", "activations",
+                          "conditions", "models", "padding"),
+    threads: 1
+    resources:
+        mem_mb=3000,
+    log:
+        "logs/causal/sender.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/causal/sender.tsv"
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/sender_causal.py"

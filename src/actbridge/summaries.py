@@ -6,8 +6,9 @@ import math
 
 import pyarrow as pa
 
-METRIC_TITLES = {"accuracy": ("Δ exact-match accuracy, points", 100.0),
-                 "logprob": ("Δ gold log-probability, nats", 1.0)}
+# (title, scale, decimals)
+METRIC_TITLES = {"accuracy": ("Δ exact-match accuracy, points", 100.0, 2),
+                 "logprob": ("Δ gold log-probability, nats", 1.0, 3)}
 
 
 def ci_side(low: float, high: float) -> str:
@@ -19,14 +20,14 @@ def ci_side(low: float, high: float) -> str:
     return "crosses 0"
 
 
-def _number(value: float, scale: float) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value * scale:+.2f}"
+def _number(value: float, scale: float, decimals: int) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value * scale:+.{decimals}f}"
 
 
-def ci_cell(row: dict, scale: float) -> str:
+def ci_cell(row: dict, scale: float, decimals: int = 2) -> str:
     """``+1.20 [-0.40, +2.80] crosses 0`` from the crossed-bootstrap interval."""
-    return (f"{_number(row['delta'], scale)} [{_number(row['boot_low'], scale)}, {_number(row['boot_high'], scale)}] "
-            f"{ci_side(row['boot_low'], row['boot_high'])}")
+    numbers = [_number(row[key], scale, decimals) for key in ("delta", "boot_low", "boot_high")]
+    return f"{numbers[0]} [{numbers[1]}, {numbers[2]}] {ci_side(row['boot_low'], row['boot_high'])}"
 
 
 def _label(row: dict) -> tuple[str, str]:
@@ -59,7 +60,7 @@ def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
         lines += [f"## {method} · role `{role}` · mode `{mode}` ({n} examples, {n_seeds} seeds)", ""]
         for family, title in (("vs_baseline", "against the baseline (`none`)"),
                               ("rescaled_vs_unscaled", "rescaled against unscaled, same α")):
-            for metric, (metric_title, scale) in METRIC_TITLES.items():
+            for metric, (metric_title, scale, decimals) in METRIC_TITLES.items():
                 selected = [r for r in group if r["family"] == family and r["metric"] == metric]
                 if not selected:
                     continue
@@ -68,7 +69,7 @@ def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
                           "|---|---|" + "---|" * len(pairs)]
                 cells: dict[tuple[str, str], dict[str, str]] = {}
                 for r in selected:
-                    cells.setdefault(_label(r), {})[r["pair"]] = ci_cell(r, scale)
+                    cells.setdefault(_label(r), {})[r["pair"]] = ci_cell(r, scale, decimals)
                 for label in cells:
                     lines.append(f"| {label[0]} | {label[1]} | "
                                  + " | ".join(cells[label].get(pair, "") for pair in pairs) + " |")

@@ -69,3 +69,25 @@ def test_planted_ablation_effects():
     assert resample["delta"] == 0 and resample["ci_method"] == "degenerate" and resample["p_value"] == 1.0
     assert keyed[("1", "mean", "accuracy")]["n"] == 50
     assert np.isclose(keyed[("2", "mean", "accuracy")]["delta"], -0.3)
+
+
+def test_patching_the_final_state_makes_the_prompt_answer_like_its_counterfactual(sender_setup, big_tokenizer):
+    """Planted: at the last layer the last token's state alone decides a one-token answer, so patching it in
+    from the counterfactual prompt gives the counterfactual prompt's scores exactly."""
+    from actbridge.causal import sender_patching_rows
+
+    model, table, _ = sender_setup
+    rows = sender_patching_rows(model, big_tokenizer, table, 2, "last").to_pylist()
+    by_example = {r["example_id"]: r for r in table.to_pylist() if r["mode"] == "shared" and r["counterfactual_prompt"]}
+    single = [r for r in by_example.values() if all(
+        len(big_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in r["candidates"])]
+    assert len(single) >= 2
+    expected = score_answers(model, big_tokenizer, [r["counterfactual_prompt"] for r in single],
+                             [r["answer"] for r in single], [r["candidates"] for r in single])
+    patched = {r["example_id"]: r for r in rows if r["condition"] == "patch"}
+    clean = {r["example_id"]: r for r in rows if r["condition"] == "none"}
+    for row, logprob in zip(single, expected.gold_logprob):
+        assert patched[row["example_id"]]["gold_logprob"] == pytest.approx(logprob, abs=1e-4)
+    assert any(abs(patched[r["example_id"]]["gold_logprob"] - clean[r["example_id"]]["gold_logprob"]) > 1e-3
+               for r in single)  # the counterfactual prompt really differs
+    assert {r["hops"] for r in rows} == {2} and all(r["counterfactual_top1"] is not None for r in rows)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from actbridge.dataset import (DataConfig, FACTS_MARK, QUESTION_MARK, TEMPLATES, Template, build_split,
-                               iter_split_rows, prompts_for_mode, sample_world)
+                               counterfactual_world, iter_split_rows, prompts_for_mode, sample_world)
 from actbridge.io import write_parquet
 
 FACT = {"compact": re.compile(r"(\w+) (\w+) (\w+)\."), "english": re.compile(r"(\w+)'s (\w+) is (\w+)\.")}
@@ -62,6 +62,26 @@ def test_answer_reachable_by_exactly_the_stated_hops(params):
     # no shorter path from the subject reaches the answer: every prefix of the chain ends at a person
     for k in range(1, hops):
         assert follow(facts, subject, relations[:k]) != world.focus.answer
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds)
+def test_a_counterfactual_changes_the_bridge_entity_and_the_answer_and_nothing_else(params):
+    seed, hops, distractors, template = params
+    world = sample_world(np.random.default_rng(seed), hops, distractors)
+    counterfactual = counterfactual_world(world)
+    if hops < 2 or distractors == 0:
+        assert counterfactual is None
+        return
+    original = prompts_for_mode(world, "shared", Template(template))["full"].text
+    changed = prompts_for_mode(counterfactual, "shared", Template(template))["full"].text
+    facts, changed_facts = parse_facts(original, template), parse_facts(changed, template)
+    subject, relations = parse_question(changed, template)
+    assert parse_question(original, template) == (subject, relations)  # the same question
+    assert [key for key in facts if facts[key] != changed_facts[key]] == [(subject, relations[0])]  # one fact moved
+    assert follow(changed_facts, subject, relations) == counterfactual.focus.answer != world.focus.answer
+    assert counterfactual.bridge_entity != world.bridge_entity
+    assert counterfactual.focus.answer in {chain.answer for chain in world.chains()}  # among the candidates
 
 
 @settings(max_examples=150, deadline=None)

@@ -162,8 +162,12 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     assert "## ridge · role `last` · mode `asymmetric`" in summary and "add_rescaled − add" in summary
     effects = pq.read_table(results / "causal" / "sender.parquet").to_pylist()
     assert {(r["layer"], r["role"]) for r in effects} == {(layer, role) for layer in (2,) for role in ("last", "bridge")}
-    assert {r["condition"] for r in effects} == {"mean", "resample"}
-    assert "## role `last`" in (results / "causal" / "sender.md").read_text()
+    assert {r["condition"] for r in effects} == {"mean", "resample", "patch"}
+    assert {r["metric"] for r in effects if r["condition"] == "patch"} == {"accuracy", "logprob", "moved"}
+    patching = pq.read_table(results / "causal" / "sender_patching_examples.parquet").to_pylist()
+    assert {r["condition"] for r in patching} == {"none", "patch"} and {r["hops"] for r in patching} == {2}
+    causal = (results / "causal" / "sender.md").read_text()
+    assert "## role `last`: ablation" in causal and "## role `bridge`: counterfactual patching" in causal
     for figure in ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender"):
         assert (results / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
         assert (results / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")

@@ -7,7 +7,13 @@ module ablates the sender's state on its own ``shared`` prompts and scores
 the sender's answer:
 
 * ``mean``: the state replaced by its ``bridge_train`` mean (same layer, role and mode);
-* ``resample``: the state replaced by the state of another eval example (same mode).
+* ``resample``: the state replaced by the state of another eval example (same mode);
+* ``patch`` (counterfactual activation patching): the state replaced by the
+  sender's state at the same role on the example's counterfactual prompt
+  (the same facts but the first hop's object, so another bridge entity and
+  another answer; see :func:`actbridge.dataset.counterfactual_world`). The
+  ``moved`` metric is the rate at which the answer moves to the
+  counterfactual's answer: how much of the answer the state carries.
 
 ``asymmetric`` prompts are left out: there the sender lacks the later facts
 and cannot answer at all, so its answer cannot show what the state carries.
@@ -23,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from actbridge.activations import ActivationStore
+from actbridge.activations import ActivationStore, hidden_states_at
 from actbridge.conditions import derangement
 from actbridge.evaluation import continuation_ids, with_gold
 from actbridge.interventions import Edits, Example, fast_scores
@@ -43,7 +49,9 @@ EXAMPLE_SCHEMA = pa.schema([
     ("example_id", pa.string()), ("hops", pa.int8()), ("layer", pa.int16()), ("role", pa.string()),
     ("condition", pa.string()), ("exact_match", pa.bool_()), ("gold_logprob", pa.float64()),
     ("gold_rank", pa.int16()),
+    ("counterfactual_top1", pa.bool_()),  # patching rows: the counterfactual's answer ranks first among candidates
 ])
+PATCH_METRICS = {**METRICS, "moved": "counterfactual_top1"}
 
 EFFECT_SCHEMA = pa.schema([
     ("layer", pa.int16()), ("role", pa.string()), ("hops", pa.string()), ("condition", pa.string()),
@@ -59,11 +67,56 @@ def ablation_edits(mean: np.ndarray, resampled: np.ndarray) -> Edits:
     return Edits(torch.tensor([1.0, 0.0, 0.0]), torch.from_numpy(vectors), torch.zeros(3, dtype=torch.bool))
 
 
+def _score_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", table: pa.Table, keep: Sequence[int],
+                positions: np.ndarray, layer: int, role: str, edits: Sequence[Edits], conditions: Sequence[str],
+                batch_size: int) -> pa.Table:
+    """Score the sender's own answer on ``table``'s sender prompts (rows ``keep``) under each example's edits."""
+    ids = table.column("example_id").to_pylist()
+    prompts = table.column("sender_prompt").to_pylist()
+    answers = table.column("answer").to_pylist()
+    candidates = table.column("candidates").to_pylist()
+    hops = table.column("hops").to_pylist()
+    alternatives = (table.column("counterfactual_answer").to_pylist() if "counterfactual_answer" in table.column_names
+                    else [None] * table.num_rows)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    columns: dict[str, list] = {field.name: [] for field in EXAMPLE_SCHEMA}
+    for begin in range(0, len(keep), batch_size):
+        batch = range(begin, min(begin + batch_size, len(keep)))
+        batch_examples, golds, names_of = [], [], []
+        for n in batch:
+            names, gold = with_gold(candidates[keep[n]], answers[keep[n]])
+            prompt_ids = tokenizer(prompts[keep[n]], add_special_tokens=False)["input_ids"]
+            batch_examples.append(Example(prompt_ids, int(positions[keep[n]]), continuation_ids(tokenizer, names)))
+            golds.append(gold)
+            names_of.append(names)
+        scores = fast_scores(model, batch_examples, layer, [edits[n] for n in batch], pad_id=pad_id)
+        for n, score, gold, names in zip(batch, scores, golds, names_of):
+            i = keep[n]
+            alternative = names.index(alternatives[i]) if alternatives[i] in names else None
+            for k, condition in enumerate(conditions):
+                gold_logprob = score.logprob[k, gold]
+                columns["example_id"].append(ids[i])
+                columns["hops"].append(hops[i])
+                columns["layer"].append(layer)
+                columns["role"].append(role)
+                columns["condition"].append(condition)
+                columns["exact_match"].append(bool(score.exact[k, gold]))
+                columns["gold_logprob"].append(float(gold_logprob))
+                columns["gold_rank"].append(int(1 + np.sum(score.logprob[k] > gold_logprob)))
+                columns["counterfactual_top1"].append(
+                    None if alternative is None else bool(np.argmax(score.logprob[k]) == alternative))
+    return pa.table(columns, schema=EXAMPLE_SCHEMA)
+
+
+def shared_rows(examples: pa.Table) -> pa.Table:
+    return examples.filter(pc.equal(examples.column("mode"), MODE))
+
+
 def sender_ablation_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
                          layer: int, role: str, eval_store: ActivationStore, train_store: ActivationStore,
                          seed: int = 0, batch_size: int = 16) -> pa.Table:
     """Per-example scores of the sender's own answer, clean and under each ablation, at one layer and role."""
-    shared = examples.filter(pc.equal(examples.column("mode"), MODE))
+    shared = shared_rows(examples)
     positions = role_positions_for_table(tokenizer, shared, "sender", [role])[role]
     keys, states = eval_store.read(layer, role, [MODE])
     state_of = {key: row for row, key in enumerate(keys)}
@@ -75,54 +128,60 @@ def sender_ablation_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
     mean = train_states.astype(np.float64).mean(axis=0)
     own = states[[state_of[(ids[i], MODE)] for i in keep]]
     resampled = own[derangement(len(keep), seed)]
-    prompts = shared.column("sender_prompt").to_pylist()
-    answers = shared.column("answer").to_pylist()
-    candidates = shared.column("candidates").to_pylist()
-    hops = shared.column("hops").to_pylist()
+    return _score_rows(model, tokenizer, shared, keep, positions, layer, role,
+                       [ablation_edits(mean, resampled[n]) for n in range(len(keep))], ("none", *ABLATIONS),
+                       batch_size)
+
+
+def sender_patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+                         layer: int, role: str, batch_size: int = 16) -> pa.Table:
+    """Per-example scores, clean and with the state at (layer, role) taken from the counterfactual prompt."""
+    shared = shared_rows(examples)
+    shared = shared.filter(pc.is_valid(shared.column("counterfactual_prompt")))
+    positions = role_positions_for_table(tokenizer, shared, "sender", [role])[role]
+    donor_positions = role_positions_for_table(tokenizer, shared, "counterfactual", [role])[role]
+    keep = [i for i in range(shared.num_rows) if positions[i] >= 0 and donor_positions[i] >= 0]
+    if len(keep) < 2:
+        raise ValueError(f"fewer than two {MODE} examples have a counterfactual prompt and role {role!r}")
+    donors = [tokenizer(text, add_special_tokens=False)["input_ids"]
+              for text in shared.column("counterfactual_prompt").to_pylist()]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    columns: dict[str, list] = {field.name: [] for field in EXAMPLE_SCHEMA}
-    for begin in range(0, len(keep), batch_size):
-        batch = range(begin, min(begin + batch_size, len(keep)))
-        batch_examples, golds = [], []
-        for n in batch:
-            names, gold = with_gold(candidates[keep[n]], answers[keep[n]])
-            prompt_ids = tokenizer(prompts[keep[n]], add_special_tokens=False)["input_ids"]
-            batch_examples.append(Example(prompt_ids, int(positions[keep[n]]), continuation_ids(tokenizer, names)))
-            golds.append(gold)
-        scores = fast_scores(model, batch_examples, layer, [ablation_edits(mean, resampled[n]) for n in batch],
-                             pad_id=pad_id)
-        for n, score, gold in zip(batch, scores, golds):
-            for k, condition in enumerate(("none", *ABLATIONS)):
-                gold_logprob = score.logprob[k, gold]
-                columns["example_id"].append(ids[keep[n]])
-                columns["hops"].append(hops[keep[n]])
-                columns["layer"].append(layer)
-                columns["role"].append(role)
-                columns["condition"].append(condition)
-                columns["exact_match"].append(bool(score.exact[k, gold]))
-                columns["gold_logprob"].append(float(gold_logprob))
-                columns["gold_rank"].append(int(1 + np.sum(score.logprob[k] > gold_logprob)))
-    return pa.table(columns, schema=EXAMPLE_SCHEMA)
+    device = next(model.parameters()).device
+    donor_states = np.concatenate([
+        hidden_states_at(model, [donors[i] for i in keep[begin:begin + batch_size]],
+                         donor_positions[keep[begin:begin + batch_size]][:, None], [layer], pad_id, device)[:, 0, 0]
+        for begin in range(0, len(keep), batch_size)])
+    edits = [Edits(torch.tensor([1.0, 0.0]), torch.from_numpy(np.stack([np.zeros_like(state), state])),
+                   torch.zeros(2, dtype=torch.bool)) for state in donor_states]
+    return _score_rows(model, tokenizer, shared, keep, positions, layer, role, edits, ("none", "patch"), batch_size)
 
 
-def sender_ablation_table(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                          layers: Sequence[int], roles: Sequence[str], eval_store: ActivationStore,
-                          train_store: ActivationStore, batch_size: int = 16) -> pa.Table:
-    tables = []
+def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+                         layers: Sequence[int], roles: Sequence[str], eval_store: ActivationStore,
+                         train_store: ActivationStore, batch_size: int = 16) -> tuple[pa.Table, pa.Table]:
+    """(ablation rows, patching rows) for every layer and role; patching where counterfactual prompts exist."""
+    ablations, patches = [], []
+    has_counterfactuals = ("counterfactual_prompt" in examples.column_names
+                           and pc.sum(pc.is_valid(shared_rows(examples).column("counterfactual_prompt"))).as_py())
     for layer in layers:
         for role in roles:
-            tables.append(sender_ablation_rows(model, tokenizer, examples, layer, role, eval_store, train_store,
-                                               seed=layer, batch_size=batch_size))
-            log.info("sender layer %d role %s: %d rows", layer, role, tables[-1].num_rows)
-    return pa.concat_tables(tables)
+            ablations.append(sender_ablation_rows(model, tokenizer, examples, layer, role, eval_store, train_store,
+                                                  seed=layer, batch_size=batch_size))
+            if has_counterfactuals:
+                patches.append(sender_patching_rows(model, tokenizer, examples, layer, role, batch_size))
+            log.info("sender layer %d role %s: %d ablation rows, %d patching rows", layer, role,
+                     ablations[-1].num_rows, patches[-1].num_rows if patches else 0)
+    return pa.concat_tables(ablations), (pa.concat_tables(patches) if patches else EXAMPLE_SCHEMA.empty_table())
 
 
-def ablation_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
-    """Δ of each ablation against the clean run, per layer, role and hop count (and all hops), with BCa CIs.
+def paired_effects(rows: pa.Table, conditions: Sequence[str], metrics: dict[str, str],
+                   settings: StatsSettings) -> pa.Table:
+    """Δ of each condition against ``none``, per layer, role and hop count (and all hops), with BCa CIs.
 
-    Holm families: the ablations x layers of one role, hop subset and metric.
+    ``metrics`` maps a metric's name to its column. Holm families: the
+    conditions x layers of one role, hop subset and metric.
     """
-    data = rows.to_pylist()
+    data = [r for r in rows.to_pylist()]
     rng = np.random.Generator(np.random.PCG64(settings.seed))
     out = []
     for role in sorted({r["role"] for r in data}):
@@ -136,18 +195,18 @@ def ablation_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
                     if r["layer"] == layer:
                         by_condition.setdefault(r["condition"], {})[r["example_id"]] = r
                 order = sorted(by_condition["none"])
-                columns = [(condition, metric) for condition in ABLATIONS for metric in METRICS]
-                values = {(c, m): np.array([by_condition[c][i][METRICS[m]] for i in order], dtype=np.float64)
-                          for c in ("none", *ABLATIONS) for m in METRICS}
+                columns = [(condition, metric) for condition in conditions for metric in metrics]
+                values = {(c, m): np.array([by_condition[c][i][metrics[m]] for i in order], dtype=np.float64)
+                          for c in ("none", *conditions) for m in metrics}
                 differences = np.stack([values[(c, m)] - values[("none", m)] for c, m in columns], axis=1)
                 boot = bootstrap_means(differences, settings.resamples, rng)
                 low, high, method = bca_intervals(differences, boot, settings.confidence)
                 for j, (condition, metric) in enumerate(columns):
-                    if metric == "accuracy":
+                    if metric == "logprob":
+                        test, p_value = "paired_t", paired_t(differences[:, j])
+                    else:
                         test, p_value = "mcnemar_exact", mcnemar_exact(values[("none", metric)].astype(bool),
                                                                        values[(condition, metric)].astype(bool))
-                    else:
-                        test, p_value = "paired_t", paired_t(differences[:, j])
                     out.append({"layer": layer, "role": role, "hops": subset, "condition": condition,
                                 "metric": metric, "n": len(order), "clean_value": float(values[("none", metric)].mean()),
                                 "value": float(values[(condition, metric)].mean()),
@@ -157,27 +216,49 @@ def ablation_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
     return pa.Table.from_pylist(with_holm(out, ["role", "hops", "metric"]), schema=EFFECT_SCHEMA)
 
 
-def ablation_markdown(effects: pa.Table, confidence: float) -> str:
-    """Per role: each layer's ablation effect on the sender's own accuracy and log-prob, by hop count."""
+def ablation_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
+    return paired_effects(rows, ABLATIONS, METRICS, settings)
+
+
+def patching_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
+    return paired_effects(rows, ("patch",), PATCH_METRICS, settings)
+
+
+def causal_markdown(effects: pa.Table, confidence: float) -> str:
+    """Per role: each layer's ablation effect on the sender's own answer, then counterfactual patching."""
     rows = effects.to_pylist()
     lines = ["# Sender-side causal profile", "",
              "Does the sender's own answer (its `shared` prompts) depend on the states the bridges translate? "
              "`mean`: the state at that layer and role replaced by its bridge_train mean; `resample`: by another "
-             f"eval example's state. Δ = ablated − clean, with {confidence:.0%} BCa intervals; Holm across the "
-             "ablations × layers of one role, hop subset and metric.", ""]
+             "eval example's state; `patch`: by the state at the same role of the counterfactual prompt (the "
+             "first hop's object swapped: another bridge entity, another answer). Δ = intervened − clean, with "
+             f"{confidence:.0%} BCa intervals; Holm across the conditions × layers of one role, hop subset and "
+             "metric.", ""]
+    keyed = {(r["role"], r["layer"], r["hops"], r["condition"], r["metric"]): r for r in rows}
     for role in sorted({r["role"] for r in rows}):
-        lines += [f"## role `{role}`", "",
+        lines += [f"## role `{role}`: ablation", "",
                   "| layer | hops | n | clean accuracy | ablation | Δ accuracy, points | Δ gold log-prob | p (Holm) |",
                   "|---|---|---|---|---|---|---|---|"]
-        keyed = {(r["layer"], r["hops"], r["condition"], r["metric"]): r for r in rows if r["role"] == role}
-        for layer, hops, condition, metric in sorted(keyed):
-            if metric != "accuracy":
+        for (r_role, layer, hops, condition, metric) in sorted(keyed):
+            if r_role != role or metric != "accuracy" or condition not in ABLATIONS:
                 continue
-            accuracy = keyed[(layer, hops, condition, "accuracy")]
-            logprob = keyed[(layer, hops, condition, "logprob")]
+            accuracy, logprob = keyed[(role, layer, hops, condition, "accuracy")], keyed[(role, layer, hops, condition,
+                                                                                         "logprob")]
             lines.append(f"| {layer} | {hops} | {accuracy['n']} | {accuracy['clean_value']:.3f} | {condition} | "
-                         f"{100 * accuracy['delta']:+.1f} [{100 * accuracy['ci_low']:+.1f}, "
-                         f"{100 * accuracy['ci_high']:+.1f}] | {logprob['delta']:+.2f} [{logprob['ci_low']:+.2f}, "
+                         f"{_points(accuracy)} | {logprob['delta']:+.2f} [{logprob['ci_low']:+.2f}, "
                          f"{logprob['ci_high']:+.2f}] | {accuracy['p_holm']:.2g} |")
+        moved = [keyed[k] for k in sorted(keyed) if k[0] == role and k[3] == "patch" and k[4] == "moved"]
+        if moved:
+            lines += ["", f"## role `{role}`: counterfactual patching", "",
+                      "| layer | hops | n | answer = counterfactual's, clean → patched | Δ, points | "
+                      "Δ accuracy (original answer), points | p (Holm, moved) |", "|---|---|---|---|---|---|---|"]
+            for row in moved:
+                accuracy = keyed[(role, row["layer"], row["hops"], "patch", "accuracy")]
+                lines.append(f"| {row['layer']} | {row['hops']} | {row['n']} | {row['clean_value']:.3f} → "
+                             f"{row['value']:.3f} | {_points(row)} | {_points(accuracy)} | {row['p_holm']:.2g} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _points(row: dict) -> str:
+    return f"{100 * row['delta']:+.1f} [{100 * row['ci_low']:+.1f}, {100 * row['ci_high']:+.1f}]"

@@ -250,6 +250,28 @@ def prompts_for_mode(world: World, mode: str, template: Template) -> dict[str, P
     raise ValueError(f"unknown context mode {mode!r}; allowed: {list(CONTEXT_MODES)}")
 
 
+def counterfactual_world(world: World) -> World | None:
+    """The same world with the focus's first-hop object swapped for the first distractor chain's: a new bridge
+    entity and a new answer, every other fact and the question unchanged (None without a later hop or a distractor).
+
+    Every distractor chain carries the focus's later relations from its second
+    entity on, so ``subject -r1-> e1'`` continues along it to its end ``Z'``,
+    which is one of the world's candidates. The old ``e1 -r2-> ...`` facts stay
+    (now unreachable from the question), so the prompt keeps its length in facts.
+    Counterfactual activation patching runs the model on this prompt and moves
+    its state at a role into the original prompt.
+    """
+    if world.hops < 2 or not world.distractors:
+        return None
+    donor = world.distractors[0]
+    subject, first = world.focus.entities[0], world.focus.relations[0]
+    new_bridge = donor.entities[1]
+    focus = Chain((subject, *donor.entities[1:]), world.focus.relations)
+    swapped = tuple(Fact(f.subject, f.relation, new_bridge, f.depth) if (f.subject, f.relation) == (subject, first)
+                    else f for f in world.fact_order)
+    return World(focus, world.distractors, swapped)
+
+
 def training_questions(world: World, rng: np.random.Generator, n_questions: int,
                        template: Template) -> list[tuple[str, str, int]]:
     """Extra (question, answer, hops) triples about the same world, for dense LM supervision.
@@ -295,6 +317,12 @@ SCHEMA = pa.schema([
     ("full_relation_span", pa.list_(pa.int32(), 2)),
     ("train_questions", pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string()),
                                             ("hops", pa.int8())]))),
+    # shared rows with a later hop: the full prompt of counterfactual_world (see there)
+    ("counterfactual_prompt", pa.string()),
+    ("counterfactual_answer", pa.string()),
+    ("counterfactual_bridge_span", pa.list_(pa.int32(), 2)),
+    ("counterfactual_subject_span", pa.list_(pa.int32(), 2)),
+    ("counterfactual_relation_span", pa.list_(pa.int32(), 2)),
 ])
 
 
@@ -323,6 +351,8 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
             if mode == "asymmetric" and (hops < 2 or split == "lm_train"):
                 continue
             prompts = prompts_for_mode(world, mode, template)
+            counterfactual = counterfactual_world(world) if mode == "shared" and split != "lm_train" else None
+            alternative = prompts_for_mode(counterfactual, "shared", template)["full"] if counterfactual else None
             yield {
                 "example_id": f"{split}-{index:06d}",
                 "split": split,
@@ -340,6 +370,11 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
                 **{f"{side}_subject_span": list(p.subject_span) for side, p in prompts.items()},
                 **{f"{side}_relation_span": list(p.relation_span) for side, p in prompts.items()},
                 "train_questions": [{"question": q, "answer": a, "hops": h} for q, a, h in extra],
+                "counterfactual_prompt": alternative.text if alternative else None,
+                "counterfactual_answer": counterfactual.focus.answer if counterfactual else None,
+                "counterfactual_bridge_span": list(alternative.bridge_span) if alternative else None,
+                "counterfactual_subject_span": list(alternative.subject_span) if alternative else None,
+                "counterfactual_relation_span": list(alternative.relation_span) if alternative else None,
             }
 
 

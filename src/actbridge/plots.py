@@ -252,12 +252,12 @@ def causal_sender_figure(effects: pa.Table, metric: str = "accuracy") -> Figure:
                 _empty(axis, f"no {subset}-hop examples have role {role}" if subset != "all" else
                        "one hop count only: see below")
                 continue
-            for condition, color in (("mean", "tab:blue"), ("resample", "tab:red")):
+            for condition, color in (("mean", "tab:blue"), ("resample", "tab:red"), ("patch", "tab:green")):
                 series = sorted((r for r in rows if (r["role"], r["hops"], r["condition"]) == (role, subset, condition)),
                                 key=lambda r: r["layer"])
                 layers = [r["layer"] for r in series]
                 axis.plot(layers, [r["delta"] * scale for r in series], "-o", color=color, markersize=3,
-                          label=f"{condition} ablation")
+                          label="counterfactual patch" if condition == "patch" else f"{condition} ablation")
                 axis.fill_between(layers, [r["ci_low"] * scale for r in series],
                                   [r["ci_high"] * scale for r in series], color=color, alpha=0.2, linewidth=0)
             if row == 0:
@@ -266,6 +266,8 @@ def causal_sender_figure(effects: pa.Table, metric: str = "accuracy") -> Figure:
                 axis.set_ylabel(f"hops: {subset}\n{unit}", fontsize=8)
             if row == len(subsets) - 1:
                 axis.set_xlabel("sender layer (hidden_states index)")
-    axes[0, -1].legend(fontsize=7)
-    figure.suptitle("Sender's own answer when the bridged state is ablated (shared prompts), BCa CI", fontsize=9)
+    handles = {label: handle for axis in axes.ravel() for handle, label in zip(*axis.get_legend_handles_labels())}
+    axes[0, -1].legend(handles.values(), handles.keys(), fontsize=7)
+    figure.suptitle("Sender's own answer when the bridged state is ablated or patched from a counterfactual "
+                    "(shared prompts), BCa CI", fontsize=9)
     return figure

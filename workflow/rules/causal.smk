@@ -9,6 +9,7 @@ rule sender_causal:
         train_states=f"{RESULTS}/activations/sender/bridge_train",
     output:
         examples=f"{RESULTS}/causal/sender_examples.parquet",
+        patching=f"{RESULTS}/causal/sender_patching_examples.parquet",
         table=f"{RESULTS}/causal/sender.parquet",
         markdown=report(f"{RESULTS}/causal/sender.md", caption="../report/causal_sender.rst", category="Causal"),
     params:
@@ -17,7 +18,7 @@ rule sender_causal:
         stats=config["stats"],
         dtype=config["dtype"],
         code=library_code("causal", "statistics", "interventions", "evaluation", "roles", "activations",
-                          "conditions", "models", "padding"),
+                          "conditions", "models", "padding", "dataset"),
     threads: 1
     resources:
         mem_mb=3000,

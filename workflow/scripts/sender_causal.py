@@ -1,9 +1,10 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from actbridge.activations import ActivationStore
-from actbridge.causal import ablation_effects, ablation_markdown, sender_ablation_table
+from actbridge.causal import ablation_effects, causal_markdown, patching_effects, sender_causal_tables
 from actbridge.io import write_parquet, write_text
 from actbridge.logs import log_to_file
 from actbridge.models import configure_threads, load_model, load_tokenizer, resolve_device, resolve_dtype
@@ -13,13 +14,16 @@ log_to_file(snakemake.log[0])
 configure_threads(snakemake.config["threads"] or snakemake.threads)
 model = load_model(snakemake.input.model, resolve_device(snakemake.config["device"]),
                    resolve_dtype(snakemake.params.dtype))
-rows = sender_ablation_table(model, load_tokenizer(snakemake.input.model), pq.read_table(snakemake.input.eval),
-                             snakemake.params.layers, snakemake.params.roles,
-                             ActivationStore(snakemake.input.eval_states, quarantine=True),
-                             ActivationStore(snakemake.input.train_states, quarantine=True),
-                             batch_size=snakemake.config["injection"]["batch_size"])
+ablations, patches = sender_causal_tables(model, load_tokenizer(snakemake.input.model),
+                                          pq.read_table(snakemake.input.eval), snakemake.params.layers,
+                                          snakemake.params.roles,
+                                          ActivationStore(snakemake.input.eval_states, quarantine=True),
+                                          ActivationStore(snakemake.input.train_states, quarantine=True),
+                                          batch_size=snakemake.config["injection"]["batch_size"])
 settings = StatsSettings.from_config(snakemake.params.stats)
-effects = ablation_effects(rows, settings)
-write_parquet(rows, snakemake.output.examples)
+effects = pa.concat_tables([ablation_effects(ablations, settings)]
+                           + ([patching_effects(patches, settings)] if patches.num_rows else []))
+write_parquet(ablations, snakemake.output.examples)
+write_parquet(patches, snakemake.output.patching)
 write_parquet(effects, snakemake.output.table)
-write_text(ablation_markdown(effects, settings.confidence), snakemake.output.markdown)
+write_text(causal_markdown(effects, settings.confidence), snakemake.output.markdown)

@@ -181,7 +181,7 @@ def paired_effects(rows: pa.Table, conditions: Sequence[str], metrics: dict[str,
     ``metrics`` maps a metric's name to its column. Holm families: the
     conditions x layers of one role, hop subset and metric.
     """
-    data = [r for r in rows.to_pylist()]
+    data = rows.to_pylist()
     rng = np.random.Generator(np.random.PCG64(settings.seed))
     out = []
     for role in sorted({r["role"] for r in data}):

@@ -46,9 +46,8 @@ def _grid(n_rows: int, n_cols: int, width: float = 3.2, height: float = 2.6, **k
 
 
 def _empty(axis, message: str) -> None:
+    """A panel without data says why. Ticks stay: axes may share them with their neighbours."""
     axis.text(0.5, 0.5, message, ha="center", va="center", transform=axis.transAxes, fontsize=8, color="0.4")
-    axis.set_xticks([])
-    axis.set_yticks([])
 
 
 # ---------------------------------------------------------------------------- dataset
@@ -251,7 +250,6 @@ def causal_sender_figure(effects: pa.Table, metric: str = "accuracy") -> Figure:
             if not any((r["role"], r["hops"]) == (role, subset) for r in rows):
                 _empty(axis, f"no {subset}-hop examples have role {role}" if subset != "all" else
                        "one hop count only: see below")
-                continue
             for condition, color in (("mean", "tab:blue"), ("resample", "tab:red"), ("patch", "tab:green")):
                 series = sorted((r for r in rows if (r["role"], r["hops"], r["condition"]) == (role, subset, condition)),
                                 key=lambda r: r["layer"])

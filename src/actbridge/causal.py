@@ -31,11 +31,9 @@ import torch
 
 from actbridge.activations import ActivationStore, hidden_states_at
 from actbridge.conditions import derangement
-from actbridge.evaluation import continuation_ids, with_gold
-from actbridge.interventions import Edits, Example, fast_scores
+from actbridge.interventions import Edits, score_under_edits
 from actbridge.roles import role_positions_for_table
-from actbridge.statistics import (METRICS, StatsSettings, bca_intervals, bootstrap_means, mcnemar_exact, paired_t,
-                                  with_holm)
+from actbridge.statistics import METRICS, StatsSettings, bca_intervals, bootstrap_means, paired_test, with_holm
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -72,39 +70,29 @@ def _score_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", 
                 batch_size: int) -> pa.Table:
     """Score the sender's own answer on ``table``'s sender prompts (rows ``keep``) under each example's edits."""
     ids = table.column("example_id").to_pylist()
-    prompts = table.column("sender_prompt").to_pylist()
-    answers = table.column("answer").to_pylist()
-    candidates = table.column("candidates").to_pylist()
     hops = table.column("hops").to_pylist()
     alternatives = (table.column("counterfactual_answer").to_pylist() if "counterfactual_answer" in table.column_names
                     else [None] * table.num_rows)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prompts, answers = table.column("sender_prompt").to_pylist(), table.column("answer").to_pylist()
+    candidates = table.column("candidates").to_pylist()
     columns: dict[str, list] = {field.name: [] for field in EXAMPLE_SCHEMA}
-    for begin in range(0, len(keep), batch_size):
-        batch = range(begin, min(begin + batch_size, len(keep)))
-        batch_examples, golds, names_of = [], [], []
-        for n in batch:
-            names, gold = with_gold(candidates[keep[n]], answers[keep[n]])
-            prompt_ids = tokenizer(prompts[keep[n]], add_special_tokens=False)["input_ids"]
-            batch_examples.append(Example(prompt_ids, int(positions[keep[n]]), continuation_ids(tokenizer, names)))
-            golds.append(gold)
-            names_of.append(names)
-        scores = fast_scores(model, batch_examples, layer, [edits[n] for n in batch], pad_id=pad_id)
-        for n, score, gold, names in zip(batch, scores, golds, names_of):
-            i = keep[n]
-            alternative = names.index(alternatives[i]) if alternatives[i] in names else None
-            for k, condition in enumerate(conditions):
-                gold_logprob = score.logprob[k, gold]
-                columns["example_id"].append(ids[i])
-                columns["hops"].append(hops[i])
-                columns["layer"].append(layer)
-                columns["role"].append(role)
-                columns["condition"].append(condition)
-                columns["exact_match"].append(bool(score.exact[k, gold]))
-                columns["gold_logprob"].append(float(gold_logprob))
-                columns["gold_rank"].append(int(1 + np.sum(score.logprob[k] > gold_logprob)))
-                columns["counterfactual_top1"].append(
-                    None if alternative is None else bool(np.argmax(score.logprob[k]) == alternative))
+    scored = score_under_edits(model, tokenizer, layer, [prompts[i] for i in keep], [positions[i] for i in keep],
+                               [answers[i] for i in keep], [candidates[i] for i in keep], edits.__getitem__,
+                               batch_size)
+    for n, _, score, names, gold in scored:
+        i = keep[n]
+        alternative = names.index(alternatives[i]) if alternatives[i] in names else None
+        for k, condition in enumerate(conditions):
+            columns["example_id"].append(ids[i])
+            columns["hops"].append(hops[i])
+            columns["layer"].append(layer)
+            columns["role"].append(role)
+            columns["condition"].append(condition)
+            columns["exact_match"].append(bool(score.exact[k, gold]))
+            columns["gold_logprob"].append(float(score.logprob[k, gold]))
+            columns["gold_rank"].append(score.gold_rank(k, gold))
+            columns["counterfactual_top1"].append(
+                None if alternative is None else bool(np.argmax(score.logprob[k]) == alternative))
     return pa.table(columns, schema=EXAMPLE_SCHEMA)
 
 
@@ -202,11 +190,7 @@ def paired_effects(rows: pa.Table, conditions: Sequence[str], metrics: dict[str,
                 boot = bootstrap_means(differences, settings.resamples, rng)
                 low, high, method = bca_intervals(differences, boot, settings.confidence)
                 for j, (condition, metric) in enumerate(columns):
-                    if metric == "logprob":
-                        test, p_value = "paired_t", paired_t(differences[:, j])
-                    else:
-                        test, p_value = "mcnemar_exact", mcnemar_exact(values[("none", metric)].astype(bool),
-                                                                       values[(condition, metric)].astype(bool))
+                    test, p_value = paired_test(metric, values[("none", metric)], values[(condition, metric)])
                     out.append({"layer": layer, "role": role, "hops": subset, "condition": condition,
                                 "metric": metric, "n": len(order), "clean_value": float(values[("none", metric)].mean()),
                                 "value": float(values[(condition, metric)].mean()),

@@ -20,8 +20,7 @@ from actbridge.activations import ActivationStore, RowKey
 from actbridge.bridges import Bridge
 from actbridge.conditions import (ConditionInputs, build_edits, condition_labels, derangement,
                                   random_directions)
-from actbridge.evaluation import continuation_ids, with_gold
-from actbridge.interventions import Edits, Example, fast_scores
+from actbridge.interventions import Edits, score_under_edits
 from actbridge.layout import pair_name
 from actbridge.roles import ROLES, role_positions_for_table
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
@@ -73,49 +72,42 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     full_row = {key: row for row, key in enumerate(full_keys or [])}
     prompts = examples.column("receiver_prompt").to_pylist()
     full_prompts = examples.column("full_prompt").to_pylist()
-    answers = examples.column("answer").to_pylist()
-    candidates = examples.column("candidates").to_pylist()
     hops = examples.column("hops").to_pylist()
+    # self_patch only where the receiver's prompt lacks facts; elsewhere it would write back h itself
+    labels_of = [labels if prompts[i] != full_prompts[i] else without_self_patch for i in keep]
+
+    def edits_for(n: int) -> Edits:
+        full = full_states[full_row[keys[keep[n]]]] if keys[keep[n]] in full_row else None
+        return build_edits(labels_of[n], ConditionInputs(bridged[n], shuffled[n], directions[n],
+                                                         bridge.receiver.mean, full))
+
     columns: dict[str, list] = {field.name: [] for field in RESULT_SCHEMA}
-    for begin in range(0, len(keep), batch_size):
-        batch = range(begin, min(begin + batch_size, len(keep)))
-        batch_examples, batch_edits, batch_labels, golds = [], [], [], []
-        for n in batch:
-            i = keep[n]
-            names, gold = with_gold(candidates[i], answers[i])
-            cand_ids = continuation_ids(tokenizer, names)
-            prompt_ids = tokenizer(prompts[i], add_special_tokens=False)["input_ids"]
-            batch_examples.append(Example(prompt_ids, int(positions[i]), cand_ids))
-            golds.append(gold)
-            full = full_states[full_row[keys[i]]] if keys[i] in full_row else None
-            inputs = ConditionInputs(bridged[n], shuffled[n], directions[n], bridge.receiver.mean, full)
-            batch_labels.append(labels if prompts[i] != full_prompts[i] else without_self_patch)
-            batch_edits.append(build_edits(batch_labels[-1], inputs))
-        scores = fast_scores(receiver, batch_examples, site.layer, batch_edits,
-                             pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        for n, score, gold, edits, example_labels in zip(batch, scores, golds, batch_edits, batch_labels):
-            i = keep[n]
-            h = score.clean_state.astype(np.float64)
-            b = bridged[n]
-            h_norm, b_norm = float(np.linalg.norm(h)), float(np.linalg.norm(b))
-            cos_hb = float(h @ b / (h_norm * b_norm)) if h_norm > 0 and b_norm > 0 else float("nan")
-            perturbation = relative_perturbation(h, edits)
-            for k, (condition, alpha) in enumerate(example_labels):
-                gold_logprob = score.logprob[k, gold]
-                columns["example_id"].append(ids[i])
-                columns["mode"].append(modes[i])
-                columns["hops"].append(hops[i])
-                columns["role"].append(site.role)
-                columns["condition"].append(condition)
-                columns["alpha"].append(alpha)
-                columns["exact_match"].append(bool(score.exact[k, gold]))
-                columns["gold_logprob"].append(float(gold_logprob))
-                columns["gold_rank"].append(int(1 + np.sum(score.logprob[k] > gold_logprob)))
-                columns["n_candidates"].append(score.logprob.shape[1])
-                columns["h_norm"].append(h_norm)
-                columns["b_norm"].append(b_norm)
-                columns["cos_hb"].append(cos_hb)
-                columns["perturbation"].append(float(perturbation[k]))
+    answers, candidates = examples.column("answer").to_pylist(), examples.column("candidates").to_pylist()
+    scored = score_under_edits(receiver, tokenizer, site.layer, [prompts[i] for i in keep],
+                               [positions[i] for i in keep], [answers[i] for i in keep],
+                               [candidates[i] for i in keep], edits_for, batch_size)
+    for n, edits, score, names, gold in scored:
+        i = keep[n]
+        h = score.clean_state.astype(np.float64)
+        b = bridged[n]
+        h_norm, b_norm = float(np.linalg.norm(h)), float(np.linalg.norm(b))
+        cos_hb = float(h @ b / (h_norm * b_norm)) if h_norm > 0 and b_norm > 0 else float("nan")
+        perturbation = relative_perturbation(h, edits)
+        for k, (condition, alpha) in enumerate(labels_of[n]):
+            columns["example_id"].append(ids[i])
+            columns["mode"].append(modes[i])
+            columns["hops"].append(hops[i])
+            columns["role"].append(site.role)
+            columns["condition"].append(condition)
+            columns["alpha"].append(alpha)
+            columns["exact_match"].append(bool(score.exact[k, gold]))
+            columns["gold_logprob"].append(float(score.logprob[k, gold]))
+            columns["gold_rank"].append(score.gold_rank(k, gold))
+            columns["n_candidates"].append(len(names))
+            columns["h_norm"].append(h_norm)
+            columns["b_norm"].append(b_norm)
+            columns["cos_hb"].append(cos_hb)
+            columns["perturbation"].append(float(perturbation[k]))
     return pa.table(columns, schema=RESULT_SCHEMA)
 
 

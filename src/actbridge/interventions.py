@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from actbridge.evaluation import score_continuation
+from actbridge.evaluation import continuation_ids, score_continuation, with_gold
 from actbridge.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,10 @@ class CandidateScores:
     logprob: np.ndarray  # summed log-probability of the candidate's tokens
     exact: np.ndarray  # bool: greedy decoding reproduces the candidate (arg-max at every token)
     clean_state: np.ndarray | None = None  # [d]: the state at the edit site before any edit
+
+    def gold_rank(self, edit: int, gold: int) -> int:
+        """1 + how many candidates score above the gold one under ``edit``."""
+        return int(1 + np.sum(self.logprob[edit] > self.logprob[edit, gold]))
 
 
 def _trunk_part(model: "PreTrainedModel", names: Sequence[str], kind: type, what: str) -> torch.nn.Module:
@@ -148,14 +152,12 @@ def _rows(examples: Sequence[Example], edits: Sequence[Edits]) -> list[tuple[int
             for c in range(len(example.candidates))]
 
 
-def _collect(examples: Sequence[Example], edits: Sequence[Edits], rows: list[tuple[int, int, int]],
-             logprob: list[float], exact: list[bool], clean: torch.Tensor) -> list[CandidateScores]:
-    """Scores per example; ``clean`` [rows, d] holds each row's state before its edit (the same within an example)."""
-    first_row = {}
-    for n, (i, _, _) in enumerate(rows):
-        first_row.setdefault(i, n)
+def _collect(examples: Sequence[Example], edits: Sequence[Edits], rows: Sequence[tuple[int, int, int]],
+             logprob: Sequence[float], exact: Sequence[bool],
+             clean_states: Sequence[np.ndarray | None]) -> list[CandidateScores]:
+    """Scores per example from per-row results; ``clean_states[i]`` is example i's state before any edit."""
     out = [CandidateScores(np.zeros((len(edits[i]), len(e.candidates))),
-                           np.zeros((len(edits[i]), len(e.candidates)), dtype=bool), clean[first_row[i]].numpy())
+                           np.zeros((len(edits[i]), len(e.candidates)), dtype=bool), clean_states[i])
            for i, e in enumerate(examples)]
     for (i, k, c), lp, ex in zip(rows, logprob, exact):
         out[i].logprob[k, c] = lp
@@ -185,7 +187,11 @@ def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: i
     logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
     scored = [score_continuation(logprobs, r, len(examples[i].prompt_ids) - 1, examples[i].candidates[c])
               for r, (i, _, c) in enumerate(rows)]
-    return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored], recorded[0])
+    first_row: dict[int, int] = {}
+    for n, (i, _, _) in enumerate(rows):
+        first_row.setdefault(i, n)
+    clean_states = [recorded[0][first_row[i]].numpy() if i in first_row else None for i in range(len(examples))]
+    return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored], clean_states)
 
 
 @dataclass(frozen=True)
@@ -333,11 +339,31 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
     np.add.at(owner_logprob, np.asarray(owners, dtype=np.int64), token_logprob)
     np.add.at(owner_misses, np.asarray(owners, dtype=np.int64), token_miss)
     first_edit = np.cumsum([0] + [len(e) for e in edits])
-    out = [CandidateScores(np.zeros((len(edits[i]), len(e.candidates))),
-                           np.zeros((len(edits[i]), len(e.candidates)), dtype=bool),
-                           recorded[0][first_edit[i]].numpy() if len(edits[i]) else None)
-           for i, e in enumerate(examples)]
-    for owner, (i, k, c, _) in enumerate(rows.predictors):
-        out[i].logprob[k, c] = owner_logprob[owner]
-        out[i].exact[k, c] = owner_misses[owner] == 0
-    return out
+    clean_states = [recorded[0][first_edit[i]].numpy() if len(edits[i]) else None for i in range(len(examples))]
+    return _collect(examples, edits, [(i, k, c) for i, k, c, _ in rows.predictors], owner_logprob,
+                    owner_misses == 0, clean_states)
+
+
+def score_under_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", layer: int,
+                      prompts: Sequence[str], positions: Sequence[int], answers: Sequence[str],
+                      candidates: Sequence[Sequence[str]], edits_for: Callable[[int], Edits], batch_size: int
+                      ) -> Iterator[tuple[int, Edits, CandidateScores, list[str], int]]:
+    """Score each prompt's candidate answers (the gold one added if missing) under its edits, in batches.
+
+    Yields, per example n: (n, its edits, its scores [K, C], the candidate
+    names, the gold answer's index among them). ``edits_for(n)`` is called
+    one batch at a time, so edits for a whole split never sit in memory.
+    """
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for begin in range(0, len(prompts), batch_size):
+        batch = range(begin, min(begin + batch_size, len(prompts)))
+        examples, edits, named = [], [], []
+        for n in batch:
+            names, gold = with_gold(candidates[n], answers[n])
+            prompt_ids = tokenizer(prompts[n], add_special_tokens=False)["input_ids"]
+            examples.append(Example(prompt_ids, int(positions[n]), continuation_ids(tokenizer, names)))
+            edits.append(edits_for(n))
+            named.append((names, gold))
+        for n, example_edits, score, (names, gold) in zip(batch, edits, fast_scores(model, examples, layer, edits,
+                                                                                     pad_id=pad_id), named):
+            yield n, example_edits, score, names, gold

@@ -163,6 +163,14 @@ def paired_t(differences: np.ndarray) -> float:
     return float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
 
 
+def paired_test(metric: str, reference: np.ndarray, condition: np.ndarray) -> tuple[str, float]:
+    """(test name, two-sided p) of condition against reference on the same examples: exact McNemar for a
+    right/wrong outcome, a paired t-test of the differences for a log-probability."""
+    if metric == "logprob":
+        return "paired_t", paired_t(np.asarray(condition, np.float64) - np.asarray(reference, np.float64))
+    return "mcnemar_exact", mcnemar_exact(np.asarray(reference).astype(bool), np.asarray(condition).astype(bool))
+
+
 def effect_size(differences: np.ndarray) -> float:
     """d_z: mean over standard deviation of the paired differences (NaN when they do not vary)."""
     sd = differences.std(ddof=1) if len(differences) > 1 else 0.0
@@ -294,11 +302,7 @@ def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method
             diff = differences[:, j]
             condition_values = outcomes[seed].outcomes[(contrast.condition, contrast.alpha)][METRICS[metric]]
             reference_values = outcomes[seed].outcomes[(contrast.reference, contrast.reference_alpha)][METRICS[metric]]
-            if metric == "accuracy":
-                test, p_value = "mcnemar_exact", mcnemar_exact(reference_values.astype(bool),
-                                                               condition_values.astype(bool))
-            else:
-                test, p_value = "paired_t", paired_t(diff)
+            test, p_value = paired_test(metric, reference_values, condition_values)
             per_seed.append({
                 "pair": pair, "method": method, "seed": seed, "role": role, "mode": mode,
                 "family": contrast.family, "condition": contrast.condition, "alpha": contrast.alpha,

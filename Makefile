@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet "$(TORCH)"
-	$(VENV)/bin/pip install --quiet --editable ".[workflow,test,gguf]"
+	$(VENV)/bin/pip install --quiet --editable ".[workflow,test,gguf,slurm]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from actbridge.activations import (ActivationStore, ActivationStoreError, ExtractionPlan, extract_activations,
-                                   iter_aligned)
+                                   hidden_states_at, iter_aligned)
 from actbridge.layout import resolve_layers
 from actbridge.roles import role_positions_for_table
 from actbridge.training import MicroModelConfig, build_gpt_neox_config
@@ -146,3 +147,31 @@ def test_peak_memory_is_one_chunk(tmp_path, model, tokenizer, eval_table, monkey
     monkeypatch.setattr(activations.np, "zeros", recording_zeros)
     extract_activations(model, tokenizer, eval_table, plan(shard_rows=8), tmp_path / "a", IDENTITY)
     assert sizes and max(sizes) == 4  # 8 rows / 2 roles
+
+
+SHIPPED_MODELS = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "resources" / "models")
+                        .glob("*/model.safetensors"))
+
+
+@pytest.mark.parametrize("weights", SHIPPED_MODELS, ids=lambda path: path.name)
+def test_bfloat16_hidden_states_stay_within_cosine_0999_of_float32(weights, eval_table):
+    """The `dtype: bfloat16` switch on the trained micro models: every layer's last-token and
+    bridge-mention states keep their direction (cosine >= 0.999 on average, >= 0.99 each)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(weights)
+    table = eval_table.slice(0, 32)
+    token_ids = tokenizer(table.column("full_prompt").to_pylist(), add_special_tokens=False)["input_ids"]
+    by_role = role_positions_for_table(tokenizer, table, "full", ("last", "bridge"))
+    positions = np.stack([by_role["last"], by_role["bridge"]], axis=1)  # [batch, roles]
+    states = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        loaded = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype).eval()
+        layers = list(range(loaded.config.num_hidden_layers + 1))
+        with torch.inference_mode():
+            states[dtype] = hidden_states_at(loaded, token_ids, positions, layers, tokenizer.pad_token_id or 0, "cpu")
+    present = positions >= 0  # 1-hop rows have no bridge mention
+    full, half = states[torch.float32][present], states[torch.bfloat16][present]  # [states, layers, d]
+    cosine = (full * half).sum(-1) / (np.linalg.norm(full, axis=-1) * np.linalg.norm(half, axis=-1))
+    print(f"bf16 vs fp32 cosine: mean {cosine.mean():.5f}, min {cosine.min():.5f}")
+    assert cosine.mean() >= 0.999 and cosine.min() >= 0.99, (cosine.mean(), cosine.min())

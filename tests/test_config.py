@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actbridge.config import ConfigError, validate_config
+from actbridge.config import ConfigError, merge_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -34,6 +34,23 @@ def test_default_and_test_configs_are_valid():
     assert validated["models"]["sender"]["micro"]["batch_size"] == 32  # default filled in
     validate_config(yaml.safe_load((ROOT / ".test" / "config" / "config.yaml").read_text()))
     validate_config(yaml.safe_load((ROOT / "config" / "pythia.yaml").read_text()))
+
+
+def test_an_overlay_that_names_a_model_another_way_replaces_its_spec():
+    """`--configfile config/pythia.yaml` over the default: hub ids replace the micro specs whole."""
+    pythia = yaml.safe_load((ROOT / "config" / "pythia.yaml").read_text())
+    merged = validate_config(merge_config(DEFAULT, pythia))
+    assert merged["models"]["sender"] == {"hf_id": "EleutherAI/pythia-160m", "revision": "main"}
+    local = validate_config(merge_config(DEFAULT, {"models": {"receiver": {"path": "/weights/receiver"}}}))
+    assert local["models"]["receiver"] == {"path": "/weights/receiver"}
+    assert "micro" in local["models"]["sender"]  # untouched
+    # an overlay on the same route still merges key by key
+    tweaked = validate_config(merge_config(DEFAULT, {"models": {"sender": {"micro": {"steps": 10}}}}))
+    assert tweaked["models"]["sender"]["micro"]["steps"] == 10
+    assert tweaked["models"]["sender"]["micro"]["layers"] == DEFAULT["models"]["sender"]["micro"]["layers"]
+    # switching back from a hub id to a micro spec drops the hub keys
+    back = merge_config(merge_config(DEFAULT, pythia), {"models": {"sender": DEFAULT["models"]["sender"]}})
+    assert set(back["models"]["sender"]) == {"micro"}
 
 
 BAD = [

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from transformers import GPTNeoXForCausalLM
 
-from actbridge.evaluation import accuracy_markdown, evaluate_model_accuracy, score_answers
+from actbridge.evaluation import evaluate_model_accuracy, score_answers
+from actbridge.summaries import accuracy_markdown
 from actbridge.training import MicroModelConfig, build_gpt_neox_config
 
 

@@ -93,6 +93,13 @@ def test_bridge_pairs_outside_the_extracted_layers_stop_before_any_job(workdir):
     assert "Traceback" not in output
 
 
+def test_the_pythia_profile_plans_from_the_documented_command(workdir):
+    """`snakemake --configfile config/pythia.yaml`: the hub ids replace the default micro specs, and
+    the plan waits on the model checkpoint (layer counts come from the weights) instead of failing."""
+    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/pythia.yaml"))
+    assert jobs["model"] >= 1 and "micro_tokenizer" not in jobs
+
+
 def test_lint_is_clean(workdir):
     output = snakemake(workdir, "--lint")
     assert "Congratulations, your workflow is in a good condition!" in output

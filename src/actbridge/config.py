@@ -150,6 +150,48 @@ def _check_semantics(config: dict) -> None:
                           f"allowed: injection.methods {injection['methods']}")
 
 
+# The keys of each way to name a model; an overlay that names a model another way replaces the spec.
+MODEL_ROUTES = {"micro": {"micro"}, "hub": {"hf_id", "revision"}, "path": {"path", "gguf_file"}}
+
+
+def _routes(spec: dict) -> set[str]:
+    return {route for route, keys in MODEL_ROUTES.items() if keys & set(spec)}
+
+
+def replace_model_specs(merged: dict, overlay: dict) -> dict:
+    """Undo the deep merge where an overlay names a model another way than the base config.
+
+    Snakemake merges ``--configfile`` files into ``config/config.yaml`` key by key, so
+    ``models.sender: {hf_id: ...}`` over the default ``{micro: {...}}`` would keep both and fail
+    validation. A model spec that switches route (micro / hub / path) replaces the base spec
+    whole; one that stays on the same route (e.g. ``{micro: {steps: 100}}``) still merges.
+    """
+    merged = copy.deepcopy(merged)
+    overlay_models = overlay.get("models") if isinstance(overlay, dict) else None
+    for name, spec in (overlay_models or {}).items():
+        current = merged.get("models", {}).get(name)
+        if name in ("sender", "receiver") and isinstance(spec, dict) and isinstance(current, dict):
+            chosen = _routes(spec)
+            if chosen:
+                dropped = set().union(*(MODEL_ROUTES[r] for r in MODEL_ROUTES if r not in chosen))
+                merged["models"][name] = {key: value for key, value in current.items() if key not in dropped}
+    return merged
+
+
+def merge_config(base: dict, overlay: dict) -> dict:
+    """``overlay`` on ``base`` as Snakemake's ``--configfile`` does, then :func:`replace_model_specs`."""
+    def update(target: dict, source: dict) -> None:
+        for key, value in source.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                update(target[key], value)
+            else:
+                target[key] = copy.deepcopy(value)
+
+    merged = copy.deepcopy(base)
+    update(merged, overlay)
+    return replace_model_specs(merged, overlay)
+
+
 def model_kind(spec: dict) -> str:
     """``micro``, ``hf_id``, ``path`` or ``gguf`` for one ``models.<name>`` entry."""
     if "micro" in spec:

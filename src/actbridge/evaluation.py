@@ -132,9 +132,6 @@ def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores,
 # (mode, prompt side) pairs worth scoring: in shared mode every side reads the same prompt.
 ACCURACY_VIEWS: tuple[tuple[str, str], ...] = (("shared", "full"), ("asymmetric", "sender"),
                                                ("asymmetric", "receiver"))
-# Targets from the foundation issue: chaining, not shortcuts.
-TARGETS = {("shared", "full", 1): (">=", 0.90), ("shared", "full", 2): (">=", 0.80)}
-ASYMMETRIC_MARGIN = 0.10
 
 
 def evaluate_model_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: pa.Table,
@@ -151,29 +148,3 @@ def evaluate_model_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
                                device=device)
         tables.append(accuracy_table(subset, side, scores, model_name))
     return pa.concat_tables(tables)
-
-
-def target_verdict(row: dict) -> str:
-    """'met' / 'MISSED' against the issue's targets, or '' where none applies."""
-    key = (row["mode"], row["prompt"], row["hops"])
-    if key in TARGETS:
-        _, bound = TARGETS[key]
-        return f"{'met' if row['exact_match'] >= bound else 'MISSED'} (>= {bound:.2f})"
-    if row["mode"] == "asymmetric" and row["prompt"] == "receiver":
-        bound = row["chance"] + ASYMMETRIC_MARGIN
-        return f"{'met' if row['top1_among_candidates'] <= bound else 'MISSED'} (top-1 <= {bound:.2f})"
-    return ""
-
-
-def accuracy_markdown(table: pa.Table) -> str:
-    lines = ["# Model accuracy on eval", "",
-             "Exact match of the greedy answer; top-1 among the world's candidate values; chance = "
-             "mean 1/|candidates|. `asymmetric/receiver` lacks the first-hop fact: scoring above chance "
-             "there would mean a shortcut.", "",
-             "| model | mode | prompt | hops | n | exact match | top-1 | chance | gold log-prob | target |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in table.to_pylist():
-        lines.append(f"| {row['model']} | {row['mode']} | {row['prompt']} | {row['hops']} | {row['n']} | "
-                     f"{row['exact_match']:.3f} | {row['top1_among_candidates']:.3f} | {row['chance']:.3f} | "
-                     f"{row['gold_logprob']:.3f} | {target_verdict(row)} |")
-    return "\n".join(lines) + "\n"

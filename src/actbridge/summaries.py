@@ -1,4 +1,4 @@
-"""Markdown summaries of the statistics tables: the page a reader opens first."""
+"""Markdown summaries of the result tables (torch-free: the summary rules run in the light envs)."""
 
 from __future__ import annotations
 
@@ -75,3 +75,34 @@ def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
                                  + " | ".join(cells[label].get(pair, "") for pair in pairs) + " |")
                 lines.append("")
     return "\n".join(lines)
+
+
+# Targets from the foundation issue: chaining, not shortcuts.
+TARGETS = {("shared", "full", 1): (">=", 0.90), ("shared", "full", 2): (">=", 0.80)}
+ASYMMETRIC_MARGIN = 0.10
+
+
+def target_verdict(row: dict) -> str:
+    """'met' / 'MISSED' against the issue's targets, or '' where none applies."""
+    key = (row["mode"], row["prompt"], row["hops"])
+    if key in TARGETS:
+        _, bound = TARGETS[key]
+        return f"{'met' if row['exact_match'] >= bound else 'MISSED'} (>= {bound:.2f})"
+    if row["mode"] == "asymmetric" and row["prompt"] == "receiver":
+        bound = row["chance"] + ASYMMETRIC_MARGIN
+        return f"{'met' if row['top1_among_candidates'] <= bound else 'MISSED'} (top-1 <= {bound:.2f})"
+    return ""
+
+
+def accuracy_markdown(table: pa.Table) -> str:
+    lines = ["# Model accuracy on eval", "",
+             "Exact match of the greedy answer; top-1 among the world's candidate values; chance = "
+             "mean 1/|candidates|. `asymmetric/receiver` lacks the first-hop fact: scoring above chance "
+             "there would mean a shortcut.", "",
+             "| model | mode | prompt | hops | n | exact match | top-1 | chance | gold log-prob | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in table.to_pylist():
+        lines.append(f"| {row['model']} | {row['mode']} | {row['prompt']} | {row['hops']} | {row['n']} | "
+                     f"{row['exact_match']:.3f} | {row['top1_among_candidates']:.3f} | {row['chance']:.3f} | "
+                     f"{row['gold_logprob']:.3f} | {target_verdict(row)} |")
+    return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ rule activations:
     threads: 2
     resources:
         mem_mb=4000,
+        gpu=GPUS,
     log:
         "logs/activations/{model}/{split}.log",
     benchmark:

@@ -22,6 +22,7 @@ rule sender_causal:
     threads: 1
     resources:
         mem_mb=3000,
+        gpu=GPUS,
     log:
         "logs/causal/sender.log",
     benchmark:

@@ -8,11 +8,13 @@ SRC = str(Path(workflow.basedir).parent / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
-from actbridge.config import ConfigError, model_kind, validate_config
+from actbridge.config import ConfigError, model_kind, replace_model_specs, validate_config
 from actbridge.dataset import SPLITS
 from actbridge.layout import layer_pairs, layers_for, pair_name, resolve_layers
 
 try:
+    # --configfile config/pythia.yaml names models by hub id: that replaces the default micro specs
+    config = replace_model_specs(config, workflow.config_settings.overwrite_config or {})
     config = validate_config(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
@@ -20,6 +22,9 @@ except ConfigError as error:
 MODELS = ("sender", "receiver")
 BRIDGE_SPLITS = ("bridge_train", "bridge_val", "eval")
 RESULTS = "results"
+# GPUs a model-running job asks its scheduler for (the SLURM executor turns this into --gpus):
+# one where the config asks for CUDA; none for cpu, and none for auto, which uses a GPU only if one is there.
+GPUS = 1 if config["device"] == "cuda" else 0
 
 
 wildcard_constraints:
@@ -192,6 +197,16 @@ def seed_injections(wildcards):
 def condition_stats_tables(kind):
     return [f"{RESULTS}/stats/{pair}/{method}/{kind}.parquet" for pair in bridged_pairs()
             for method in config["injection"]["methods"]]
+
+
+def stats_tables(kind):
+    """Input function over every pair x method's ``kind`` table: with named models the pairs are
+    known only once the model checkpoint has run, so they must not be listed at parse time."""
+
+    def tables(wildcards):
+        return condition_stats_tables(kind)
+
+    return tables
 
 
 FIGURES = ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender")

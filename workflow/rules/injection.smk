@@ -14,6 +14,7 @@ rule injection:
     threads: 1
     resources:
         mem_mb=3000,
+        gpu=GPUS,
     log:
         "logs/injection/{pair}/{method}/seed{seed}.log",
     benchmark:

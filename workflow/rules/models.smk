@@ -31,6 +31,7 @@ checkpoint model:
     threads: 2
     resources:
         mem_mb=4000,
+        gpu=GPUS,
     log:
         "logs/models/{model}.log",
     benchmark:
@@ -51,6 +52,9 @@ rule model_accuracy:
         dtype=config["dtype"],
         code=library_code("evaluation", "models", "padding"),
     threads: 2
+    resources:
+        mem_mb=3000,
+        gpu=GPUS,
     log:
         "logs/models/accuracy_{model}.log",
     conda:

@@ -25,8 +25,8 @@ rule condition_stats:
 
 rule stats_summary:
     input:
-        per_seed=condition_stats_tables("per_seed"),
-        across_seeds=condition_stats_tables("across_seeds"),
+        per_seed=stats_tables("per_seed"),
+        across_seeds=stats_tables("across_seeds"),
     output:
         per_seed=f"{RESULTS}/stats/per_seed.parquet",
         across_seeds=f"{RESULTS}/stats/across_seeds.parquet",

@@ -1,0 +1,279 @@
+"""What a configuration will cost before it runs: jobs, forward passes, tokens, FLOPs and disk per stage.
+
+    python -m actbridge.plan --configfile config/pythia.yaml
+
+``snakemake -n`` lists jobs, but with named models it stops at the model checkpoint (layer counts
+come from the weights) and says nothing of size. This estimate needs no weights: model shapes
+come from the micro spec, a local ``config.json``, the HF cache, or a table of Pythia shapes.
+Prompt lengths are measured on a sample of generated rows with the model's tokenizer where one
+is on disk, otherwise estimated at 4 characters per token (marked ``≈``).
+FLOPs count forward passes at 2 x (trunk parameters) per token, training at 6 x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import yaml
+
+from actbridge.config import merge_config, model_kind, validate_config
+from actbridge.dataset import DataConfig, iter_split_rows
+from actbridge.layout import layer_pairs, layers_for, resolve_layers
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
+BRIDGE_SPLITS = ("bridge_train", "bridge_val", "eval")
+SAMPLE_ROWS = 200
+CHARS_PER_TOKEN = 4.0
+BYTES = {"float16": 2, "float32": 4}
+ALPHA_CONDITIONS = ("add", "add_rescaled", "random", "mean", "shuffled", "self_patch")
+# Published shapes of the Pythia suite: (layers, hidden, vocabulary).
+PYTHIA_SHAPES = {
+    "EleutherAI/pythia-14m": (6, 128, 50304), "EleutherAI/pythia-70m": (6, 512, 50304),
+    "EleutherAI/pythia-160m": (12, 768, 50304), "EleutherAI/pythia-410m": (24, 1024, 50304),
+    "EleutherAI/pythia-1b": (16, 2048, 50304), "EleutherAI/pythia-1.4b": (24, 2048, 50304),
+    "EleutherAI/pythia-2.8b": (32, 2560, 50304), "EleutherAI/pythia-6.9b": (32, 4096, 50432),
+    "EleutherAI/pythia-12b": (36, 5120, 50688),
+}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    layers: int
+    hidden: int
+    vocab: int
+    source: str  # where the shape was read
+
+    @property
+    def trunk_parameters(self) -> int:
+        """Attention (4 d²) and MLP (8 d², ffn = 4 d) weights per block: the matmuls a token pays for."""
+        return 12 * self.layers * self.hidden ** 2
+
+
+@dataclass(frozen=True)
+class StageCost:
+    stage: str
+    jobs: int
+    forward_passes: int = 0  # sequences run through a model
+    tokens: int = 0
+    flops: float = 0.0
+    disk_bytes: int = 0
+    note: str = ""
+
+
+def load_config(paths: Sequence[str | Path]) -> dict:
+    """The default config overlaid with each file in turn, as Snakemake's --configfile does, then validated."""
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    for path in paths:
+        config = merge_config(config, yaml.safe_load(Path(path).read_text()) or {})
+    return validate_config(config)
+
+
+def _shape_from_config_json(path: Path, source: str) -> ModelShape | None:
+    if not path.is_file():
+        return None
+    values = json.loads(path.read_text())
+    return ModelShape(values["num_hidden_layers"], values["hidden_size"], values["vocab_size"], source)
+
+
+def model_shape(spec: dict, vocab_size: int) -> ModelShape:
+    """The shape of a configured model, without loading (or downloading) any weights."""
+    kind = model_kind(spec)
+    if kind == "micro":
+        return ModelShape(spec["micro"]["layers"], spec["micro"]["hidden"], vocab_size, "micro spec")
+    if kind in ("path", "gguf"):
+        shape = _shape_from_config_json(Path(spec["path"]) / "config.json", spec["path"])
+        if shape:
+            return shape
+        raise ValueError(f"no config.json in {spec['path']}: cannot tell the model's shape")
+    hf_id, revision = spec["hf_id"], spec.get("revision", "main")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(hf_id, "config.json", revision=revision)
+        if isinstance(cached, str):
+            return _shape_from_config_json(Path(cached), f"HF cache {hf_id}@{revision}")
+    except ImportError:
+        pass
+    if hf_id in PYTHIA_SHAPES:
+        return ModelShape(*PYTHIA_SHAPES[hf_id], source=f"published shape of {hf_id}")
+    raise ValueError(f"{hf_id} is neither cached nor a known Pythia id: cannot tell its shape")
+
+
+def tokenizer_file(spec: dict, results: Path) -> Path | None:
+    """The tokenizer.json a model will read, where it is already on disk."""
+    kind = model_kind(spec)
+    if kind == "micro":
+        candidate = results / "models" / "tokenizer" / "tokenizer.json"
+    elif kind in ("path", "gguf"):
+        candidate = Path(spec["path"]) / "tokenizer.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        cached = try_to_load_from_cache(spec["hf_id"], "tokenizer.json", revision=spec.get("revision", "main"))
+        candidate = Path(cached) if isinstance(cached, str) else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+def token_counter(spec: dict, results: Path) -> tuple[Callable[[str], int], bool]:
+    """(count tokens of a text, exact?) with the model's tokenizer on disk, else the 4-characters rule."""
+    path = tokenizer_file(spec, results)
+    if path is None:
+        return (lambda text: max(1, round(len(text) / CHARS_PER_TOKEN))), False
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    return (lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)), True
+
+
+@dataclass(frozen=True)
+class SplitSample:
+    """Rows of a split and the mean prompt length each side reads, from a sample of generated rows."""
+
+    rows: int
+    shared_fraction: float
+    mean_tokens: dict[str, float]  # prompt column -> tokens
+    mean_candidates: float
+    mean_candidate_tokens: float
+
+
+def sample_split(data: DataConfig, split: str, count: Callable[[str], int]) -> SplitSample:
+    sample_config = DataConfig(**{**data.__dict__, "sizes": {**data.sizes, split: min(SAMPLE_ROWS, data.sizes[split])}})
+    rows = list(iter_split_rows(sample_config, split))
+    per_world = len(rows) / max(1, sample_config.sizes[split])
+    tokens = {side: sum(count(r[f"{side}_prompt"]) for r in rows) / len(rows) for side in ("full", "sender", "receiver")}
+    candidates = [c for r in rows for c in r["candidates"]]
+    return SplitSample(rows=round(per_world * data.sizes[split]),
+                       shared_fraction=sum(r["mode"] == "shared" for r in rows) / len(rows),
+                       mean_tokens=tokens,
+                       mean_candidates=len(candidates) / len(rows),
+                       mean_candidate_tokens=sum(count(" " + c) for c in candidates) / len(candidates))
+
+
+def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[StageCost], list[str]]:
+    """Per-stage costs of ``config`` and the notes on how each estimate was made."""
+    data = DataConfig.from_config(config)
+    vocab = config["models"]["tokenizer"]["vocab_size"]
+    shapes = {m: model_shape(config["models"][m], vocab) for m in ("sender", "receiver")}
+    notes = [f"{m}: {s.layers} layers x {s.hidden} ({s.source}), {s.trunk_parameters / 1e6:.1f} M trunk parameters"
+             for m, s in shapes.items()]
+    counters = {m: token_counter(config["models"][m], results) for m in shapes}
+    notes += [f"{m} tokens: {'its tokenizer' if exact else f'≈ {CHARS_PER_TOKEN:g} characters per token'}"
+              for m, (_, exact) in counters.items()]
+    samples = {(m, split): sample_split(data, split, counters[m][0]) for m in shapes for split in BRIDGE_SPLITS}
+    prompt_of = {"sender": "sender", "receiver": "receiver"}
+    row_counts = ", ".join(f"{split} {samples['sender', split].rows}" for split in BRIDGE_SPLITS)
+    costs: list[StageCost] = [StageCost("dataset_split", jobs=4, note=f"rows: {row_counts}")]
+
+    micro = [m for m in shapes if model_kind(config["models"][m]) == "micro"]
+    train_tokens = {m: config["models"][m]["micro"]["steps"] * config["models"][m]["micro"]["batch_size"]
+                    * sample_split(data, "lm_train", counters[m][0]).mean_tokens["full"] for m in micro}
+    costs.append(StageCost("model", jobs=2, forward_passes=sum(config["models"][m]["micro"]["steps"]
+                                                                * config["models"][m]["micro"]["batch_size"] for m in micro),
+                           tokens=round(sum(train_tokens.values())),
+                           flops=sum(6 * shapes[m].trunk_parameters * t for m, t in train_tokens.items()),
+                           note="micro training (forward + backward)" if micro else "named weights: resolved, not trained"))
+
+    eval_sample = samples["sender", "eval"]
+    accuracy_passes = {m: round(eval_sample.rows * (1 + (1 - eval_sample.shared_fraction))) for m in shapes}
+    accuracy_tokens = {m: accuracy_passes[m] * samples[m, "eval"].mean_tokens["full"] for m in shapes}
+    costs.append(StageCost("model_accuracy", jobs=2, forward_passes=sum(accuracy_passes.values()),
+                           tokens=round(sum(accuracy_tokens.values())),
+                           flops=sum(2 * shapes[m].trunk_parameters * t for m, t in accuracy_tokens.items())))
+
+    roles = config["activations"]["roles"]
+    layers = {m: resolve_layers(layers_for(config["activations"]["layers"], m), shapes[m].layers) for m in shapes}
+    passes = {m: sum(samples[m, s].rows for s in BRIDGE_SPLITS) for m in shapes}
+    tokens = {m: sum(samples[m, s].rows * samples[m, s].mean_tokens[prompt_of[m]] for s in BRIDGE_SPLITS) for m in shapes}
+    disk = {m: passes[m] * len(roles) * len(layers[m]) * shapes[m].hidden * BYTES[config["activations"]["dtype"]]
+            for m in shapes}
+    costs.append(StageCost("activations", jobs=2 * len(BRIDGE_SPLITS), forward_passes=sum(passes.values()),
+                           tokens=round(sum(tokens.values())),
+                           flops=sum(2 * shapes[m].trunk_parameters * tokens[m] for m in shapes),
+                           disk_bytes=sum(disk.values()),
+                           note=f"{len(layers['sender'])} + {len(layers['receiver'])} layers x {len(roles)} roles, "
+                                f"{config['activations']['dtype']} (zstd saves little on floats)"))
+
+    pairs = layer_pairs(config["bridge"]["pairs"], layers["sender"], layers["receiver"],
+                        shapes["sender"].layers, shapes["receiver"].layers)
+    seeds, methods = config["bridge"]["seeds"], config["bridge"]["methods"]
+    d_s, d_r = shapes["sender"].hidden, shapes["receiver"].hidden
+    weights = len(pairs) * len(methods) * seeds * d_s * d_r * 4
+    costs.append(StageCost("bridge", jobs=len(pairs) * len(methods) * seeds, disk_bytes=weights,
+                           note=f"{len(pairs)} pairs x {len(methods)} methods x {seeds} seeds; ridge holds "
+                                f"{(d_s + d_r) ** 2 * 8 / 2**20:.0f} MiB of sufficient statistics"))
+
+    injection = config["injection"]
+    labels = sum(len(injection["alphas"]) if c in ALPHA_CONDITIONS else 1 for c in injection["conditions"])
+    runs = len(pairs) * len(injection["methods"]) * seeds
+    per_row = samples["receiver", "eval"]
+    # the engine runs the prompt once, then per edit the rest of the prompt (1 token at the last
+    # position, about half the prompt at the bridge mention) and each candidate's tokens but the last
+    suffix = {"last": 1.0, "bridge": per_row.mean_tokens["receiver"] / 2}
+    per_edit = {r: suffix.get(r, 1.0) + per_row.mean_candidates * max(0.0, per_row.mean_candidate_tokens - 1)
+                for r in injection["roles"]}
+    tokens_per_run = per_row.rows * sum(per_row.mean_tokens["receiver"] + labels * per_edit[r] for r in injection["roles"])
+    costs.append(StageCost("injection", jobs=runs, forward_passes=runs * per_row.rows * len(injection["roles"]) * labels,
+                           tokens=round(runs * tokens_per_run),
+                           flops=2 * shapes["receiver"].trunk_parameters * runs * tokens_per_run,
+                           note=f"{labels} edits (conditions x α) x {len(injection['roles'])} roles per eval row; "
+                                "forward passes = edited evaluations (KV-cached prefix)"))
+
+    stats = config["stats"]
+    contrasts = (labels + len(injection["alphas"]) + 1) * 2  # every condition vs none, the rescaled pairs; 2 metrics
+    costs.append(StageCost("condition_stats", jobs=len(pairs) * len(injection["methods"]),
+                           note=f"about {contrasts} contrasts x ({stats['resamples']} per-seed + "
+                                f"{stats['hierarchical_resamples']} crossed) bootstrap resamples each"))
+
+    sender_layers = sorted({i for i, _ in pairs})
+    causal_edits = len(sender_layers) * len(roles) * 2 + len(sender_layers) * len(roles)
+    causal_tokens = eval_sample.rows * (samples["sender", "eval"].mean_tokens["sender"] * (1 + causal_edits))
+    costs.append(StageCost("sender_causal", jobs=1, forward_passes=eval_sample.rows * causal_edits,
+                           tokens=round(causal_tokens), flops=2 * shapes["sender"].trunk_parameters * causal_tokens,
+                           note=f"{len(sender_layers)} layers x {len(roles)} roles x (mean, resample ablation "
+                                "+ counterfactual patching); full prompts, an upper bound"))
+    costs.append(StageCost("figures and summaries", jobs=5 + 4, note="run where Snakemake runs (localrules)"))
+    return costs, notes
+
+
+def _si(value: float, unit: str = "") -> str:
+    if value == 0:
+        return "–"
+    exponent = min(6, max(0, int(math.log10(abs(value)) // 3)))
+    return f"{value / 10 ** (3 * exponent):.3g} {' kMGTPE'[exponent].strip()}{unit}".strip()
+
+
+def plan_markdown(costs: Sequence[StageCost], notes: Sequence[str]) -> str:
+    lines = ["| stage | jobs | forward passes | tokens | FLOPs | disk | how |", "|---|---|---|---|---|---|---|"]
+    for c in costs:
+        disk = _si(c.disk_bytes / 1.0, "B") if c.disk_bytes else "–"
+        lines.append(f"| {c.stage} | {c.jobs} | {_si(c.forward_passes)} | {_si(c.tokens)} | {_si(c.flops)} | "
+                     f"{disk} | {c.note} |")
+    total_jobs = sum(c.jobs for c in costs)
+    total_flops = sum(c.flops for c in costs)
+    total_disk = sum(c.disk_bytes for c in costs)
+    lines.append(f"| **total** | {total_jobs} | | | {_si(total_flops)} | {_si(total_disk, 'B')} | |")
+    return "\n".join(["Models and tokens:", *[f"- {n}" for n in notes], "", *lines]) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configfile", nargs="*", default=[], help="config files overlaid on config/config.yaml")
+    parser.add_argument("--results", default=str(ROOT / "results"), help="where tokenizers may already sit")
+    args = parser.parse_args(argv)
+    config = load_config(args.configfile)
+    costs, notes = stage_costs(config, Path(args.results))
+    sys.stdout.write(plan_markdown(costs, notes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

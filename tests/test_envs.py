@@ -1,0 +1,142 @@
+"""The conda environments, checked statically (no conda channel is reachable from CI machines).
+
+Each rule names a pinned env; the env must hold every third-party package its script imports,
+directly or through the actbridge modules it reaches; the pins must agree across envs and with
+the versions this test suite runs against."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / "workflow" / "rules"
+PACKAGE = ROOT / "src" / "actbridge"
+
+# import name -> conda-forge package name
+CONDA_NAMES = {
+    "numpy": "numpy", "pyarrow": "pyarrow", "yaml": "pyyaml", "jsonschema": "jsonschema", "scipy": "scipy",
+    "torch": "pytorch", "transformers": "transformers", "tokenizers": "tokenizers", "safetensors": "safetensors",
+    "huggingface_hub": "huggingface_hub", "tqdm": "tqdm", "gguf": "gguf", "matplotlib": "matplotlib",
+}
+# conda-forge package name -> distribution name in this Python environment
+DISTRIBUTIONS = {"pytorch": "torch", "pyyaml": "PyYAML"}
+# Provided by Snakemake's script directive, not by the env.
+PROVIDED = {"snakemake", "actbridge"}
+RULE_BLOCK = re.compile(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)+)", re.MULTILINE)
+
+
+def rule_blocks() -> dict[str, str]:
+    blocks = {}
+    for path in sorted(RULES.glob("*.smk")):
+        for name, body in RULE_BLOCK.findall(path.read_text()):
+            blocks[name] = body
+    return blocks
+
+
+def directive(body: str, name: str) -> str | None:
+    match = re.search(rf"^\s+{name}:\n\s+\"([^\"]+)\"", body, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def env_dependencies(env_file: Path) -> dict[str, str]:
+    """package -> pinned version, from an env file's dependencies."""
+    pins = {}
+    for entry in yaml.safe_load(env_file.read_text())["dependencies"]:
+        assert isinstance(entry, str), f"{env_file.name}: pip sections are not used here: {entry}"
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*==?\s*([0-9][0-9A-Za-z.*]*)", entry)
+        assert match, f"{env_file.name}: {entry!r} is not pinned (name=version)"
+        pins[match.group(1)] = match.group(2)
+    return pins
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of every import in a file, function-level imports included."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+            if node.module == "actbridge":  # `from actbridge import io`
+                names |= {f"actbridge.{alias.name}" for alias in node.names}
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("actbridge."):
+            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:  # `from .io import ...`
+            names.add(f"actbridge.{node.module}")
+    return names
+
+
+@cache
+def third_party_imports(path: Path) -> frozenset[str]:
+    """Third-party top-level imports of a file and of every actbridge module it reaches."""
+    seen, found, queue = set(), set(), [path]
+    while queue:
+        current = queue.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for name in imported_modules(current):
+            if name.startswith("actbridge."):
+                module = PACKAGE / f"{name.split('.', 1)[1].replace('.', '/')}.py"
+                if module.exists():
+                    queue.append(module)
+            elif name not in sys.stdlib_module_names and name not in PROVIDED and name != "__future__":
+                found.add(name)
+    return frozenset(found)
+
+
+def test_every_rule_names_an_env_and_a_script_that_exist():
+    blocks = rule_blocks()
+    assert len(blocks) >= 15
+    for name, body in blocks.items():
+        if name == "all":
+            continue
+        env, script = directive(body, "conda"), directive(body, "script")
+        assert env and (RULES / env).resolve().is_file(), f"rule {name}: no conda env file"
+        assert script and (RULES / script).resolve().is_file(), f"rule {name}: no script"
+
+
+@pytest.mark.parametrize("name", sorted(set(rule_blocks()) - {"all"}))
+def test_the_rules_env_covers_what_its_script_imports(name):
+    body = rule_blocks()[name]
+    env = (RULES / directive(body, "conda")).resolve()
+    script = (RULES / directive(body, "script")).resolve()
+    pins = env_dependencies(env)
+    imports = third_party_imports(script)
+    unknown = imports - set(CONDA_NAMES)
+    assert not unknown, f"{script.name} imports {sorted(unknown)}: add them to CONDA_NAMES and an env"
+    missing = {CONDA_NAMES[module] for module in imports} - set(pins)
+    assert not missing, f"rule {name}: {env.name} lacks {sorted(missing)} ({script.name} needs them)"
+    assert "python" in pins
+
+
+def test_the_envs_together_cover_the_package():
+    pinned = set().union(*(env_dependencies(env) for env in (ROOT / "workflow" / "envs").glob("*.yaml")))
+    for module in PACKAGE.glob("*.py"):
+        imports = third_party_imports(module)
+        assert imports <= set(CONDA_NAMES), f"{module.name}: unknown imports {sorted(imports - set(CONDA_NAMES))}"
+        assert {CONDA_NAMES[m] for m in imports} <= pinned, module.name
+
+
+def test_pins_agree_across_envs_and_with_the_tested_versions():
+    versions: dict[str, set[str]] = {}
+    for env in (ROOT / "workflow" / "envs").glob("*.yaml"):
+        for package, version in env_dependencies(env).items():
+            versions.setdefault(package, set()).add(version)
+    disagree = {package: pins for package, pins in versions.items() if len(pins) > 1}
+    assert not disagree, f"envs pin different versions: {disagree}"
+    for package, (pin,) in versions.items():
+        if package == "python":
+            installed = f"{sys.version_info.major}.{sys.version_info.minor}"
+        else:
+            installed = metadata.version(DISTRIBUTIONS.get(package, package))
+        assert (installed.split("+")[0] + ".").startswith(pin.rstrip(".*") + "."), (
+            f"{package}: envs pin {pin}, tests run against {installed}")

@@ -1,0 +1,68 @@
+"""The cost estimate (actbridge.plan): job counts agree with the DAG, sizes follow from the shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from actbridge.config import ConfigError
+from actbridge.plan import PYTHIA_SHAPES, load_config, main, model_shape, stage_costs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def by_stage(config: dict, results: Path) -> dict:
+    costs, _ = stage_costs(config, results)
+    return {cost.stage: cost for cost in costs}
+
+
+def test_default_config_job_counts_match_the_workflow_dag(tmp_path):
+    # the same numbers as tests/test_workflow.py::test_default_dag
+    costs = by_stage(load_config([]), tmp_path)
+    assert {stage: costs[stage].jobs for stage in ("dataset_split", "model", "activations", "bridge", "injection",
+                                                   "condition_stats", "sender_causal")} == {
+        "dataset_split": 4, "model": 2, "activations": 6, "bridge": 125, "injection": 25, "condition_stats": 5,
+        "sender_causal": 1}
+    assert costs["model"].flops > 0 and costs["model"].tokens > 0  # micro models are trained
+
+
+def test_pythia_profile_sizes_follow_from_the_published_shapes(tmp_path):
+    config = load_config([ROOT / "config" / "pythia.yaml"])
+    costs = by_stage(config, tmp_path)
+    assert costs["model"].flops == 0  # named weights are not trained
+    rows = 6000 + 1500 + 3000  # 2,000 / 500 / 1,000 worlds, 1.5 rows each (asymmetric for 2-hop)
+    assert costs["activations"].forward_passes == 2 * rows
+    sender, receiver = PYTHIA_SHAPES["EleutherAI/pythia-160m"], PYTHIA_SHAPES["EleutherAI/pythia-410m"]
+    float16 = 2
+    expected = rows * 2 * ((sender[0] + 1) * sender[1] + (receiver[0] + 1) * receiver[1]) * float16
+    assert costs["activations"].disk_bytes == expected
+    assert costs["bridge"].jobs == 13 * 5 * 5 and costs["injection"].jobs == 13 * 2 * 5
+    assert costs["injection"].flops > costs["activations"].flops > 0
+
+
+def test_a_local_model_directory_is_read_for_its_shape(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 3, "hidden_size": 64, "vocab_size": 99}))
+    shape = model_shape({"path": str(tmp_path)}, vocab_size=0)
+    assert (shape.layers, shape.hidden, shape.vocab) == (3, 64, 99)
+    with pytest.raises(ValueError, match="no config.json"):
+        model_shape({"path": str(tmp_path / "missing")}, vocab_size=0)
+
+
+def test_an_unknown_uncached_hub_model_is_an_error_not_a_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="neither cached nor a known Pythia id"):
+        model_shape({"hf_id": "someone/unknown-model", "revision": "main"}, vocab_size=0)
+
+
+def test_a_bad_config_is_named_before_any_estimate(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"bridge": {"seeds": 0}}))
+    with pytest.raises(ConfigError, match="bridge.seeds"):
+        main(["--configfile", str(bad), "--results", str(tmp_path)])
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"bridge": {"seeds": 2}}))
+    assert main(["--configfile", str(good), "--results", str(tmp_path)]) == 0
+    assert "| bridge | 50 |" in capsys.readouterr().out

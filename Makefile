@@ -5,8 +5,9 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 CORES ?= 2
 SNAKEMAKE_ARGS ?=
+CONFIG ?=
 
-.PHONY: install run test lint clean-results
+.PHONY: install run test lint plan clean-results
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,10 @@ test: install
 
 lint: install
 	$(VENV)/bin/snakemake --lint
+
+# Jobs, forward passes, tokens, FLOPs and disk per stage, before running: make plan CONFIG=config/pythia.yaml
+plan: install
+	$(VENV)/bin/python -m actbridge.plan $(if $(CONFIG),--configfile $(CONFIG))
 
 clean-results:
 	rm -rf results logs .snakemake

@@ -174,3 +174,25 @@ def test_bridge_from_a_model_to_itself_is_the_identity(tmp_path, tokenizer, smal
     assert all(r["r2"] < 0.5 for r in rows if r["predictor"] == "shuffled")
     bridge = Bridge.load(tmp_path / "out" / "last")
     np.testing.assert_allclose(bridge.weight, np.eye(32), atol=0.05)
+
+
+@pytest.mark.parametrize("method", ["ridge", "sgd", "procrustes", "lowrank", "mlp"])
+def test_a_constant_sender_state_bridges_to_the_receivers_mean(method):
+    """Planted: the embedding of a fixed last token is the same for every example. It carries nothing
+    example-specific, so every method must fit without error and predict the receiver's mean."""
+    x, y, _ = planted(n=300)
+    constant = np.tile(np.random.default_rng(1).normal(size=(1, x.shape[1])) * 3, (len(x), 1))
+    bridge = fit(method, constant, y, BridgeSettings(subsample=1.0, rank=3,
+                                                      sgd=IterativeSettings(epochs=30), mlp=IterativeSettings(epochs=30)))
+    np.testing.assert_allclose(bridge.apply(constant[:5]), np.tile(y[:240].mean(0), (5, 1)), atol=0.05 * np.abs(y).max())
+
+
+def test_alignment_of_a_constant_target_is_undefined_not_an_error():
+    """Both sides constant (layer 0 at a prompt's fixed last token, in both models): R² has no variance to
+    explain, so it is NaN; the mean baseline still scores (zero error) and nothing raises."""
+    x, _, _ = planted(n=100)
+    constant_x = np.tile(x[:1], (len(x), 1))
+    constant_y = np.tile(np.arange(9.0)[None, :], (len(x), 1))
+    sender, receiver = fit_normalizers(chunked(constant_x, constant_y, 25)())
+    metrics = alignment_metrics(mean_predictor(9), chunked(constant_x, constant_y, 25), sender, receiver)
+    assert metrics["n"] == 100 and np.isnan(metrics["r2"]) and metrics["mse"] == 0.0

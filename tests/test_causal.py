@@ -74,10 +74,10 @@ def test_planted_ablation_effects():
 def test_patching_the_final_state_makes_the_prompt_answer_like_its_counterfactual(sender_setup, big_tokenizer):
     """Planted: at the last layer the last token's state alone decides a one-token answer, so patching it in
     from the counterfactual prompt gives the counterfactual prompt's scores exactly."""
-    from actbridge.causal import sender_patching_rows
+    from actbridge.causal import patching_rows
 
     model, table, _ = sender_setup
-    rows = sender_patching_rows(model, big_tokenizer, table, 2, "last").to_pylist()
+    rows = patching_rows(model, big_tokenizer, table, 2, "last").to_pylist()
     by_example = {r["example_id"]: r for r in table.to_pylist() if r["mode"] == "shared" and r["counterfactual_prompt"]}
     single = [r for r in by_example.values() if all(
         len(big_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in r["candidates"])]
@@ -91,3 +91,30 @@ def test_patching_the_final_state_makes_the_prompt_answer_like_its_counterfactua
     assert any(abs(patched[r["example_id"]]["gold_logprob"] - clean[r["example_id"]]["gold_logprob"]) > 1e-3
                for r in single)  # the counterfactual prompt really differs
     assert {r["hops"] for r in rows} == {2} and all(r["counterfactual_top1"] is not None for r in rows)
+
+
+def test_self_patching_the_final_state_gives_the_full_prompts_scores(sender_setup, big_tokenizer):
+    """Planted upper bound: in asymmetric mode, the receiver's final last-token state taken from its own
+    full-context prompt makes its scores those of the full prompt (one-token answers), while the clean
+    rows are those of its own, fact-less prompt."""
+    from actbridge.causal import receiver_causal_tables, self_patch_effects
+
+    model, table, _ = sender_setup
+    patches, self_patches = receiver_causal_tables(model, big_tokenizer, table, [2], ["last"])
+    assert patches.num_rows > 0 and set(patches.column("condition").to_pylist()) == {"none", "patch"}
+    rows = self_patches.to_pylist()
+    asymmetric = {r["example_id"]: r for r in table.to_pylist() if r["mode"] == "asymmetric"}
+    assert {r["example_id"] for r in rows} == set(asymmetric) and {r["hops"] for r in rows} == {2}
+    single = [r for r in asymmetric.values() if all(
+        len(big_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in r["candidates"])]
+    assert len(single) >= 2
+    full = score_answers(model, big_tokenizer, [r["full_prompt"] for r in single], [r["answer"] for r in single],
+                         [r["candidates"] for r in single])
+    own = score_answers(model, big_tokenizer, [r["receiver_prompt"] for r in single], [r["answer"] for r in single],
+                        [r["candidates"] for r in single])
+    by_condition = {(r["example_id"], r["condition"]): r for r in rows}
+    for row, full_logprob, own_logprob in zip(single, full.gold_logprob, own.gold_logprob):
+        assert by_condition[(row["example_id"], "self_patch")]["gold_logprob"] == pytest.approx(full_logprob, abs=1e-4)
+        assert by_condition[(row["example_id"], "none")]["gold_logprob"] == pytest.approx(own_logprob, abs=1e-4)
+    effects = self_patch_effects(self_patches, StatsSettings(resamples=500)).to_pylist()
+    assert {(r["condition"], r["metric"]) for r in effects} == {("self_patch", "accuracy"), ("self_patch", "logprob")}

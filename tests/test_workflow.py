@@ -40,9 +40,10 @@ def planned_jobs(output: str) -> dict[str, int]:
     return jobs
 
 
-# 1 pair x the ridge bridge x 2 seeds injected, its statistics, and the figures drawn from bridges and statistics
-DOWNSTREAM_OF_BRIDGES = {"injection": 2, "condition_stats": 1, "stats_summary": 1, "figure_bridge_quality": 1,
-                         "figure_injection_sweep": 1, "figure_replacement": 1}
+# 1 pair x the ridge and trained bridges x 2 seeds injected, their statistics, the verdict, and the figures drawn from them
+DOWNSTREAM_OF_BRIDGES = {"injection": 4, "condition_stats": 2, "stats_summary": 1, "verdict": 1,
+                         "figure_bridge_quality": 1, "figure_injection_sweep": 1, "figure_replacement": 1,
+                         "figure_asymmetric": 1}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,8 @@ def test_default_dag(workdir):
                     "model_accuracy": 2, "accuracy_summary": 1, "activations": 6, "bridge": 125,
                     "bridge_metrics": 1, "injection": 25, "condition_stats": 5, "stats_summary": 1,
                     "figure_dataset": 1, "figure_bridge_quality": 1, "figure_injection_sweep": 1,
-                    "figure_replacement": 1, "sender_causal": 1, "figure_causal_sender": 1, "all": 1, "total": 181}
+                    "figure_replacement": 1, "sender_causal": 1, "figure_causal_sender": 1, "receiver_causal": 1,
+                    "figure_causal_receiver": 1, "verdict": 1, "figure_asymmetric": 1, "all": 1, "total": 185}
 
 
 def test_one_figure_builds_only_its_ancestors(workdir):
@@ -138,13 +140,15 @@ def test_end_to_end_activations_and_bridges(finished_run):
             assert store.layers == tuple(range(layers)) and store.roles == ("last", "bridge")
             assert store.manifest["model"]["kind"] == "micro" and store.manifest["model"]["device"] == "cpu"
     metrics = pq.read_table(results / "bridges" / "metrics.parquet").to_pylist()
-    # 1 pair x 5 methods x 2 seeds x 2 roles x 2 modes x 3 predictors (widths differ: no identity)
-    assert len(metrics) == 1 * 5 * 2 * 2 * 2 * 3
-    assert {r["method"] for r in metrics} == {"ridge", "sgd", "procrustes", "lowrank", "mlp"}
-    for method in ("ridge", "mlp"):
+    # 1 pair x 6 methods x 2 seeds x 2 roles x 2 modes x 3 predictors (widths differ: no identity)
+    assert len(metrics) == 1 * 6 * 2 * 2 * 2 * 3
+    assert {r["method"] for r in metrics} == {"ridge", "sgd", "procrustes", "lowrank", "mlp", "trained"}
+    for method in ("ridge", "mlp", "trained"):
         bridge_dir = results / "bridges" / "s2-r3" / method / "seed1" / "last"
         assert (bridge_dir / "bridge.safetensors").is_file()
         assert json.loads((bridge_dir / "bridge.json").read_text())["sender_layer"] == 2
+    trained = json.loads((results / "bridges" / "s2-r3" / "trained" / "seed0" / "bridge" / "bridge.json").read_text())
+    assert trained["info"]["start"] == "ridge" and len(trained["info"]["val_loss_by_epoch"]) == 2  # start + 1 epoch
     assert "| last | shared | s2-r3 | ridge | bridge | 2 |" in (results / "bridges" / "metrics.md").read_text()
 
 
@@ -175,7 +179,20 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     assert {r["condition"] for r in patching} == {"none", "patch"} and {r["hops"] for r in patching} == {2}
     causal = (results / "causal" / "sender.md").read_text()
     assert "## role `last`: ablation" in causal and "## role `bridge`: counterfactual patching" in causal
-    for figure in ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender"):
+    receiver = pq.read_table(results / "causal" / "receiver.parquet").to_pylist()
+    assert {(r["layer"], r["role"]) for r in receiver} == {(3, role) for role in ("last", "bridge")}
+    assert {r["condition"] for r in receiver} == {"patch", "self_patch"}
+    self_patch = pq.read_table(results / "causal" / "receiver_self_patch_examples.parquet").to_pylist()
+    assert {r["condition"] for r in self_patch} == {"none", "self_patch"} and {r["hops"] for r in self_patch} == {2}
+    assert "## role `bridge`" in (results / "causal" / "receiver.md").read_text()
+    verdict = pq.read_table(results / "stats" / "verdict.parquet").to_pylist()
+    # per injected method (ridge, trained), the 9 conditions other than none, per role and mode, self_patch in
+    # asymmetric mode only: 2 x 2 x (8 + 9)
+    assert len(verdict) == 68 and {r["method"] for r in verdict} == {"ridge", "trained"}
+    assert {r["verdict"].split(":")[0] for r in verdict} <= {"helps", "harmful", "no effect", "upper bound"}
+    assert "## mode `asymmetric`" in (results / "stats" / "verdict.md").read_text()
+    for figure in ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender", "causal_receiver",
+                   "asymmetric"):
         assert (results / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
         assert (results / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
 
@@ -194,8 +211,8 @@ def test_changing_the_alphas_reruns_only_injection_statistics_and_their_figures(
     changed = finished_run / "changed_alphas.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
-    assert jobs == {"injection": 2, "condition_stats": 1, "stats_summary": 1, "figure_injection_sweep": 1,
-                    "figure_replacement": 1, "all": 1, "total": 7}
+    assert jobs == {"injection": 4, "condition_stats": 2, "stats_summary": 1, "verdict": 1, "figure_injection_sweep": 1,
+                    "figure_replacement": 1, "figure_asymmetric": 1, "all": 1, "total": 12}
     config["injection"]["conditions"] = ["none", "add", "replace"]
     changed.write_text(yaml.safe_dump(config))
     assert planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed))) == jobs
@@ -207,8 +224,9 @@ def test_changing_the_resamples_reruns_only_statistics(finished_run):
     changed = finished_run / "changed_stats.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
-    assert jobs == {"condition_stats": 1, "stats_summary": 1, "figure_injection_sweep": 1,
-                    "figure_replacement": 1, "sender_causal": 1, "figure_causal_sender": 1, "all": 1, "total": 7}
+    assert jobs == {"condition_stats": 2, "stats_summary": 1, "verdict": 1, "figure_injection_sweep": 1,
+                    "figure_replacement": 1, "figure_asymmetric": 1, "sender_causal": 1, "figure_causal_sender": 1,
+                    "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 12}
 
 
 def test_data_files_are_byte_identical_across_runs(finished_run):
@@ -234,8 +252,9 @@ def test_changing_eval_size_reruns_only_its_dependents(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"dataset_split": 1, "dataset_stats": 1, "model_accuracy": 2, "accuracy_summary": 1,
-                    "activations": 2, "bridge": 10, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "sender_causal": 1, "figure_causal_sender": 1, "all": 1, "total": 29}
+                    "activations": 2, "bridge": 12, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                    "figure_dataset": 1, "sender_causal": 1, "figure_causal_sender": 1, "receiver_causal": 1,
+                    "figure_causal_receiver": 1, "all": 1, "total": 38}
 
 
 def test_tuning_the_mlp_refits_only_the_mlp_bridges(finished_run):
@@ -255,9 +274,10 @@ def test_another_seed_adds_only_its_jobs(finished_run):
     changed = finished_run / "more_seeds.yaml"
     changed.write_text(yaml.safe_dump(config))
     output = snakemake(finished_run, "-n", "--configfile", str(changed))
-    assert planned_jobs(output) == {"bridge": 5, "bridge_metrics": 1, "injection": 1, "condition_stats": 1,
-                                    "stats_summary": 1, "figure_bridge_quality": 1, "figure_injection_sweep": 1,
-                                    "figure_replacement": 1, "all": 1, "total": 13}
+    assert planned_jobs(output) == {"bridge": 6, "bridge_metrics": 1, "injection": 2, "condition_stats": 2,
+                                    "stats_summary": 1, "verdict": 1, "figure_bridge_quality": 1,
+                                    "figure_injection_sweep": 1, "figure_replacement": 1, "figure_asymmetric": 1,
+                                    "all": 1, "total": 18}
     assert set(re.findall(r"seed=(\d+)", output)) == {"2"}
 
 
@@ -268,8 +288,8 @@ def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
-                    "activations": 3, "bridge": 10, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "all": 1, "total": 27}
+                    "activations": 3, "bridge": 12, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 36}
 
 
 @pytest.fixture(scope="module")
@@ -305,8 +325,8 @@ def test_a_lost_output_is_rebuilt_with_its_dependents_only(finished_run, shipped
     shutil.rmtree(finished_run / "results" / "models" / "receiver")
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(shipped_run)))
     assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
-                    "activations": 3, "bridge": 10, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "all": 1, "total": 27}
+                    "activations": 3, "bridge": 12, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 36}
 
 
 def test_a_corrupt_shard_is_named_and_rebuilt(finished_run, shipped_run):

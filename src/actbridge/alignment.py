@@ -73,7 +73,8 @@ class _Tally:
             "n": self.count,
             "cos_normalized": self.cos_normalized / self.count,
             "cos_raw": self.cos_raw / self.count,
-            "r2": 1.0 - self.squared_error / total_variance,
+            # a target that never varies (a fixed token's embedding) has no variance to explain
+            "r2": 1.0 - self.squared_error / total_variance if total_variance > 0 else float("nan"),
             "mse": self.squared_error / (self.count * moments.y.shape[0]),
             "cka": linear_cka(moments),
         }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -38,15 +38,25 @@ def metrics_rows(bridge: Bridge, shuffled: Bridge, stream: PairStream, identity_
     return [{"predictor": name, **values} for name, values in metrics.items()]
 
 
+# A bridge trained through the receiver starts from this offline fit (and its shuffled baseline is this fit).
+TRAINED_START = "ridge"
+
+
 def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: int, receiver_layer: int,
                    method: str, seed: int, roles: Sequence[str], fit_modes: Sequence[str],
                    eval_modes: Sequence[str], settings: BridgeSettings, out_dir: str | Path,
-                   provenance: dict) -> pa.Table:
+                   provenance: dict, train_through_receiver: Callable[[str, Bridge], Bridge] | None = None
+                   ) -> pa.Table:
     """Fit and score; ``stores[model][split]`` for model in sender/receiver, split in bridge_train/val/eval.
 
     Writes ``out_dir/{role}/bridge.{safetensors,json}`` and returns the metrics
-    table (one row per role x eval mode x predictor).
+    table (one row per role x eval mode x predictor). ``method == "trained"``
+    fits the ``TRAINED_START`` bridge offline, then hands it to
+    ``train_through_receiver(role, bridge)`` (see :mod:`actbridge.trained`).
     """
+    if method == "trained" and train_through_receiver is None:
+        raise ValueError("the trained bridge needs the receiver: pass train_through_receiver")
+    offline = TRAINED_START if method == "trained" else method
     out_dir = Path(out_dir)
     rows = []
     for role in roles:
@@ -56,9 +66,11 @@ def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: 
 
         train, val = stream("bridge_train", fit_modes), stream("bridge_val", fit_modes)
         sender_norm, receiver_norm = fit_normalizers(train())
-        bridge = fit_bridge(method, train, val, sender_norm, receiver_norm, settings, seed)
-        shuffled = fit_bridge(method, shuffled_pairs(train, seed), shuffled_pairs(val, seed), sender_norm,
+        bridge = fit_bridge(offline, train, val, sender_norm, receiver_norm, settings, seed)
+        shuffled = fit_bridge(offline, shuffled_pairs(train, seed), shuffled_pairs(val, seed), sender_norm,
                               receiver_norm, settings, seed)
+        if method == "trained":
+            bridge = train_through_receiver(role, bridge)
         bridge.save(out_dir / role, {**provenance, "role": role, "sender_layer": sender_layer,
                                      "receiver_layer": receiver_layer, "fit_modes": list(fit_modes)})
         identity_ok = len(sender_norm.mean) == len(receiver_norm.mean)

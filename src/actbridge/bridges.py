@@ -22,6 +22,7 @@ epochs and hold one layer pair's training rows in memory.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,11 @@ from safetensors.numpy import load_file, save_file
 
 from actbridge.io import atomic_path, write_json
 
+log = logging.getLogger(__name__)
+
 METHODS: tuple[str, ...] = ("ridge", "sgd", "procrustes", "lowrank", "mlp")
+# A spread below this fraction of the states' own magnitude is rounding, not information.
+CONSTANT_SCALE = 1e-6
 CLOSED_FORM = ("ridge", "procrustes", "lowrank")
 
 PairStream = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]  # fresh iterator of (x [n, d_s], y [n, d_r])
@@ -103,12 +108,19 @@ class Normalizer:
 
     @classmethod
     def fit(cls, count: int, total: np.ndarray, squared_norms: float) -> "Normalizer":
-        """From the row count, the sum of the raw states [d] and the sum of their squared norms."""
+        """From the row count, the sum of the raw states [d] and the sum of their squared norms.
+
+        States that are the same for every example (the embedding of a prompt's fixed last token,
+        for one) carry nothing example-specific: their scale is set to 1, so they normalize to 0
+        and every bridge from them reduces to the receiver's mean, the honest answer.
+        """
         mean = total / count
         centered = squared_norms - count * float(mean @ mean)
         scale = math.sqrt(max(centered, 0.0) / (count * len(mean)))
-        if not scale > 0:
-            raise ValueError("states have zero variance: the layer carries no information to fit")
+        if not scale > CONSTANT_SCALE * (math.sqrt(float(mean @ mean) / len(mean)) + 1e-30):
+            log.warning("states are the same for every example (scale %.3g): nothing example-specific to "
+                        "bridge; they normalize to 0", scale)
+            scale = 1.0
         return cls(mean, scale)
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
@@ -236,7 +248,8 @@ def fit_procrustes(train: Moments) -> tuple[np.ndarray, np.ndarray, dict]:
     cxx, cxy, _ = train.centered()
     left, singular, right_t = np.linalg.svd(cxy, full_matrices=False)
     rotation = left @ right_t
-    scale = float(singular.sum() / np.trace(cxx))
+    spread = float(np.trace(cxx))
+    scale = float(singular.sum() / spread) if spread > 0 else 0.0  # constant inputs: the mean map
     weight = scale * rotation
     return weight, train.mean_y - train.mean_x @ weight, {"scale": scale}
 

@@ -17,6 +17,15 @@ the sender's answer:
 
 ``asymmetric`` prompts are left out: there the sender lacks the later facts
 and cannot answer at all, so its answer cannot show what the state carries.
+
+Receiver side, at every layer and role where a bridge injects:
+
+* ``patch`` as above, inside the receiver on its ``shared`` prompts: is the
+  injection site one the receiver reads its answer from at all?
+* ``self_patch`` on ``asymmetric`` prompts (the receiver lacks the first-hop
+  fact): the state replaced by the receiver's own state at the same role on
+  the full-context prompt. Its gain is the upper bound any bridge could reach
+  at that site, the denominator of channel efficiency.
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ from actbridge.activations import ActivationStore, hidden_states_at
 from actbridge.conditions import derangement
 from actbridge.interventions import Edits, score_under_edits
 from actbridge.roles import role_positions_for_table
+from actbridge.schemas import EFFECT_SCHEMA
 from actbridge.statistics import METRICS, StatsSettings, bca_intervals, bootstrap_means, paired_test, with_holm
+from actbridge.summaries import pooled
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -51,12 +62,6 @@ EXAMPLE_SCHEMA = pa.schema([
 ])
 PATCH_METRICS = {**METRICS, "moved": "counterfactual_top1"}
 
-EFFECT_SCHEMA = pa.schema([
-    ("layer", pa.int16()), ("role", pa.string()), ("hops", pa.string()), ("condition", pa.string()),
-    ("metric", pa.string()), ("n", pa.int64()), ("clean_value", pa.float64()), ("value", pa.float64()),
-    ("delta", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("ci_method", pa.string()),
-    ("test", pa.string()), ("p_value", pa.float64()), ("p_holm", pa.float64()),
-])
 
 
 def ablation_edits(mean: np.ndarray, resampled: np.ndarray) -> Edits:
@@ -67,13 +72,13 @@ def ablation_edits(mean: np.ndarray, resampled: np.ndarray) -> Edits:
 
 def _score_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", table: pa.Table, keep: Sequence[int],
                 positions: np.ndarray, layer: int, role: str, edits: Sequence[Edits], conditions: Sequence[str],
-                batch_size: int) -> pa.Table:
-    """Score the sender's own answer on ``table``'s sender prompts (rows ``keep``) under each example's edits."""
+                batch_size: int, side: str = "sender") -> pa.Table:
+    """Score the model's answer on ``table``'s ``side`` prompts (rows ``keep``) under each example's edits."""
     ids = table.column("example_id").to_pylist()
     hops = table.column("hops").to_pylist()
     alternatives = (table.column("counterfactual_answer").to_pylist() if "counterfactual_answer" in table.column_names
                     else [None] * table.num_rows)
-    prompts, answers = table.column("sender_prompt").to_pylist(), table.column("answer").to_pylist()
+    prompts, answers = table.column(f"{side}_prompt").to_pylist(), table.column("answer").to_pylist()
     candidates = table.column("candidates").to_pylist()
     columns: dict[str, list] = {field.name: [] for field in EXAMPLE_SCHEMA}
     scored = score_under_edits(model, tokenizer, layer, [prompts[i] for i in keep], [positions[i] for i in keep],
@@ -121,9 +126,24 @@ def sender_ablation_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
                        batch_size)
 
 
-def sender_patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                         layer: int, role: str, batch_size: int = 16) -> pa.Table:
-    """Per-example scores, clean and with the state at (layer, role) taken from the counterfactual prompt."""
+def donor_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", donor_prompts: Sequence[str],
+                donor_positions: np.ndarray, layer: int, batch_size: int) -> list[Edits]:
+    """Per example: none, and the state replaced by the model's own state at ``donor_positions`` of its donor prompt."""
+    donors = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in donor_prompts]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    states = np.concatenate([
+        hidden_states_at(model, donors[begin:begin + batch_size], donor_positions[begin:begin + batch_size][:, None],
+                         [layer], pad_id, device)[:, 0, 0]
+        for begin in range(0, len(donors), batch_size)])  # [n, d]
+    return [Edits(torch.tensor([1.0, 0.0]), torch.from_numpy(np.stack([np.zeros_like(state), state])),
+                  torch.zeros(2, dtype=torch.bool)) for state in states]
+
+
+def patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+                  layer: int, role: str, batch_size: int = 16) -> pa.Table:
+    """Per-example scores on ``shared`` prompts, clean and with the state at (layer, role) taken from the
+    counterfactual prompt. In ``shared`` mode both models read the full prompt, so this serves either."""
     shared = shared_rows(examples)
     shared = shared.filter(pc.is_valid(shared.column("counterfactual_prompt")))
     positions = role_positions_for_table(tokenizer, shared, "sender", [role])[role]
@@ -131,17 +151,29 @@ def sender_patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
     keep = [i for i in range(shared.num_rows) if positions[i] >= 0 and donor_positions[i] >= 0]
     if len(keep) < 2:
         raise ValueError(f"fewer than two {MODE} examples have a counterfactual prompt and role {role!r}")
-    donors = [tokenizer(text, add_special_tokens=False)["input_ids"]
-              for text in shared.column("counterfactual_prompt").to_pylist()]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    donor_states = np.concatenate([
-        hidden_states_at(model, [donors[i] for i in keep[begin:begin + batch_size]],
-                         donor_positions[keep[begin:begin + batch_size]][:, None], [layer], pad_id, device)[:, 0, 0]
-        for begin in range(0, len(keep), batch_size)])
-    edits = [Edits(torch.tensor([1.0, 0.0]), torch.from_numpy(np.stack([np.zeros_like(state), state])),
-                   torch.zeros(2, dtype=torch.bool)) for state in donor_states]
+    donors = shared.column("counterfactual_prompt").to_pylist()
+    edits = donor_edits(model, tokenizer, [donors[i] for i in keep], donor_positions[keep], layer, batch_size)
     return _score_rows(model, tokenizer, shared, keep, positions, layer, role, edits, ("none", "patch"), batch_size)
+
+
+def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+                    layer: int, role: str, batch_size: int = 16) -> pa.Table:
+    """Per-example scores of the receiver on its ``asymmetric`` prompts, clean and with the state at
+    (layer, role) taken from its own full-context prompt: what a perfect bridge could deliver there."""
+    asymmetric = examples.filter(pc.and_(pc.equal(examples.column("mode"), "asymmetric"),
+                                         pc.not_equal(examples.column("receiver_prompt"),
+                                                      examples.column("full_prompt"))))
+    if asymmetric.num_rows == 0:
+        return EXAMPLE_SCHEMA.empty_table()
+    positions = role_positions_for_table(tokenizer, asymmetric, "receiver", [role])[role]
+    donor_positions = role_positions_for_table(tokenizer, asymmetric, "full", [role])[role]
+    keep = [i for i in range(asymmetric.num_rows) if positions[i] >= 0 and donor_positions[i] >= 0]
+    if len(keep) < 2:
+        raise ValueError(f"fewer than two asymmetric examples have role {role!r}")
+    donors = asymmetric.column("full_prompt").to_pylist()
+    edits = donor_edits(model, tokenizer, [donors[i] for i in keep], donor_positions[keep], layer, batch_size)
+    return _score_rows(model, tokenizer, asymmetric, keep, positions, layer, role, edits, ("none", "self_patch"),
+                       batch_size, side="receiver")
 
 
 def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
@@ -156,10 +188,32 @@ def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
             ablations.append(sender_ablation_rows(model, tokenizer, examples, layer, role, eval_store, train_store,
                                                   seed=layer, batch_size=batch_size))
             if has_counterfactuals:
-                patches.append(sender_patching_rows(model, tokenizer, examples, layer, role, batch_size))
+                patches.append(patching_rows(model, tokenizer, examples, layer, role, batch_size))
             log.info("sender layer %d role %s: %d ablation rows, %d patching rows", layer, role,
                      ablations[-1].num_rows, patches[-1].num_rows if patches else 0)
-    return pa.concat_tables(ablations), (pa.concat_tables(patches) if patches else EXAMPLE_SCHEMA.empty_table())
+    return pa.concat_tables(ablations), _concat(patches)
+
+
+def _concat(tables: Sequence[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables) if tables else EXAMPLE_SCHEMA.empty_table()
+
+
+def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+                           layers: Sequence[int], roles: Sequence[str], batch_size: int = 16
+                           ) -> tuple[pa.Table, pa.Table]:
+    """(counterfactual patching rows on shared prompts, self-patch rows on asymmetric prompts) at the
+    receiver's injection layers and roles; either is empty where the eval split has no such rows."""
+    patches, self_patches = [], []
+    has_counterfactuals = ("counterfactual_prompt" in examples.column_names
+                           and pc.sum(pc.is_valid(shared_rows(examples).column("counterfactual_prompt"))).as_py())
+    for layer in layers:
+        for role in roles:
+            if has_counterfactuals:
+                patches.append(patching_rows(model, tokenizer, examples, layer, role, batch_size))
+            self_patches.append(self_patch_rows(model, tokenizer, examples, layer, role, batch_size))
+            log.info("receiver layer %d role %s: %d patching rows, %d self-patch rows", layer, role,
+                     patches[-1].num_rows if patches else 0, self_patches[-1].num_rows)
+    return _concat(patches), _concat(self_patches)
 
 
 def paired_effects(rows: pa.Table, conditions: Sequence[str], metrics: dict[str, str],
@@ -208,6 +262,10 @@ def patching_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
     return paired_effects(rows, ("patch",), PATCH_METRICS, settings)
 
 
+def self_patch_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
+    return paired_effects(rows, ("self_patch",), METRICS, settings)
+
+
 def causal_markdown(effects: pa.Table, confidence: float) -> str:
     """Per role: each layer's ablation effect on the sender's own answer, then counterfactual patching."""
     rows = effects.to_pylist()
@@ -246,3 +304,34 @@ def causal_markdown(effects: pa.Table, confidence: float) -> str:
 
 def _points(row: dict) -> str:
     return f"{100 * row['delta']:+.1f} [{100 * row['ci_low']:+.1f}, {100 * row['ci_high']:+.1f}]"
+
+
+def receiver_causal_markdown(effects: pa.Table, confidence: float) -> str:
+    """Per role and injection layer: does counterfactual patching move the receiver's answer (shared),
+    and how much does self-patching from the full-context prompt restore (asymmetric)?"""
+    rows = effects.to_pylist()
+    lines = ["# Receiver-side causal profile", "",
+             "At each receiver layer and role where a bridge injects. `patch` (shared prompts): the state replaced "
+             "by the receiver's state on the counterfactual prompt; if the answer moves to the counterfactual's, "
+             "the receiver reads its answer from this site. `self_patch` (asymmetric prompts, the first-hop fact "
+             "missing): the state replaced by the receiver's own state on the full-context prompt; its gain is the "
+             f"upper bound any bridge could deliver at this site. Δ = intervened − clean, {confidence:.0%} BCa "
+             "intervals; Holm across the layers of one role, hop subset and metric.", ""]
+    for role in sorted({r["role"] for r in rows}):
+        lines += [f"## role `{role}`", "",
+                  "| layer | counterfactual patch: answer moved, clean → patched | Δ moved, points | "
+                  "self-patch: accuracy, clean → patched | Δ accuracy, points | Δ gold log-prob | p (Holm) |",
+                  "|---|---|---|---|---|---|---|"]
+        layers = sorted({r["layer"] for r in rows if r["role"] == role})
+        for layer in layers:
+            moved, gain, gain_logprob = (pooled(rows, role, layer, condition, metric) for condition, metric in
+                                         (("patch", "moved"), ("self_patch", "accuracy"), ("self_patch", "logprob")))
+            moved_cells = (f"{moved['clean_value']:.3f} → {moved['value']:.3f} | {_points(moved)}" if moved
+                           else "n/a | n/a")
+            gain_cells = (f"{gain['clean_value']:.3f} → {gain['value']:.3f} | {_points(gain)} | "
+                          f"{gain_logprob['delta']:+.2f} [{gain_logprob['ci_low']:+.2f}, {gain_logprob['ci_high']:+.2f}]"
+                          f" | {gain['p_holm']:.2g}" if gain else "n/a | n/a | n/a | n/a")
+            lines.append(f"| {layer} | {moved_cells} | {gain_cells} |")
+        lines.append("")
+    return "\n".join(lines)
+

@@ -159,11 +159,15 @@ def run_injection_job(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
                                seed=control_seed(seed, role), batch_size=batch_size)
         log.info("%s %s seed %d role %s: %d rows", pair_name(sender_layer, receiver_layer), method, seed, role,
                  result.num_rows)
-        n = result.num_rows
-        tagged = {"pair": pa.array([pair_name(sender_layer, receiver_layer)] * n, pa.string()),
-                  "sender_layer": pa.array([sender_layer] * n, pa.int16()),
-                  "receiver_layer": pa.array([receiver_layer] * n, pa.int16()),
-                  "method": pa.array([method] * n, pa.string()), "seed": pa.array([seed] * n, pa.int32())}
-        tables.append(pa.table({**tagged, **{name: result.column(name) for name in result.column_names}},
-                               schema=JOB_SCHEMA))
+        tables.append(tag_rows(result, sender_layer, receiver_layer, method, seed))
     return pa.concat_tables(tables)
+
+
+def tag_rows(result: pa.Table, sender_layer: int, receiver_layer: int, method: str, seed: int) -> pa.Table:
+    """``run_injection`` rows tagged with the bridge that produced them (JOB_SCHEMA)."""
+    n = result.num_rows
+    tagged = {"pair": pa.array([pair_name(sender_layer, receiver_layer)] * n, pa.string()),
+              "sender_layer": pa.array([sender_layer] * n, pa.int16()),
+              "receiver_layer": pa.array([receiver_layer] * n, pa.int16()),
+              "method": pa.array([method] * n, pa.string()), "seed": pa.array([seed] * n, pa.int32())}
+    return pa.table({**tagged, **{name: result.column(name) for name in result.column_names}}, schema=JOB_SCHEMA)

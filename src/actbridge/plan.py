@@ -207,9 +207,19 @@ def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[St
     seeds, methods = config["bridge"]["seeds"], config["bridge"]["methods"]
     d_s, d_r = shapes["sender"].hidden, shapes["receiver"].hidden
     weights = len(pairs) * len(methods) * seeds * d_s * d_r * 4
+    note = (f"{len(pairs)} pairs x {len(methods)} methods x {seeds} seeds; ridge holds "
+            f"{(d_s + d_r) ** 2 * 8 / 2**20:.0f} MiB of sufficient statistics")
+    trained_passes = trained_tokens = 0.0
+    if "trained" in methods:  # forward + backward through the receiver per training row, forward per val row
+        trained = config["bridge"]["trained"]
+        train_rows = min(trained["max_rows"], samples["receiver", "bridge_train"].rows)
+        per_role = trained["epochs"] * (3 * train_rows + samples["receiver", "bridge_val"].rows)
+        trained_passes = len(pairs) * seeds * len(roles) * per_role
+        trained_tokens = trained_passes * samples["receiver", "bridge_train"].mean_tokens["receiver"]
+        note += f"; trained: {trained['epochs']} epochs x {train_rows} rows through the receiver per role"
     costs.append(StageCost("bridge", jobs=len(pairs) * len(methods) * seeds, disk_bytes=weights,
-                           note=f"{len(pairs)} pairs x {len(methods)} methods x {seeds} seeds; ridge holds "
-                                f"{(d_s + d_r) ** 2 * 8 / 2**20:.0f} MiB of sufficient statistics"))
+                           forward_passes=round(trained_passes), tokens=round(trained_tokens),
+                           flops=2 * shapes["receiver"].trunk_parameters * trained_tokens, note=note))
 
     injection = config["injection"]
     labels = sum(len(injection["alphas"]) if c in ALPHA_CONDITIONS else 1 for c in injection["conditions"])

@@ -15,13 +15,14 @@ import pyarrow as pa
 from matplotlib.figure import Figure
 
 from actbridge.io import atomic_path
+from actbridge.summaries import pooled
 
 ALPHA_CONDITIONS = {"add": ("tab:blue", "-"), "add_rescaled": ("tab:orange", "-"),
                     "random": ("0.45", ":"), "shuffled": ("0.65", "--")}
 REPLACEMENT_CONDITIONS = {"replace": "tab:blue", "replace_rescaled": "tab:orange", "mean": "0.55",
                           "self_patch": "tab:green"}
 METHOD_COLORS = {"ridge": "tab:blue", "sgd": "tab:orange", "procrustes": "tab:green", "lowrank": "tab:red",
-                 "mlp": "tab:purple"}
+                 "mlp": "tab:purple", "trained": "tab:cyan"}
 
 
 def save_figure(figure: Figure, pdf: str | Path, png: str | Path, dpi: int = 150) -> None:
@@ -268,4 +269,114 @@ def causal_sender_figure(effects: pa.Table, metric: str = "accuracy") -> Figure:
     axes[0, -1].legend(handles.values(), handles.keys(), fontsize=7)
     figure.suptitle("Sender's own answer when the bridged state is ablated or patched from a counterfactual "
                     "(shared prompts), BCa CI", fontsize=9)
+    return figure
+
+
+def causal_receiver_figure(effects: pa.Table) -> Figure:
+    """By receiver layer, per role: answer moved by counterfactual patching (shared) and the accuracy gain
+    of self-patching from the full-context prompt (asymmetric), the upper bound of any bridge there."""
+    rows = effects.to_pylist()
+    roles = sorted({r["role"] for r in rows})
+    figure, axes = _grid(1, max(len(roles), 1), sharey=True)
+    if not roles:
+        _empty(axes[0, 0], "no receiver-side effects")
+    for col, role in enumerate(roles):
+        axis = axes[0, col]
+        axis.axhline(0, color="k", linewidth=0.6)
+        for condition, metric, color, label in (("patch", "moved", "tab:green", "counterfactual patch: answer moved"),
+                                                ("self_patch", "accuracy", "tab:purple",
+                                                 "self-patch (asymmetric): Δ accuracy")):
+            layers = sorted({r["layer"] for r in rows if (r["role"], r["condition"]) == (role, condition)})
+            series = [pooled(rows, role, layer, condition, metric) for layer in layers]
+            series = [(layer, r) for layer, r in zip(layers, series) if r is not None]
+            if not series:
+                continue
+            xs = [layer for layer, _ in series]
+            axis.plot(xs, [100 * r["delta"] for _, r in series], "-o", color=color, markersize=3, label=label)
+            axis.fill_between(xs, [100 * r["ci_low"] for _, r in series], [100 * r["ci_high"] for _, r in series],
+                              color=color, alpha=0.2, linewidth=0)
+        axis.set_title(f"role {role}", fontsize=9)
+        axis.set_xlabel("receiver layer (hidden_states index)")
+    axes[0, 0].set_ylabel("Δ, points")
+    handles = {label: handle for axis in axes.ravel() for handle, label in zip(*axis.get_legend_handles_labels())}
+    if handles:
+        axes[0, -1].legend(handles.values(), handles.keys(), fontsize=7)
+    figure.suptitle("Receiver: does it read from the injection sites, and what could a perfect bridge deliver? "
+                    "BCa CI", fontsize=9)
+    return figure
+
+
+# ---------------------------------------------------------------------------- the asymmetric case
+
+BRIDGED_SHOWN = {"replace_rescaled": "-", "add_rescaled": "--"}
+ASYMMETRIC_CONTROLS = {"mean": "0.5", "shuffled": "tab:brown", "random": "tab:olive"}
+
+
+def reference_alpha(alphas: Iterable[float]) -> float | None:
+    """The α shown for α-scaled conditions: 1 (the receiver's own norm for add_rescaled) if run, else the largest."""
+    values = sorted({a for a in alphas if a is not None})
+    return 1.0 if 1.0 in values else (values[-1] if values else None)
+
+
+def asymmetric_figure(across_seeds: pa.Table, methods: Sequence[str]) -> Figure:
+    """The case where a working channel must show: the receiver lacks the first-hop fact.
+
+    Top row, per role: Δ accuracy against the receiver alone by layer pair for the self-patch upper
+    bound, each method's replace_rescaled and add_rescaled (at the reference α), and the controls of
+    the first method. Bottom row: channel efficiency, Δ / Δ(self-patch), where the upper bound gains.
+    """
+    rows = [r for r in _rows(across_seeds, mode="asymmetric", metric="accuracy", reference="none")
+            if r["method"] in methods]
+    roles = sorted({r["role"] for r in rows})
+    figure, axes = _grid(2, max(len(roles), 1), width=4.2, height=2.8, sharex="col")
+    if not rows:
+        for axis in axes.ravel():
+            _empty(axis, "no asymmetric examples injected")
+        return figure
+    alpha = reference_alpha(r["alpha"] for r in rows)
+    pairs = _pair_order(r["pair"] for r in rows)
+    x = np.arange(len(pairs))
+
+    def series(role: str, method: str, condition: str) -> dict[str, dict]:
+        return {r["pair"]: r for r in rows if (r["role"], r["method"], r["condition"]) == (role, method, condition)
+                and (r["alpha"] is None or r["alpha"] == alpha)}
+
+    def draw(axis, found: dict[str, dict], label: str, color: str, style: str, scale: float = 100.0) -> None:
+        delta = np.array([found[p]["delta"] * scale if p in found else np.nan for p in pairs])
+        low = np.array([found[p]["boot_low"] * scale if p in found else np.nan for p in pairs])
+        high = np.array([found[p]["boot_high"] * scale if p in found else np.nan for p in pairs])
+        axis.plot(x, delta, style, color=color, marker="o", markersize=3, label=label)
+        axis.fill_between(x, low, high, color=color, alpha=0.15, linewidth=0)
+
+    for col, role in enumerate(roles):
+        top, bottom = axes[0, col], axes[1, col]
+        top.axhline(0, color="k", linewidth=0.6, label="receiver alone")
+        bound = series(role, methods[0], "self_patch")
+        draw(top, bound, "self-patch (upper bound)", "black", "-")
+        for method in methods:
+            color = METHOD_COLORS.get(method, "tab:gray")
+            for condition, style in BRIDGED_SHOWN.items():
+                found = series(role, method, condition)
+                suffix = f" α={alpha:g}" if condition == "add_rescaled" else ""
+                draw(top, found, f"{method}: {condition}{suffix}", color, style)
+                ratio = {p: {"delta": found[p]["delta"] / bound[p]["delta"], "boot_low": np.nan, "boot_high": np.nan}
+                         for p in found if p in bound and bound[p]["delta"] > 0}
+                draw(bottom, ratio, f"{method}: {condition}{suffix}", color, style, scale=1.0)
+        for condition, color in ASYMMETRIC_CONTROLS.items():
+            suffix = "" if condition == "mean" else f" α={alpha:g}"
+            draw(top, series(role, methods[0], condition), f"control {condition}{suffix} ({methods[0]})", color, ":")
+        top.set_title(f"role {role}", fontsize=9)
+        bottom.axhline(0, color="k", linewidth=0.6)
+        bottom.axhline(1, color="black", linewidth=0.6, linestyle="--")
+        bottom.set_xticks(x, pairs, fontsize=7, rotation=45)
+        bottom.set_xlabel("layer pair")
+        if col == 0:
+            top.set_ylabel("Δ accuracy vs receiver alone\n(points)", fontsize=8)
+            bottom.set_ylabel("channel efficiency\nΔ / Δ self-patch", fontsize=8)
+        if not any(p in bound and bound[p]["delta"] > 0 for p in pairs):
+            _empty(bottom, "self-patch gains nothing: no upper bound to divide by")
+    handles = {label: handle for axis in axes[0] for handle, label in zip(*axis.get_legend_handles_labels())}
+    axes[0, -1].legend(handles.values(), handles.keys(), fontsize=6)
+    figure.suptitle("Asymmetric mode (first-hop fact only in the sender's prompt): bridged state vs the self-patch "
+                    "upper bound and controls, mean over seeds with crossed-bootstrap CI", fontsize=9)
     return figure

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import pyarrow as pa
 
@@ -75,6 +76,15 @@ def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
                                  + " | ".join(cells[label].get(pair, "") for pair in pairs) + " |")
                 lines.append("")
     return "\n".join(lines)
+
+
+def pooled(rows: Sequence[dict], role: str, layer: int, condition: str, metric: str) -> dict | None:
+    """The effect over every hop count present: the ``all`` row, or the only hop subset there is."""
+    matching = [r for r in rows if (r["role"], r["layer"], r["condition"], r["metric"]) == (role, layer, condition,
+                                                                                           metric)]
+    if len(matching) == 1:
+        return matching[0]
+    return next((r for r in matching if r["hops"] == "all"), None)
 
 
 # Targets from the foundation issue: chaining, not shortcuts.

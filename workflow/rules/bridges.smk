@@ -11,10 +11,11 @@ rule bridge:
         roles=config["activations"]["roles"],
         fit_modes=config["bridge"]["fit_modes"],
         eval_modes=config["data"]["context_modes"],
-        code=library_code("bridges", "bridge_runs", "alignment", "activations", "layout"),
+        code=bridge_code,
     threads: 1
     resources:
         mem_mb=2000,
+        gpu=lambda wildcards: GPUS if wildcards.method == "trained" else 0,
     log:
         "logs/bridges/{pair}/{method}/seed{seed}.log",
     benchmark:

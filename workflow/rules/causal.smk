@@ -1,4 +1,5 @@
 # Stage "causal": does the sender's own answer depend on the states the bridges translate? (reviewer's request)
+# And does the receiver read from the sites where bridges inject, and what could a perfect bridge deliver there?
 
 
 rule sender_causal:
@@ -18,7 +19,7 @@ rule sender_causal:
         stats=config["stats"],
         dtype=config["dtype"],
         code=library_code("causal", "statistics", "interventions", "evaluation", "roles", "activations",
-                          "conditions", "models", "padding", "dataset"),
+                          "conditions", "models", "padding", "dataset", "schemas", "summaries"),
     threads: 1
     resources:
         mem_mb=3000,
@@ -31,3 +32,33 @@ rule sender_causal:
         "../envs/models.yaml"
     script:
         "../scripts/sender_causal.py"
+
+
+rule receiver_causal:
+    input:
+        model=f"{RESULTS}/models/receiver",
+        eval=f"{RESULTS}/data/eval.parquet",
+    output:
+        patching=f"{RESULTS}/causal/receiver_patching_examples.parquet",
+        self_patch=f"{RESULTS}/causal/receiver_self_patch_examples.parquet",
+        table=f"{RESULTS}/causal/receiver.parquet",
+        markdown=report(f"{RESULTS}/causal/receiver.md", caption="../report/causal_receiver.rst", category="Causal"),
+    params:
+        layers=bridged_receiver_layers,
+        roles=config["injection"]["roles"],
+        stats=config["stats"],
+        dtype=config["dtype"],
+        code=library_code("causal", "statistics", "interventions", "evaluation", "roles", "activations",
+                          "conditions", "models", "padding", "dataset", "schemas", "summaries"),
+    threads: 1
+    resources:
+        mem_mb=3000,
+        gpu=GPUS,
+    log:
+        "logs/causal/receiver.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/causal/receiver.tsv"
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/receiver_causal.py"

@@ -147,24 +147,49 @@ def bridged_sender_layers(wildcards=None):
     return sorted({parse_pair(pair)[0] for pair in bridged_pairs()})
 
 
+def bridged_receiver_layers(wildcards=None):
+    """Receiver layers where some bridge injects: where the receiver-side causal profile patches."""
+    from actbridge.layout import parse_pair
+
+    return sorted({parse_pair(pair)[1] for pair in bridged_pairs()})
+
+
 def bridge_dirs(wildcards=None):
     return expand(f"{RESULTS}/bridges/{{pair}}/{{method}}/seed{{seed}}", pair=bridged_pairs(),
                   method=config["bridge"]["methods"], seed=range(config["bridge"]["seeds"]))
 
 
 def bridge_inputs(wildcards):
-    return {f"{model}_{split}": f"{RESULTS}/activations/{model}/{split}" for model in MODELS
-            for split in BRIDGE_SPLITS}
+    """Every model x split's shards; the bridge trained through the receiver also needs the receiver and the
+    prompts and answers of the splits it trains and selects on."""
+    inputs = {f"{model}_{split}": f"{RESULTS}/activations/{model}/{split}" for model in MODELS
+              for split in BRIDGE_SPLITS}
+    if wildcards.method == "trained":
+        inputs["receiver"] = f"{RESULTS}/models/receiver"
+        inputs.update({split: f"{RESULTS}/data/{split}.parquet" for split in ("bridge_train", "bridge_val")})
+    return inputs
 
 
+# the trained bridge starts from the ridge fit, so it reads the ridge keys too
 BRIDGE_KEYS = {"ridge": ["ridge_penalties"], "lowrank": ["ridge_penalties", "rank"], "procrustes": [],
-               "sgd": ["sgd"], "mlp": ["mlp"]}
+               "sgd": ["sgd"], "mlp": ["mlp"], "trained": ["ridge_penalties", "trained"]}
 
 
 def bridge_settings(wildcards):
     """Only the keys the method reads, so tuning the MLP never refits the ridge maps."""
     keys = ["subsample", *BRIDGE_KEYS[wildcards.method]]
-    return {key: config["bridge"][key] for key in keys}
+    settings = {key: config["bridge"][key] for key in keys}
+    if wildcards.method == "trained":  # it runs the receiver, in the configured precision
+        settings["dtype"] = config["dtype"]
+    return settings
+
+
+def bridge_code(wildcards):
+    """The offline fits depend on the bridge modules only; the trained bridge also on the receiver's code."""
+    modules = ["bridges", "bridge_runs", "alignment", "activations", "layout"]
+    if wildcards.method == "trained":
+        modules += ["trained", "interventions", "evaluation", "roles", "padding", "models"]
+    return library_code(*modules)
 
 
 def injected_runs():
@@ -209,7 +234,7 @@ def stats_tables(kind):
     return tables
 
 
-FIGURES = ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender")
+FIGURES = ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender", "causal_receiver", "asymmetric")
 
 
 def all_targets(wildcards=None):
@@ -231,7 +256,10 @@ def all_targets(wildcards=None):
         f"{RESULTS}/stats/per_seed.parquet",
         f"{RESULTS}/stats/across_seeds.parquet",
         f"{RESULTS}/stats/summary.md",
+        f"{RESULTS}/stats/verdict.md",
         f"{RESULTS}/causal/sender.parquet",
         f"{RESULTS}/causal/sender.md",
+        f"{RESULTS}/causal/receiver.parquet",
+        f"{RESULTS}/causal/receiver.md",
         *expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=("pdf", "png")),
     ]

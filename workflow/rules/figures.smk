@@ -9,7 +9,7 @@ rule figure_dataset:
         pdf=f"{RESULTS}/figures/dataset.pdf",
         png=report(f"{RESULTS}/figures/dataset.png", caption="../report/figure_dataset.rst", category="Figures"),
     params:
-        code=library_code("plots", "io"),
+        code=library_code("plots", "summaries", "io"),
     log:
         "logs/figures/dataset.log",
     conda:
@@ -26,7 +26,7 @@ rule figure_bridge_quality:
         png=report(f"{RESULTS}/figures/bridge_quality.png", caption="../report/figure_bridge_quality.rst",
                    category="Figures"),
     params:
-        code=library_code("plots", "io"),
+        code=library_code("plots", "summaries", "io"),
     log:
         "logs/figures/bridge_quality.log",
     conda:
@@ -44,7 +44,7 @@ rule figure_injection_sweep:
                    category="Figures"),
     params:
         method=config["figures"]["method"],
-        code=library_code("plots", "io"),
+        code=library_code("plots", "summaries", "io"),
     log:
         "logs/figures/injection_sweep.log",
     conda:
@@ -62,7 +62,7 @@ rule figure_replacement:
                    category="Figures"),
     params:
         method=config["figures"]["method"],
-        code=library_code("plots", "io"),
+        code=library_code("plots", "summaries", "io"),
     log:
         "logs/figures/replacement.log",
     conda:
@@ -79,9 +79,43 @@ rule figure_causal_sender:
         png=report(f"{RESULTS}/figures/causal_sender.png", caption="../report/figure_causal_sender.rst",
                    category="Figures"),
     params:
-        code=library_code("plots", "io"),
+        code=library_code("plots", "summaries", "io"),
     log:
         "logs/figures/causal_sender.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_causal_receiver:
+    input:
+        effects=f"{RESULTS}/causal/receiver.parquet",
+    output:
+        pdf=f"{RESULTS}/figures/causal_receiver.pdf",
+        png=report(f"{RESULTS}/figures/causal_receiver.png", caption="../report/figure_causal_receiver.rst",
+                   category="Figures"),
+    params:
+        code=library_code("plots", "summaries", "io"),
+    log:
+        "logs/figures/causal_receiver.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_asymmetric:
+    input:
+        across_seeds=f"{RESULTS}/stats/across_seeds.parquet",
+    output:
+        pdf=f"{RESULTS}/figures/asymmetric.pdf",
+        png=report(f"{RESULTS}/figures/asymmetric.png", caption="../report/figure_asymmetric.rst", category="Figures"),
+    params:
+        methods=config["injection"]["methods"],
+        code=library_code("plots", "summaries", "io"),
+    log:
+        "logs/figures/asymmetric.log",
     conda:
         "../envs/figures.yaml"
     script:

@@ -40,3 +40,22 @@ rule stats_summary:
         "../envs/stats.yaml"
     script:
         "../scripts/stats_summary.py"
+
+
+rule verdict:
+    input:
+        across_seeds=f"{RESULTS}/stats/across_seeds.parquet",
+        sender=f"{RESULTS}/causal/sender.parquet",
+        receiver=f"{RESULTS}/causal/receiver.parquet",
+    output:
+        table=f"{RESULTS}/stats/verdict.parquet",
+        markdown=report(f"{RESULTS}/stats/verdict.md", caption="../report/verdict.rst", category="Injection"),
+    params:
+        confidence=config["stats"]["confidence"],
+        code=library_code("verdict", "summaries", "layout", "io"),
+    log:
+        "logs/stats/verdict.log",
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/verdict.py"

@@ -1,5 +1,6 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
+import pyarrow.parquet as pq
 import torch
 
 from actbridge.activations import ActivationStore
@@ -14,12 +15,23 @@ torch.set_num_threads(snakemake.config["threads"] or snakemake.threads)  # no tr
 stores = {model: {split: ActivationStore(snakemake.input[f"{model}_{split}"], quarantine=True)
                   for split in ("bridge_train", "bridge_val", "eval")} for model in ("sender", "receiver")}
 sender_layer, receiver_layer = parse_pair(snakemake.wildcards.pair)
-seed = int(snakemake.wildcards.seed)
+method, seed = snakemake.wildcards.method, int(snakemake.wildcards.seed)
 provenance = {"settings": snakemake.params.settings, "seed": seed,
               "sender": stores["sender"]["bridge_train"].manifest["model"],
               "receiver": stores["receiver"]["bridge_train"].manifest["model"]}
+trainer = None
+if method == "trained":  # the one method that runs the receiver (transformers is imported only here)
+    from actbridge.models import load_model, load_tokenizer, resolve_device, resolve_dtype
+    from actbridge.trained import TrainedSettings, receiver_trainer
+
+    receiver = load_model(snakemake.input.receiver, resolve_device(snakemake.config["device"]),
+                          resolve_dtype(snakemake.params.settings["dtype"]))
+    trainer = receiver_trainer(receiver, load_tokenizer(snakemake.input.receiver),
+                               {split: pq.read_table(snakemake.input[split]) for split in ("bridge_train", "bridge_val")},
+                               stores["sender"], sender_layer, receiver_layer, snakemake.params.fit_modes,
+                               TrainedSettings.from_config(snakemake.params.settings["trained"]), seed)
 with atomic_directory(snakemake.output[0]) as out_dir:
-    metrics = run_bridge_job(stores, sender_layer, receiver_layer, snakemake.wildcards.method, seed,
+    metrics = run_bridge_job(stores, sender_layer, receiver_layer, method, seed,
                              snakemake.params.roles, snakemake.params.fit_modes, snakemake.params.eval_modes,
-                             BridgeSettings.from_config(snakemake.params.settings), out_dir, provenance)
+                             BridgeSettings.from_config(snakemake.params.settings), out_dir, provenance, trainer)
     write_parquet(metrics, out_dir / "metrics.parquet")

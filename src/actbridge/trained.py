@@ -1,0 +1,187 @@
+"""Bridges trained for the receiver: the map is fitted end to end through the frozen receiver on its answer loss.
+
+The offline methods fit the receiver's *state* (what its own full-context pass computes at the
+site); this one fits the receiver's *use* of the injected vector: the hypothesis that an
+interface between models must be trained for its reader. The map has the form of the linear
+bridges (normalized sender state -> normalized receiver state, then the receiver's scale and
+mean), so alignment metrics, injection and statistics treat it like any other bridge, and its
+alignment can be read beside its effect: a bridge can help while aligning worse.
+
+Training: start from a given bridge (the ridge fit), inject its output at the role's token of the
+receiver's own prompt (``replace``: b instead of h; ``add``: h + b), and minimise with Adam the
+negative log-probability of the gold answer's tokens (teacher-forced, full vocabulary), the
+receiver frozen. Each epoch is scored on bridge_val; the best epoch (epoch 0 = the start) is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from actbridge.activations import RowKey
+from actbridge.bridges import Bridge
+from actbridge.evaluation import encode_continuations
+from actbridge.interventions import residual_edit
+from actbridge.padding import right_padded
+from actbridge.roles import role_positions_for_table
+
+if TYPE_CHECKING:  # hints only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+INJECTIONS = ("replace", "add")
+
+
+@dataclass(frozen=True)
+class TrainedSettings:
+    """``bridge.trained`` in the config."""
+
+    epochs: int = 2
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    injection: str = "replace"
+    max_rows: int = 1000  # training rows drawn (by seed) from bridge_train: a forward and backward pass each
+
+    def __post_init__(self) -> None:
+        if self.injection not in INJECTIONS:
+            raise ValueError(f"bridge.trained.injection: {self.injection!r} not in {list(INJECTIONS)}")
+
+    @classmethod
+    def from_config(cls, trained: dict) -> "TrainedSettings":
+        return cls(**trained)
+
+
+@dataclass(frozen=True)
+class AnswerRows:
+    """Training rows on the receiver side, one per example that has the role and a sender state."""
+
+    token_ids: list[list[int]]  # receiver prompt + " " + gold answer
+    answer_start: np.ndarray  # [n] index of the answer's first token
+    positions: np.ndarray  # [n] the role's token in the receiver prompt (the edit site)
+    sender_states: np.ndarray  # [n, d_s] raw sender states at the bridged layer and role
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+def answer_rows(tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, role: str, sender_keys: Sequence[RowKey],
+                sender_states: np.ndarray, modes: Sequence[str] | None = None) -> AnswerRows:
+    """Pair each example of ``examples`` (in ``modes``) with its sender state, keyed by (example_id, mode)."""
+    positions = role_positions_for_table(tokenizer, examples, "receiver", [role])[role]
+    row_of = {key: row for row, key in enumerate(sender_keys)}
+    keys = list(zip(examples.column("example_id").to_pylist(), examples.column("mode").to_pylist()))
+    keep = [i for i, key in enumerate(keys) if positions[i] >= 0 and key in row_of
+            and (modes is None or key[1] in modes)]
+    prompts, answers = examples.column("receiver_prompt").to_pylist(), examples.column("answer").to_pylist()
+    encoded = [encode_continuations(tokenizer, prompts[i], [answers[i]])[0] for i in keep]
+    return AnswerRows(token_ids=[ids for ids, _ in encoded], answer_start=np.array([s for _, s in encoded]),
+                      positions=positions[keep], sender_states=sender_states[[row_of[keys[i]] for i in keep]])
+
+
+class BridgeMap(torch.nn.Module):
+    """The bridge as a differentiable map: raw sender state -> raw receiver-space vector."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        super().__init__()
+        if bridge.hidden_weight is not None:
+            raise ValueError("a trained bridge starts from a linear bridge (ridge, lowrank, procrustes, sgd)")
+        self.weight = torch.nn.Parameter(torch.tensor(bridge.weight, dtype=torch.float32))
+        self.bias = torch.nn.Parameter(torch.tensor(bridge.bias, dtype=torch.float32))
+        for name, value in (("sender_mean", bridge.sender.mean), ("receiver_mean", bridge.receiver.mean)):
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float32))
+        self.sender_scale, self.receiver_scale = float(bridge.sender.scale), float(bridge.receiver.scale)
+
+    def forward(self, sender_raw: torch.Tensor) -> torch.Tensor:
+        normalized = (sender_raw - self.sender_mean) / self.sender_scale
+        return (normalized @ self.weight + self.bias) * self.receiver_scale + self.receiver_mean
+
+
+def answer_loss(receiver: "PreTrainedModel", layer: int, rows: AnswerRows, index: np.ndarray, bridged: torch.Tensor,
+                injection: str, pad_id: int) -> torch.Tensor:
+    """Mean over ``index`` rows of −log p(gold answer tokens), with ``bridged`` [n, d_r] injected."""
+    device = next(receiver.parameters()).device
+    input_ids, attention = right_padded([rows.token_ids[i] for i in index], pad_id)
+    n = len(index)
+    keep = torch.full((n,), 1.0 if injection == "add" else 0.0)
+    with residual_edit(receiver, layer, torch.arange(n), torch.as_tensor(rows.positions[index]), keep,
+                       bridged, torch.zeros(n, dtype=torch.bool)):
+        logits = receiver(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t + 1
+    targets = input_ids[:, 1:].to(device)
+    predicted_at = torch.arange(targets.shape[1], device=device)[None, :]
+    starts = torch.as_tensor(rows.answer_start[index], device=device)[:, None]
+    answer = (predicted_at >= starts - 1) & (attention[:, 1:].to(device) > 0)
+    token_logprobs = logprobs.gather(-1, targets[..., None])[..., 0]
+    return -(token_logprobs * answer).sum() / n
+
+
+def _mean_loss(receiver: "PreTrainedModel", layer: int, rows: AnswerRows, bridge_map: BridgeMap,
+               settings: TrainedSettings, pad_id: int) -> float:
+    device = next(receiver.parameters()).device
+    total = 0.0
+    with torch.no_grad():
+        for begin in range(0, len(rows), settings.batch_size):
+            index = np.arange(begin, min(begin + settings.batch_size, len(rows)))
+            bridged = bridge_map(torch.as_tensor(rows.sender_states[index], dtype=torch.float32, device=device))
+            total += float(answer_loss(receiver, layer, rows, index, bridged, settings.injection, pad_id)) * len(index)
+    return total / max(len(rows), 1)
+
+
+def train_bridge(receiver: "PreTrainedModel", layer: int, start: Bridge, train: AnswerRows, val: AnswerRows,
+                 settings: TrainedSettings, seed: int, pad_id: int) -> Bridge:
+    """Train ``start``'s map through the frozen ``receiver`` at ``hidden_states[layer]``; keep the best val epoch."""
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError("a trained bridge needs bridge_train and bridge_val rows with the role and sender states")
+    device = next(receiver.parameters()).device
+    receiver.eval().requires_grad_(False)
+    torch.manual_seed(seed)
+    bridge_map = BridgeMap(start).to(device)
+    optimizer = torch.optim.Adam(bridge_map.parameters(), lr=settings.learning_rate)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    rows = np.sort(rng.choice(len(train), size=min(settings.max_rows, len(train)), replace=False))
+    history = [_mean_loss(receiver, layer, val, bridge_map, settings, pad_id)]
+    best = (history[0], 0, {k: v.detach().clone() for k, v in bridge_map.state_dict().items()})
+    for epoch in range(1, settings.epochs + 1):
+        order = rng.permutation(rows)
+        for begin in range(0, len(order), settings.batch_size):
+            index = order[begin:begin + settings.batch_size]
+            bridged = bridge_map(torch.as_tensor(train.sender_states[index], dtype=torch.float32, device=device))
+            loss = answer_loss(receiver, layer, train, index, bridged, settings.injection, pad_id)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        history.append(_mean_loss(receiver, layer, val, bridge_map, settings, pad_id))
+        log.info("trained bridge epoch %d: val answer loss %.4f", epoch, history[-1])
+        if history[-1] < best[0]:
+            best = (history[-1], epoch, {k: v.detach().clone() for k, v in bridge_map.state_dict().items()})
+    state = best[2]
+    info = {"start": start.method, "injection": settings.injection, "best_epoch": best[1],
+            "val_loss_by_epoch": history, "train_rows": len(rows), "val_rows": len(val)}
+    return Bridge("trained", start.sender, start.receiver, state["weight"].cpu().double().numpy(),
+                  state["bias"].cpu().double().numpy(), info=info)
+
+
+def receiver_trainer(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: dict[str, pa.Table],
+                     sender_stores: dict, sender_layer: int, receiver_layer: int, fit_modes: Sequence[str],
+                     settings: TrainedSettings, seed: int):
+    """For :func:`actbridge.bridge_runs.run_bridge_job`: (role, offline start bridge) -> bridge trained through
+    the receiver on bridge_train, selected on bridge_val (``examples`` and ``sender_stores`` keyed by split)."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def train(role: str, start: Bridge) -> Bridge:
+        rows = {}
+        for split in ("bridge_train", "bridge_val"):
+            keys, states = sender_stores[split].read(sender_layer, role, list(fit_modes))
+            rows[split] = answer_rows(tokenizer, examples[split], role, keys, states, fit_modes)
+        log.info("role %s: training through the receiver on %d rows (of %d), selecting on %d", role,
+                 min(settings.max_rows, len(rows["bridge_train"])), len(rows["bridge_train"]), len(rows["bridge_val"]))
+        return train_bridge(receiver, receiver_layer, start, rows["bridge_train"], rows["bridge_val"], settings,
+                            seed, pad_id)
+
+    return train

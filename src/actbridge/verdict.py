@@ -1,0 +1,144 @@
+"""The verdict table: per bridge method x context mode x condition, does injection help, harm, or do nothing?
+
+One row per (method, mode, role, condition). Among the condition's layer pairs and α values,
+the verdict is
+
+* ``helps`` where some Δaccuracy against ``none`` is positive and significant (Holm-adjusted
+  p across seeds below 1 − confidence, and the crossed-bootstrap interval above 0): the row
+  reports the largest such Δ, and in ``asymmetric`` mode its *channel efficiency*, the fraction
+  of the self-patch gain at the same site (layer pair, role, bridge seed set) that it recovers;
+* ``harmful`` where none helps and some Δ is negative and significant (the most negative);
+* ``no effect`` otherwise (the row with the largest Δ is reported, with its interval).
+
+Beside it: the sender-side effect at the translated layer (mean ablation of the sender's state
+there: does the sender's own answer use what the bridge translates?) and whether the receiver
+reads from the injection site (counterfactual patching moves its answer). A bridge can only
+carry what the sender uses, into a site the receiver reads.
+
+Torch-free: the rule runs in the statistics environment.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import pyarrow as pa
+
+from actbridge.layout import parse_pair
+from actbridge.summaries import pooled
+
+VERDICT_SCHEMA = pa.schema([
+    ("method", pa.string()), ("mode", pa.string()), ("role", pa.string()), ("condition", pa.string()),
+    ("verdict", pa.string()), ("pair", pa.string()), ("alpha", pa.float64()), ("n_sites", pa.int32()),
+    ("delta", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("p_holm", pa.float64()),
+    ("upper_bound", pa.float64()), ("channel_efficiency", pa.float64()),
+    ("sender_ablation", pa.float64()), ("sender_ablation_low", pa.float64()), ("sender_ablation_high", pa.float64()),
+    ("receiver_moved", pa.float64()), ("receiver_moved_low", pa.float64()), ("receiver_moved_high", pa.float64()),
+])
+NAN = float("nan")
+
+
+def significant(row: dict, level: float) -> int:
+    """+1 / -1 where the Holm-adjusted p is below ``level`` and the interval excludes 0 on that side, else 0."""
+    p_holm = row["p_holm"]
+    if p_holm is None or not math.isfinite(p_holm) or p_holm >= level:
+        return 0
+    if row["boot_low"] > 0:
+        return 1
+    return -1 if row["boot_high"] < 0 else 0
+
+
+def choose(rows: Sequence[dict], level: float) -> tuple[str, dict]:
+    """(verdict, the row it rests on) among one condition's sites (pairs x α)."""
+    helps = [r for r in rows if significant(r, level) > 0]
+    if helps:
+        return "helps", max(helps, key=lambda r: r["delta"])
+    harms = [r for r in rows if significant(r, level) < 0]
+    if harms:
+        return "harmful", min(harms, key=lambda r: r["delta"])
+    return "no effect", max(rows, key=lambda r: r["delta"] if math.isfinite(r["delta"]) else -math.inf)
+
+
+def channel_efficiency(delta: float, upper_bound: float) -> float:
+    """Fraction of the self-patch gain a bridged condition recovers; undefined without a positive gain."""
+    return delta / upper_bound if math.isfinite(upper_bound) and upper_bound > 0 else NAN
+
+
+def verdict_table(across_seeds: pa.Table, sender_effects: pa.Table, receiver_effects: pa.Table,
+                  confidence: float) -> pa.Table:
+    """One verdict row per (method, mode, role, condition) of the across-seeds statistics (accuracy vs none)."""
+    level = 1.0 - confidence
+    rows = [r for r in across_seeds.to_pylist() if r["metric"] == "accuracy" and r["reference"] == "none"]
+    sender = sender_effects.to_pylist()
+    receiver = receiver_effects.to_pylist()
+    self_patch = {(r["pair"], r["method"], r["role"], r["mode"]): r for r in rows if r["condition"] == "self_patch"}
+    out = []
+    for key in sorted({(r["method"], r["mode"], r["role"], r["condition"]) for r in rows}):
+        method, mode, role, condition = key
+        sites = [r for r in rows if (r["method"], r["mode"], r["role"], r["condition"]) == key]
+        verdict, chosen = choose(sites, level)
+        bound_row = self_patch.get((chosen["pair"], method, role, mode))
+        upper_bound = bound_row["delta"] if bound_row is not None and significant(bound_row, level) > 0 else NAN
+        efficiency = channel_efficiency(chosen["delta"], upper_bound) if mode == "asymmetric" else NAN
+        if verdict == "helps" and condition != "self_patch":
+            verdict = (f"helps: {efficiency:.0%} of upper bound" if math.isfinite(efficiency)
+                       else f"helps: {100 * chosen['delta']:+.1f} points")
+        elif verdict == "helps":
+            verdict = "upper bound"
+        sender_layer, receiver_layer = parse_pair(chosen["pair"])
+        ablation = pooled(sender, role, sender_layer, "mean", "accuracy")
+        moved = pooled(receiver, role, receiver_layer, "patch", "moved")
+        out.append({
+            "method": method, "mode": mode, "role": role, "condition": condition, "verdict": verdict,
+            "pair": chosen["pair"], "alpha": chosen["alpha"], "n_sites": len(sites), "delta": chosen["delta"],
+            "ci_low": chosen["boot_low"], "ci_high": chosen["boot_high"], "p_holm": chosen["p_holm"],
+            "upper_bound": upper_bound if mode == "asymmetric" else NAN, "channel_efficiency": efficiency,
+            **_effect("sender_ablation", ablation), **_effect("receiver_moved", moved),
+        })
+    return pa.Table.from_pylist(out, schema=VERDICT_SCHEMA)
+
+
+def _effect(prefix: str, row: dict | None) -> dict:
+    if row is None:
+        return {prefix: NAN, f"{prefix}_low": NAN, f"{prefix}_high": NAN}
+    return {prefix: row["delta"], f"{prefix}_low": row["ci_low"], f"{prefix}_high": row["ci_high"]}
+
+
+def _points(value: float, low: float | None = None, high: float | None = None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{100 * value:+.1f}"
+    return text if low is None else f"{text} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def verdict_markdown(table: pa.Table, confidence: float) -> str:
+    rows = table.to_pylist()
+    lines = [
+        "# Verdict", "",
+        "Does injecting the bridged sender state change the receiver's exact-match accuracy? One row per bridge "
+        "method, context mode, role and condition; among that condition's layer pairs and α values the verdict "
+        f"is `helps` / `harmful` where some Δ against `none` is significant (Holm-adjusted p < {1 - confidence:.2g} "
+        f"across seeds and the {confidence:.0%} crossed seed × example bootstrap interval excludes 0), and `no "
+        "effect` otherwise; the row shows the site it rests on (the best Δ, or the worst for `harmful`). "
+        "**Channel efficiency** (asymmetric mode): Δ over the self-patch gain at the same site, the upper bound of "
+        "any bridge. **Sender uses it**: Δ of the sender's own accuracy when its state at the translated layer is "
+        "mean-ablated. **Receiver reads it**: Δ in how often counterfactual patching at the injection layer moves "
+        "the receiver's answer. Points throughout.", "",
+    ]
+    for mode in sorted({r["mode"] for r in rows}):
+        lines += [f"## mode `{mode}`", "",
+                  "| method | role | condition | verdict | site (pair, α) | Δ accuracy [CI] | p (Holm) | "
+                  "upper bound | channel efficiency | sender uses it | receiver reads it |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in (r for r in rows if r["mode"] == mode):
+            alpha = "" if r["alpha"] is None else f", α {r['alpha']:g}"
+            efficiency = f"{r['channel_efficiency']:.0%}" if math.isfinite(r["channel_efficiency"]) else "n/a"
+            lines.append(
+                f"| {r['method']} | {r['role']} | {r['condition']} | **{r['verdict']}** | {r['pair']}{alpha} "
+                f"(of {r['n_sites']}) | {_points(r['delta'], r['ci_low'], r['ci_high'])} | {r['p_holm']:.2g} | "
+                f"{_points(r['upper_bound'])} | {efficiency} | "
+                f"{_points(r['sender_ablation'], r['sender_ablation_low'], r['sender_ablation_high'])} | "
+                f"{_points(r['receiver_moved'], r['receiver_moved_low'], r['receiver_moved_high'])} |")
+        lines.append("")
+    return "\n".join(lines)

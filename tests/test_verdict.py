@@ -1,0 +1,78 @@
+"""The verdict table on planted statistics: each verdict comes out where it was planted."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pytest
+
+from actbridge.schemas import EFFECT_SCHEMA
+from actbridge.statistics import ACROSS_SEEDS_SCHEMA
+from actbridge.verdict import verdict_markdown, verdict_table
+
+
+def across(pair, condition, delta, half_width, p_holm, mode="asymmetric", alpha=None, method="ridge", role="last"):
+    return {"pair": pair, "method": method, "role": role, "mode": mode, "family": "vs_none", "condition": condition,
+            "alpha": alpha, "reference": "none", "metric": "accuracy", "n_seeds": 5, "n": 200, "delta": delta,
+            "seed_sd": 0.01, "t_low": delta - half_width, "t_high": delta + half_width,
+            "boot_low": delta - half_width, "boot_high": delta + half_width, "p_value": p_holm, "p_holm": p_holm}
+
+
+def effect(layer, condition, metric, delta, role="last"):
+    return {"layer": layer, "role": role, "hops": "2", "condition": condition, "metric": metric, "n": 100,
+            "clean_value": 0.5, "value": 0.5 + delta, "delta": delta, "ci_low": delta - 0.05, "ci_high": delta + 0.05,
+            "ci_method": "BCa", "test": "mcnemar_exact", "p_value": 0.01, "p_holm": 0.01}
+
+
+@pytest.fixture()
+def planted():
+    rows = [
+        # the upper bound: self-patching gains 40 points at s2-r3, nothing at s1-r2
+        across("s2-r3", "self_patch", 0.40, 0.05, 1e-6), across("s1-r2", "self_patch", 0.02, 0.05, 0.6),
+        # replace_rescaled recovers 10 of those 40 points at s2-r3 (and nothing at s1-r2): 25% efficiency
+        across("s2-r3", "replace_rescaled", 0.10, 0.04, 1e-3), across("s1-r2", "replace_rescaled", 0.0, 0.04, 1.0),
+        # replace harms at one site, does nothing at the other
+        across("s2-r3", "replace", -0.20, 0.05, 1e-5), across("s1-r2", "replace", 0.01, 0.04, 0.7),
+        # add: a large but not significant Δ is no effect; so is a significant p whose interval crosses 0
+        across("s2-r3", "add", 0.08, 0.10, 0.2, alpha=1.0), across("s1-r2", "add", 0.03, 0.05, 0.01, alpha=0.1),
+        # shared mode has no upper bound: a gain is reported in points
+        across("s2-r3", "replace_rescaled", 0.06, 0.02, 1e-3, mode="shared"),
+    ]
+    sender = [effect(2, "mean", "accuracy", -0.30), effect(1, "mean", "accuracy", -0.01)]
+    receiver = [effect(3, "patch", "moved", 0.15), effect(3, "self_patch", "accuracy", 0.40)]
+    return (pa.Table.from_pylist(rows, schema=ACROSS_SEEDS_SCHEMA), pa.Table.from_pylist(sender, schema=EFFECT_SCHEMA),
+            pa.Table.from_pylist(receiver, schema=EFFECT_SCHEMA))
+
+
+def test_each_planted_verdict_comes_out(planted):
+    table = verdict_table(*planted, confidence=0.95)
+    rows = {(r["mode"], r["condition"]): r for r in table.to_pylist()}
+    helps = rows[("asymmetric", "replace_rescaled")]
+    assert helps["verdict"] == "helps: 25% of upper bound" and helps["pair"] == "s2-r3"
+    assert helps["channel_efficiency"] == pytest.approx(0.25) and helps["upper_bound"] == pytest.approx(0.40)
+    # the sender uses the translated state (layer 2 ablation -30 points); the receiver reads layer 3
+    assert helps["sender_ablation"] == pytest.approx(-0.30) and helps["receiver_moved"] == pytest.approx(0.15)
+    harmful = rows[("asymmetric", "replace")]
+    assert harmful["verdict"] == "harmful" and harmful["delta"] == pytest.approx(-0.20)
+    nothing = rows[("asymmetric", "add")]
+    assert nothing["verdict"] == "no effect" and nothing["pair"] == "s2-r3" and nothing["alpha"] == 1.0
+    assert rows[("asymmetric", "self_patch")]["verdict"] == "upper bound"
+    shared = rows[("shared", "replace_rescaled")]
+    assert shared["verdict"] == "helps: +6.0 points" and math.isnan(shared["channel_efficiency"])
+
+
+def test_the_markdown_shows_every_row_by_mode(planted):
+    table = verdict_table(*planted, confidence=0.95)
+    text = verdict_markdown(table, 0.95)
+    assert text.count("| ridge |") == table.num_rows
+    assert "## mode `asymmetric`" in text and "## mode `shared`" in text
+    assert "**helps: 25% of upper bound**" in text and "25%" in text
+
+
+def test_without_causal_effects_the_columns_say_not_available(planted):
+    across_seeds, _, _ = planted
+    empty = EFFECT_SCHEMA.empty_table()
+    table = verdict_table(across_seeds, empty, empty, confidence=0.95)
+    assert all(math.isnan(r["sender_ablation"]) for r in table.to_pylist())
+    assert "n/a" in verdict_markdown(table, 0.95)

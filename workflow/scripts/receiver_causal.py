@@ -1,0 +1,28 @@
+import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actbridge.causal import (EFFECT_SCHEMA, patching_effects, receiver_causal_markdown, receiver_causal_tables,
+                              self_patch_effects)
+from actbridge.io import write_parquet, write_text
+from actbridge.logs import log_to_file
+from actbridge.models import configure_threads, load_model, load_tokenizer, resolve_device, resolve_dtype
+from actbridge.statistics import StatsSettings
+
+log_to_file(snakemake.log[0])
+configure_threads(snakemake.config["threads"] or snakemake.threads)
+model = load_model(snakemake.input.model, resolve_device(snakemake.config["device"]),
+                   resolve_dtype(snakemake.params.dtype))
+patches, self_patches = receiver_causal_tables(model, load_tokenizer(snakemake.input.model),
+                                               pq.read_table(snakemake.input.eval), snakemake.params.layers,
+                                               snakemake.params.roles,
+                                               batch_size=snakemake.config["injection"]["batch_size"])
+settings = StatsSettings.from_config(snakemake.params.stats)
+effects = [patching_effects(patches, settings)] if patches.num_rows else []
+effects += [self_patch_effects(self_patches, settings)] if self_patches.num_rows else []
+write_parquet(patches, snakemake.output.patching)
+write_parquet(self_patches, snakemake.output.self_patch)
+table = pa.concat_tables(effects) if effects else EFFECT_SCHEMA.empty_table()
+write_parquet(table, snakemake.output.table)
+write_text(receiver_causal_markdown(table, settings.confidence), snakemake.output.markdown)

@@ -140,20 +140,28 @@ def donor_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", 
                   torch.zeros(2, dtype=torch.bool)) for state in states]
 
 
+def _donor_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", table: pa.Table, layer: int,
+                      role: str, side: str, donor_side: str, condition: str, batch_size: int) -> pa.Table:
+    """Scores on ``table``'s ``side`` prompts, clean and with the state at (layer, role) replaced by the model's
+    own state at the same role of the ``donor_side`` prompt (``condition`` names the patched rows)."""
+    positions = role_positions_for_table(tokenizer, table, side, [role])[role]
+    donor_positions = role_positions_for_table(tokenizer, table, donor_side, [role])[role]
+    keep = [i for i in range(table.num_rows) if positions[i] >= 0 and donor_positions[i] >= 0]
+    if len(keep) < 2:
+        raise ValueError(f"fewer than two examples have a {donor_side} prompt and role {role!r}")
+    donors = table.column(f"{donor_side}_prompt").to_pylist()
+    edits = donor_edits(model, tokenizer, [donors[i] for i in keep], donor_positions[keep], layer, batch_size)
+    return _score_rows(model, tokenizer, table, keep, positions, layer, role, edits, ("none", condition), batch_size,
+                       side=side)
+
+
 def patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
                   layer: int, role: str, batch_size: int = 16) -> pa.Table:
     """Per-example scores on ``shared`` prompts, clean and with the state at (layer, role) taken from the
     counterfactual prompt. In ``shared`` mode both models read the full prompt, so this serves either."""
     shared = shared_rows(examples)
     shared = shared.filter(pc.is_valid(shared.column("counterfactual_prompt")))
-    positions = role_positions_for_table(tokenizer, shared, "sender", [role])[role]
-    donor_positions = role_positions_for_table(tokenizer, shared, "counterfactual", [role])[role]
-    keep = [i for i in range(shared.num_rows) if positions[i] >= 0 and donor_positions[i] >= 0]
-    if len(keep) < 2:
-        raise ValueError(f"fewer than two {MODE} examples have a counterfactual prompt and role {role!r}")
-    donors = shared.column("counterfactual_prompt").to_pylist()
-    edits = donor_edits(model, tokenizer, [donors[i] for i in keep], donor_positions[keep], layer, batch_size)
-    return _score_rows(model, tokenizer, shared, keep, positions, layer, role, edits, ("none", "patch"), batch_size)
+    return _donor_patch_rows(model, tokenizer, shared, layer, role, "sender", "counterfactual", "patch", batch_size)
 
 
 def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
@@ -165,15 +173,7 @@ def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBas
                                                       examples.column("full_prompt"))))
     if asymmetric.num_rows == 0:
         return EXAMPLE_SCHEMA.empty_table()
-    positions = role_positions_for_table(tokenizer, asymmetric, "receiver", [role])[role]
-    donor_positions = role_positions_for_table(tokenizer, asymmetric, "full", [role])[role]
-    keep = [i for i in range(asymmetric.num_rows) if positions[i] >= 0 and donor_positions[i] >= 0]
-    if len(keep) < 2:
-        raise ValueError(f"fewer than two asymmetric examples have role {role!r}")
-    donors = asymmetric.column("full_prompt").to_pylist()
-    edits = donor_edits(model, tokenizer, [donors[i] for i in keep], donor_positions[keep], layer, batch_size)
-    return _score_rows(model, tokenizer, asymmetric, keep, positions, layer, role, edits, ("none", "self_patch"),
-                       batch_size, side="receiver")
+    return _donor_patch_rows(model, tokenizer, asymmetric, layer, role, "receiver", "full", "self_patch", batch_size)
 
 
 def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,

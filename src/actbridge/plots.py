@@ -377,6 +377,6 @@ def asymmetric_figure(across_seeds: pa.Table, methods: Sequence[str]) -> Figure:
             _empty(bottom, "self-patch gains nothing: no upper bound to divide by")
     handles = {label: handle for axis in axes[0] for handle, label in zip(*axis.get_legend_handles_labels())}
     axes[0, -1].legend(handles.values(), handles.keys(), fontsize=6)
-    figure.suptitle("Asymmetric mode (first-hop fact only in the sender's prompt): bridged state vs the self-patch "
+    figure.suptitle("Asymmetric mode (first-hop fact only in the sender's prompt):\nbridged state vs the self-patch "
                     "upper bound and controls, mean over seeds with crossed-bootstrap CI", fontsize=9)
     return figure

@@ -10,7 +10,7 @@ if SRC not in sys.path:
 
 from actbridge.config import ConfigError, model_kind, replace_model_specs, validate_config
 from actbridge.dataset import SPLITS
-from actbridge.layout import layer_pairs, layers_for, pair_name, resolve_layers
+from actbridge.layout import layer_pairs, layers_for, pair_name, parse_pair, resolve_layers
 
 try:
     # --configfile config/pythia.yaml names models by hub id: that replaces the default micro specs
@@ -142,15 +142,11 @@ if all(model_kind(config["models"][m]) == "micro" for m in MODELS):
 
 def bridged_sender_layers(wildcards=None):
     """Sender layers that some bridge translates: where the sender-side causal profile ablates."""
-    from actbridge.layout import parse_pair
-
     return sorted({parse_pair(pair)[0] for pair in bridged_pairs()})
 
 
 def bridged_receiver_layers(wildcards=None):
     """Receiver layers where some bridge injects: where the receiver-side causal profile patches."""
-    from actbridge.layout import parse_pair
-
     return sorted({parse_pair(pair)[1] for pair in bridged_pairs()})
 
 

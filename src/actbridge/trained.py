@@ -146,6 +146,7 @@ def train_bridge(receiver: "PreTrainedModel", layer: int, start: Bridge, train: 
     rng = np.random.Generator(np.random.PCG64(seed))
     rows = np.sort(rng.choice(len(train), size=min(settings.max_rows, len(train)), replace=False))
     history = [_mean_loss(receiver, layer, val, bridge_map, settings, pad_id)]
+    log.info("trained bridge epoch 0 (the %s start): val answer loss %.4f", start.method, history[0])
     best = (history[0], 0, {k: v.detach().clone() for k, v in bridge_map.state_dict().items()})
     for epoch in range(1, settings.epochs + 1):
         order = rng.permutation(rows)

@@ -245,6 +245,20 @@ def test_rerun_with_nothing_changed_does_nothing(finished_run):
     assert "Nothing to be done" in output
 
 
+def test_editing_prose_in_the_library_reruns_nothing_and_editing_code_reruns_its_rules(finished_run):
+    module = finished_run / "src" / "actbridge" / "verdict.py"
+    original = module.read_text()
+    try:
+        module.write_text(original.replace('"""The verdict table:', '"""The verdict table (reworded):', 1)
+                          + "\n# a comment added at the end\n")
+        assert "Nothing to be done" in snakemake(finished_run, "-n", "--configfile", TEST_CONFIG)
+        module.write_text(original.replace("NAN = float(\"nan\")", "NAN = float(\"nan\")  # noqa\nUNUSED = 1"))
+        jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", TEST_CONFIG))
+        assert jobs == {"verdict": 1, "all": 1, "total": 2}
+    finally:
+        module.write_text(original)
+
+
 def test_changing_eval_size_reruns_only_its_dependents(finished_run):
     config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())
     config["data"]["sizes"]["eval"] += 10

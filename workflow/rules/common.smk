@@ -1,5 +1,4 @@
 # Config validation (at parse time, before any job) and input/params functions.
-import hashlib
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ if SRC not in sys.path:
 
 from actbridge.config import ConfigError, model_kind, replace_model_specs, validate_config
 from actbridge.dataset import SPLITS
+from actbridge.fingerprint import code_fingerprint
 from actbridge.layout import layer_pairs, layers_for, pair_name, parse_pair, resolve_layers
 
 try:
@@ -36,16 +36,13 @@ wildcard_constraints:
 
 
 def library_code(*modules):
-    """Fingerprint of the library modules a rule runs.
+    """Fingerprint of the library modules a rule runs (see actbridge.fingerprint).
 
     Snakemake's code trigger sees only the rule's own script, so a rule passes
-    this as a param: editing the science it calls reruns it, as editing its
-    script would.
+    this as a param: changing the science it calls reruns it, as editing its
+    script would; editing comments and docstrings does not.
     """
-    digest = hashlib.sha256()
-    for module in modules:
-        digest.update((Path(SRC) / "actbridge" / f"{module}.py").read_bytes())
-    return digest.hexdigest()[:16]
+    return code_fingerprint(Path(SRC) / "actbridge" / f"{module}.py" for module in modules)
 
 
 def micro_models():

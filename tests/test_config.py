@@ -114,6 +114,21 @@ def test_heads_must_divide_hidden():
         validate_config(config)
 
 
+@pytest.mark.parametrize("hop_layer, problem", [(2, "must be below layers=2"), (-1, "hop_layer")])
+def test_hop_layer_must_be_inside_the_model(hop_layer, problem):
+    config = mutate("models.sender", {"micro": {"layers": 2, "hidden": 64, "heads": 2, "steps": 1,
+                                                "hop_layer": hop_layer}})
+    with pytest.raises(ConfigError, match="models.sender.micro.hop_layer") as raised:
+        validate_config(config)
+    assert problem in str(raised.value)
+
+
+def test_hop_supervision_keys_are_not_filled_in_so_old_recipes_keep_their_hash():
+    micro = validate_config(mutate("models.sender", {"micro": {"layers": 2, "hidden": 64, "heads": 2,
+                                                                "steps": 1}}))["models"]["sender"]["micro"]
+    assert "hop_layer" not in micro and "hop_weight" not in micro
+
+
 @pytest.mark.parametrize("spec", [{"hf_id": "EleutherAI/pythia-160m", "revision": "step143000"},
                                   {"path": "/models/pythia"}, {"path": "/models", "gguf_file": "p.gguf"}])
 def test_named_model_forms_are_accepted(spec):

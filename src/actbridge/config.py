@@ -135,6 +135,9 @@ def _check_semantics(config: dict) -> None:
         if micro and micro["hidden"] % micro["heads"]:
             raise ConfigError(f"config key models.{name}.micro.heads: {micro['heads']} does not divide "
                               f"hidden={micro['hidden']}")
+        if micro and micro.get("hop_layer", 0) >= micro["layers"]:
+            raise ConfigError(f"config key models.{name}.micro.hop_layer: {micro['hop_layer']} must be below "
+                              f"layers={micro['layers']} (0 turns first-hop supervision off)")
     injection = config["injection"]
     if "none" not in injection["conditions"]:
         raise ConfigError("config key injection.conditions: must include 'none', the baseline every other "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -50,6 +51,11 @@ class MicroModelConfig:
     eval_every: int = 250
     rotary_fraction: float = 0.25  # Pythia's value; 1.0 rotates every head dimension
     loss_on: str = "questions"  # "answers": answer tokens only; "questions": every question and answer token
+    # First-hop supervision (0 = off): the residual after this layer, read through the final layer norm and
+    # the unembedding, must already name the first hop's entity at each question's first relation token.
+    hop_layer: int = 0
+    hop_weight: float = 1.0
+    tie_embeddings: bool = False  # Pythia unties them
 
     @classmethod
     def from_dict(cls, values: dict) -> "MicroModelConfig":
@@ -57,7 +63,10 @@ class MicroModelConfig:
         unknown = set(values) - fields
         if unknown:
             raise ValueError(f"unknown micro-model keys {sorted(unknown)}; allowed: {sorted(fields)}")
-        return cls(**values)
+        micro = cls(**values)
+        if not 0 <= micro.hop_layer < micro.layers:
+            raise ValueError(f"hop_layer must be in [0, layers) = [0, {micro.layers}), got {micro.hop_layer}")
+        return micro
 
 
 def build_gpt_neox_config(micro: MicroModelConfig, tokenizer: PreTrainedTokenizerBase,
@@ -71,7 +80,7 @@ def build_gpt_neox_config(micro: MicroModelConfig, tokenizer: PreTrainedTokenize
         intermediate_size=4 * micro.hidden,
         max_position_embeddings=max_positions,
         use_parallel_residual=True,
-        tie_word_embeddings=False,
+        tie_word_embeddings=micro.tie_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                          "partial_rotary_factor": micro.rotary_fraction},
         bos_token_id=tokenizer.bos_token_id,
@@ -82,10 +91,42 @@ def build_gpt_neox_config(micro: MicroModelConfig, tokenizer: PreTrainedTokenize
 
 @dataclass
 class TokenizedSequences:
-    """Ragged token ids with a per-token loss mask (True on supervised tokens)."""
+    """Ragged token ids with a per-token loss mask (True on supervised tokens).
+
+    ``hop_positions[i]`` are the token indices of sequence ``i``'s questions'
+    first relations and ``hop_targets[i]`` the first token of the entity one
+    hop from each question's subject (the bridge entity of a 2-hop question,
+    the answer of a 1-hop one): the targets of first-hop supervision.
+    """
 
     input_ids: list[np.ndarray]
     loss_mask: list[np.ndarray]
+    hop_positions: list[np.ndarray]
+    hop_targets: list[np.ndarray]
+
+
+FACT_PATTERNS: dict[str, re.Pattern] = {
+    "compact": re.compile(r"(\S+) (\S+) (\S+)\."),
+    "english": re.compile(r"(\S+)'s (\S+) is (\S+)\."),
+}
+
+
+def fact_lookup(facts_text: str) -> dict[tuple[str, str], str]:
+    """``(subject, relation) -> object`` for every fact of a prompt in either template."""
+    for pattern in (FACT_PATTERNS["english"], FACT_PATTERNS["compact"]):
+        found = {(s, r): o for s, r, o in pattern.findall(facts_text)}
+        if found:
+            return found
+    return {}
+
+
+def first_relation_span(question: str) -> tuple[int, int, str, str]:
+    """Character span of a question's first relation, its subject and that relation (both templates)."""
+    body = question[len(QUESTION_MARK) + 1:]
+    subject = body.split(" ")[0].removesuffix("'s")
+    start = len(QUESTION_MARK) + 1 + body.index(" ") + 1
+    relation = question[start:].split(" ")[0].removesuffix("'s")
+    return start, start + len(relation), subject, relation
 
 
 def training_text(facts_text: str, questions: Sequence[tuple[str, str]]
@@ -119,7 +160,7 @@ def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase, loss_
     """
     if loss_on not in ("answers", "questions"):
         raise ValueError(f"loss_on must be 'answers' or 'questions', got {loss_on!r}")
-    texts, spans = [], []
+    texts, spans, hops = [], [], []
     for prompt, questions in zip(table.column("full_prompt").to_pylist(),
                                  table.column("train_questions").to_pylist()):
         facts_text = prompt[: prompt.rindex(f" {QUESTION_MARK}")]
@@ -129,9 +170,13 @@ def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase, loss_
             facts_text, [(q["question"], q["answer"]) for q in questions])
         texts.append(text + tokenizer.eos_token)
         spans.append(answer_spans if loss_on == "answers" else question_spans)
+        hops.append(first_hops(facts_text, [q["question"] for q in questions], question_spans))
     encoded = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False)
-    input_ids, masks = [], []
-    for ids, offsets, supervised in zip(encoded["input_ids"], encoded["offset_mapping"], spans):
+    entity_ids = {name: ids[0] for name, ids in zip(
+        sorted({e for row in hops for _, e in row}),
+        tokenizer(sorted({f" {e}" for row in hops for _, e in row}), add_special_tokens=False)["input_ids"])}
+    input_ids, masks, hop_positions, hop_targets = [], [], [], []
+    for ids, offsets, supervised, row_hops in zip(encoded["input_ids"], encoded["offset_mapping"], spans, hops):
         offsets = np.asarray(offsets)
         mask = np.zeros(len(ids), dtype=bool)
         for start, end in supervised:
@@ -139,7 +184,22 @@ def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase, loss_
             mask |= (offsets[:, 1] > start) & (offsets[:, 0] < end)
         input_ids.append(np.asarray(ids, dtype=np.int64))
         masks.append(mask)
-    return TokenizedSequences(input_ids, masks)
+        # the relation's last token: the one whose span holds the relation's last character
+        hop_positions.append(np.asarray([int(np.flatnonzero(offsets[:, 1] >= end)[0]) for end, _ in row_hops],
+                                        dtype=np.int64))
+        hop_targets.append(np.asarray([entity_ids[entity] for _, entity in row_hops], dtype=np.int64))
+    return TokenizedSequences(input_ids, masks, hop_positions, hop_targets)
+
+
+def first_hops(facts_text: str, questions: Sequence[str], question_spans: Sequence[tuple[int, int]]
+               ) -> list[tuple[int, str]]:
+    """For each question: the end of its first relation in the training text, and that hop's entity."""
+    lookup = fact_lookup(facts_text)
+    out = []
+    for question, (question_start, _) in zip(questions, question_spans):
+        _, end, subject, relation = first_relation_span(question)
+        out.append((question_start + end, lookup[(subject, relation)]))
+    return out
 
 
 def pad_batch(sequences: Sequence[np.ndarray], pad_value: int | bool) -> torch.Tensor:
@@ -162,11 +222,35 @@ def masked_lm_loss(model: GPTNeoXForCausalLM, input_ids: torch.Tensor, attention
                    loss_mask: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy on the positions where ``loss_mask`` is set ([batch, seq])."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [batch, seq, vocab]
+    return _masked_next_token_loss(logits, input_ids, loss_mask)
+
+
+def _masked_next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     predicted = logits[:, :-1].reshape(-1, logits.shape[-1])
     targets = input_ids[:, 1:].reshape(-1)
     weights = loss_mask[:, 1:].reshape(-1).float()
     losses = torch.nn.functional.cross_entropy(predicted, targets, reduction="none")
     return (losses * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def lm_and_hop_loss(model: GPTNeoXForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    loss_mask: torch.Tensor, hop_layer: int, hop_rows: torch.Tensor, hop_positions: torch.Tensor,
+                    hop_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LM loss and the first-hop loss: cross-entropy of ``hop_targets`` read from the residual after
+    ``hop_layer`` at ``(hop_rows, hop_positions)`` through the final layer norm and unembedding.
+
+    Why: composing two hops needs the first hop's entity early enough that
+    later layers can look its fact up; a model trained on answers alone looks
+    it up only in its last layers (where a 1-hop question needs it) and
+    plateaus at picking a random chain end. This loss asks for the look-up by
+    ``hop_layer`` at every question's first relation, where 1-hop and 2-hop
+    questions cannot yet be told apart.
+    """
+    output = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    lm_loss = _masked_next_token_loss(output.logits, input_ids, loss_mask)
+    residual = output.hidden_states[hop_layer][hop_rows, hop_positions]  # [n_questions, hidden]
+    hop_logits = model.get_output_embeddings()(model.gpt_neox.final_layer_norm(residual))
+    return lm_loss, torch.nn.functional.cross_entropy(hop_logits, hop_targets)
 
 
 def train_micro_model(
@@ -176,8 +260,10 @@ def train_micro_model(
     evaluate: Callable[[GPTNeoXForCausalLM], dict[str, float]] | None = None,
     progress: Callable[[dict], None] | None = None,
     device: torch.device | str = "cpu",
+    initial: GPTNeoXForCausalLM | None = None,
 ) -> tuple[GPTNeoXForCausalLM, list[dict]]:
-    """Train one micro model; returns it and its training log (one dict per logged step).
+    """Train one micro model (from ``initial``'s weights if given); returns it and its training log
+    (one dict per logged step).
 
     Bit-for-bit reproducible on CPU for the same inputs and seed.
     """
@@ -186,7 +272,8 @@ def train_micro_model(
     full = tokenize_lm_split(lm_train, tokenizer, micro.loss_on)
     first_phase = tokenize_lm_split(lm_train, tokenizer, micro.loss_on, max_question_hops=1)
     max_len = max(len(s) for s in full.input_ids)
-    model = GPTNeoXForCausalLM(build_gpt_neox_config(micro, tokenizer, max_positions=max(512, max_len)))
+    model = initial if initial is not None else GPTNeoXForCausalLM(
+        build_gpt_neox_config(micro, tokenizer, max_positions=max(512, max_len)))
     model.to(device).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -196,7 +283,7 @@ def train_micro_model(
     )
     history: list[dict] = []
     started = time.perf_counter()
-    running_loss = 0.0
+    running_loss = running_hop_loss = 0.0
     pad_id = tokenizer.pad_token_id
     for step in range(micro.steps):
         data = first_phase if step < micro.curriculum_steps else full
@@ -206,7 +293,17 @@ def train_micro_model(
         attention_mask = pad_batch([np.ones(len(data.input_ids[i]), dtype=np.int64) for i in index], 0)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, micro)
-        loss = masked_lm_loss(model, input_ids.to(device), attention_mask.to(device), loss_mask.to(device))
+        if micro.hop_layer:
+            hop_rows = np.concatenate([np.full(len(data.hop_positions[i]), row) for row, i in enumerate(index)])
+            lm_loss, hop_loss = lm_and_hop_loss(
+                model, input_ids.to(device), attention_mask.to(device), loss_mask.to(device), micro.hop_layer,
+                torch.from_numpy(hop_rows).to(device),
+                torch.from_numpy(np.concatenate([data.hop_positions[i] for i in index])).to(device),
+                torch.from_numpy(np.concatenate([data.hop_targets[i] for i in index])).to(device))
+            loss = lm_loss + micro.hop_weight * hop_loss
+            running_hop_loss += hop_loss.item()
+        else:
+            loss = masked_lm_loss(model, input_ids.to(device), attention_mask.to(device), loss_mask.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -214,9 +311,12 @@ def train_micro_model(
         running_loss += loss.item()
         last = step == micro.steps - 1
         if (step + 1) % micro.eval_every == 0 or last:
-            record = {"step": step + 1, "loss": running_loss / ((step % micro.eval_every) + 1),
+            logged_steps = (step % micro.eval_every) + 1
+            record = {"step": step + 1, "loss": running_loss / logged_steps,
                       "lr": lr_at(step, micro), "seconds": time.perf_counter() - started}
-            running_loss = 0.0
+            if micro.hop_layer:  # the combined loss above; the first-hop part alone here
+                record["hop_loss"] = running_hop_loss / logged_steps
+            running_loss = running_hop_loss = 0.0
             if evaluate is not None:
                 model.eval()
                 record.update(evaluate(model))

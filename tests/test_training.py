@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import GPTNeoXForCausalLM
 
-from actbridge.dataset import Template, build_split, sample_world
-from actbridge.training import (MicroModelConfig, build_gpt_neox_config, fact_lookup, first_relation_span,
-                                lm_and_hop_loss, tokenize_lm_split, train_micro_model)
+from actbridge.dataset import Template, build_split, fact_lookup, first_relation_span, sample_world
+from actbridge.training import (MicroModelConfig, build_gpt_neox_config, lm_and_hop_loss, tokenize_lm_split,
+                                train_micro_model)
 
 
 @pytest.mark.parametrize("template", ["compact", "english"])
@@ -34,7 +34,7 @@ def test_first_relation_span_points_at_the_first_relation(template):
 def test_hop_targets_are_the_bridge_entity_of_2hop_and_the_answer_of_1hop_questions(small_config, big_tokenizer,
                                                                                     template):
     table = build_split(dataclasses.replace(small_config, template=template), "lm_train")
-    sequences = tokenize_lm_split(table, big_tokenizer, "questions")
+    sequences = tokenize_lm_split(table, big_tokenizer, "questions", first_hop=True)
     checked = 0
     for row, ids, positions, targets in zip(table.to_pylist(), sequences.input_ids, sequences.hop_positions,
                                             sequences.hop_targets):
@@ -50,6 +50,7 @@ def test_hop_targets_are_the_bridge_entity_of_2hop_and_the_answer_of_1hop_questi
                 assert target == big_tokenizer(f" {first_hop}", add_special_tokens=False)["input_ids"][0]
                 checked += 1
     assert checked == table.num_rows
+    assert tokenize_lm_split(table, big_tokenizer, "questions").hop_positions == []  # only when asked for
 
 
 def focus_question(row: dict, template: str) -> str:

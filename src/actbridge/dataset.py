@@ -39,6 +39,7 @@ Context modes:
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -167,6 +168,31 @@ class Template:
 
 
 TEMPLATES: tuple[str, ...] = ("compact", "english")
+
+# Readers of the two templates' facts (the inverse of Template.fact), for first-hop supervision.
+FACT_PATTERNS: dict[str, re.Pattern] = {
+    "compact": re.compile(r"(\S+) (\S+) (\S+)\."),
+    "english": re.compile(r"(\S+)'s (\S+) is (\S+)\."),
+}
+
+
+def fact_lookup(facts_text: str) -> dict[tuple[str, str], str]:
+    """``(subject, relation) -> object`` for every fact of a prompt in either template."""
+    # english first: the compact pattern also matches the tail of an english fact ("mentor is Rizu.")
+    for pattern in (FACT_PATTERNS["english"], FACT_PATTERNS["compact"]):
+        found = {(s, r): o for s, r, o in pattern.findall(facts_text)}
+        if found:
+            return found
+    return {}
+
+
+def first_relation_span(question: str) -> tuple[int, int, str, str]:
+    """Character span of a question's first relation, its subject and that relation (both templates)."""
+    body = question[len(QUESTION_MARK) + 1:]
+    subject = body.split(" ")[0].removesuffix("'s")
+    start = len(QUESTION_MARK) + 1 + body.index(" ") + 1
+    relation = question[start:].split(" ")[0].removesuffix("'s")
+    return start, start + len(relation), subject, relation
 
 
 def name_pool() -> tuple[str, ...]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -29,7 +28,7 @@ import pyarrow as pa
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerBase
 
-from actbridge.dataset import QUESTION_MARK
+from actbridge.dataset import QUESTION_MARK, fact_lookup, first_relation_span
 
 log = logging.getLogger(__name__)
 
@@ -96,37 +95,14 @@ class TokenizedSequences:
     ``hop_positions[i]`` are the token indices of sequence ``i``'s questions'
     first relations and ``hop_targets[i]`` the first token of the entity one
     hop from each question's subject (the bridge entity of a 2-hop question,
-    the answer of a 1-hop one): the targets of first-hop supervision.
+    the answer of a 1-hop one): the targets of first-hop supervision, filled
+    in only when asked for.
     """
 
     input_ids: list[np.ndarray]
     loss_mask: list[np.ndarray]
-    hop_positions: list[np.ndarray]
-    hop_targets: list[np.ndarray]
-
-
-FACT_PATTERNS: dict[str, re.Pattern] = {
-    "compact": re.compile(r"(\S+) (\S+) (\S+)\."),
-    "english": re.compile(r"(\S+)'s (\S+) is (\S+)\."),
-}
-
-
-def fact_lookup(facts_text: str) -> dict[tuple[str, str], str]:
-    """``(subject, relation) -> object`` for every fact of a prompt in either template."""
-    for pattern in (FACT_PATTERNS["english"], FACT_PATTERNS["compact"]):
-        found = {(s, r): o for s, r, o in pattern.findall(facts_text)}
-        if found:
-            return found
-    return {}
-
-
-def first_relation_span(question: str) -> tuple[int, int, str, str]:
-    """Character span of a question's first relation, its subject and that relation (both templates)."""
-    body = question[len(QUESTION_MARK) + 1:]
-    subject = body.split(" ")[0].removesuffix("'s")
-    start = len(QUESTION_MARK) + 1 + body.index(" ") + 1
-    relation = question[start:].split(" ")[0].removesuffix("'s")
-    return start, start + len(relation), subject, relation
+    hop_positions: list[np.ndarray] = dataclasses.field(default_factory=list)
+    hop_targets: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
 def training_text(facts_text: str, questions: Sequence[tuple[str, str]]
@@ -151,12 +127,13 @@ def training_text(facts_text: str, questions: Sequence[tuple[str, str]]
 
 
 def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase, loss_on: str = "answers",
-                      max_question_hops: int | None = None) -> TokenizedSequences:
+                      max_question_hops: int | None = None, first_hop: bool = False) -> TokenizedSequences:
     """Tokenize ``lm_train`` rows into supervised sequences.
 
     ``loss_on`` picks the supervised tokens (``answers`` or whole ``questions``);
     ``max_question_hops`` keeps only questions up to that many hops (the
-    curriculum's first phase); ``None`` keeps all.
+    curriculum's first phase); ``None`` keeps all. ``first_hop`` also locates
+    each question's first relation and first-hop entity.
     """
     if loss_on not in ("answers", "questions"):
         raise ValueError(f"loss_on must be 'answers' or 'questions', got {loss_on!r}")
@@ -170,25 +147,27 @@ def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase, loss_
             facts_text, [(q["question"], q["answer"]) for q in questions])
         texts.append(text + tokenizer.eos_token)
         spans.append(answer_spans if loss_on == "answers" else question_spans)
-        hops.append(first_hops(facts_text, [q["question"] for q in questions], question_spans))
+        if first_hop:
+            hops.append(first_hops(facts_text, [q["question"] for q in questions], question_spans))
     encoded = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False)
-    entity_ids = {name: ids[0] for name, ids in zip(
-        sorted({e for row in hops for _, e in row}),
-        tokenizer(sorted({f" {e}" for row in hops for _, e in row}), add_special_tokens=False)["input_ids"])}
-    input_ids, masks, hop_positions, hop_targets = [], [], [], []
-    for ids, offsets, supervised, row_hops in zip(encoded["input_ids"], encoded["offset_mapping"], spans, hops):
+    entities = sorted({entity for row in hops for _, entity in row})  # empty unless first_hop
+    entity_ids = {entity: ids[0] for entity, ids in zip(
+        entities, tokenizer([f" {e}" for e in entities], add_special_tokens=False)["input_ids"] if entities else [])}
+    sequences = TokenizedSequences([], [])
+    for row, (ids, offsets, supervised) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"], spans)):
         offsets = np.asarray(offsets)
         mask = np.zeros(len(ids), dtype=bool)
         for start, end in supervised:
             # a token is supervised if its span overlaps (byte-level tokens carry the leading space)
             mask |= (offsets[:, 1] > start) & (offsets[:, 0] < end)
-        input_ids.append(np.asarray(ids, dtype=np.int64))
-        masks.append(mask)
-        # the relation's last token: the one whose span holds the relation's last character
-        hop_positions.append(np.asarray([int(np.flatnonzero(offsets[:, 1] >= end)[0]) for end, _ in row_hops],
-                                        dtype=np.int64))
-        hop_targets.append(np.asarray([entity_ids[entity] for _, entity in row_hops], dtype=np.int64))
-    return TokenizedSequences(input_ids, masks, hop_positions, hop_targets)
+        sequences.input_ids.append(np.asarray(ids, dtype=np.int64))
+        sequences.loss_mask.append(mask)
+        if first_hop:
+            # the relation's last token: the one whose span holds the relation's last character
+            sequences.hop_positions.append(np.asarray(
+                [int(np.flatnonzero(offsets[:, 1] >= end)[0]) for end, _ in hops[row]], dtype=np.int64))
+            sequences.hop_targets.append(np.asarray([entity_ids[entity] for _, entity in hops[row]], dtype=np.int64))
+    return sequences
 
 
 def first_hops(facts_text: str, questions: Sequence[str], question_spans: Sequence[tuple[int, int]]
@@ -269,8 +248,9 @@ def train_micro_model(
     """
     torch.manual_seed(micro.seed)
     rng = np.random.Generator(np.random.PCG64(micro.seed))
-    full = tokenize_lm_split(lm_train, tokenizer, micro.loss_on)
-    first_phase = tokenize_lm_split(lm_train, tokenizer, micro.loss_on, max_question_hops=1)
+    first_hop = micro.hop_layer > 0
+    full = tokenize_lm_split(lm_train, tokenizer, micro.loss_on, first_hop=first_hop)
+    first_phase = tokenize_lm_split(lm_train, tokenizer, micro.loss_on, max_question_hops=1, first_hop=first_hop)
     max_len = max(len(s) for s in full.input_ids)
     model = initial if initial is not None else GPTNeoXForCausalLM(
         build_gpt_neox_config(micro, tokenizer, max_positions=max(512, max_len)))
@@ -293,7 +273,7 @@ def train_micro_model(
         attention_mask = pad_batch([np.ones(len(data.input_ids[i]), dtype=np.int64) for i in index], 0)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, micro)
-        if micro.hop_layer:
+        if first_hop:
             hop_rows = np.concatenate([np.full(len(data.hop_positions[i]), row) for row, i in enumerate(index)])
             lm_loss, hop_loss = lm_and_hop_loss(
                 model, input_ids.to(device), attention_mask.to(device), loss_mask.to(device), micro.hop_layer,
@@ -314,7 +294,7 @@ def train_micro_model(
             logged_steps = (step % micro.eval_every) + 1
             record = {"step": step + 1, "loss": running_loss / logged_steps,
                       "lr": lr_at(step, micro), "seconds": time.perf_counter() - started}
-            if micro.hop_layer:  # the combined loss above; the first-hop part alone here
+            if first_hop:  # the combined loss above; the first-hop part alone here
                 record["hop_loss"] = running_hop_loss / logged_steps
             running_loss = running_hop_loss = 0.0
             if evaluate is not None:

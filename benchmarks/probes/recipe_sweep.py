@@ -11,15 +11,21 @@ variants run at once (so contention is included), to end before the budget;
 it is then a fixed number in the recipe, as a config would state it.
 
 ``--data`` holds ``data/lm_train.parquet``, ``data/eval.parquet`` and
-``models/tokenizer`` as the pipeline writes them. The GPU image's pyarrow
-(25) misreads the pipeline's fixed-size span columns (pyarrow 26 wrote
-them): drop the ``*_span`` columns from the copies sent there; training
-does not read them.
+``models/tokenizer``. Make it with ``--prepare`` from the pipeline's
+``results/``: it copies them without the ``*_span`` columns, which training
+does not read and which the GPU image's pyarrow (25) misreads when pyarrow 26
+wrote them.
+
+The step counts: in the first sweep (8 variants on one H200) the real step
+time was about twice the timing run's (evaluations, and all variants at full
+speed at once), and 6 of 8 runs were cut; hence ``--fill`` (the fraction of the
+remaining time planned for, 0.5 by default).
 
 Usage::
 
-    python benchmarks/probes/recipe_sweep.py --data results --variants benchmarks/probes/sweep_variants.json \
-        --budget 420 --out OUTDIR --workdir /tmp/sweep
+    python benchmarks/probes/recipe_sweep.py --prepare results scratch/sweep-data
+    python benchmarks/probes/recipe_sweep.py --data scratch/sweep-data \
+        --variants benchmarks/probes/sweep_variants.json --budget 420 --out OUTDIR --workdir /tmp/sweep
 """
 
 from __future__ import annotations
@@ -98,7 +104,7 @@ def run_variant(name: str, spec: dict, args: argparse.Namespace) -> None:
     # the model rule tokenizes lm_train twice (both curriculum phases) before its first step
     tokenize_s = 2 * (time.time() - started) * lm_train.num_rows / 5000
     remaining = args.deadline - time.time() - args.reserve - tokenize_s
-    steps, per_step = calibrated_steps(spec["micro"], tokenizer, lm_train, device, 0.85 * remaining)
+    steps, per_step = calibrated_steps(spec["micro"], tokenizer, lm_train, device, args.fill * remaining)
     micro = {**spec["micro"], "steps": steps}
     (work / "plan.json").write_text(json.dumps({"steps": steps, "seconds_per_step": per_step,
                                                "tokenize_s_estimate": tokenize_s,
@@ -107,6 +113,17 @@ def run_variant(name: str, spec: dict, args: argparse.Namespace) -> None:
     build_micro_model(work / "model", recipe, tokenizer_dir, data / "data" / "lm_train.parquet", None, device=device)
     result = {"variant": name, "micro": micro, **eval_accuracy(work / "model", data / "data" / "eval.parquet", device)}
     (work / "result.json").write_text(json.dumps(result))
+
+
+def prepare(results: Path, data: Path) -> None:
+    """Copy what the sweep reads from the pipeline's ``results/``, without the span columns."""
+    import shutil
+    for split in ("lm_train", "eval"):
+        table = pq.read_table(results / "data" / f"{split}.parquet")
+        (data / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.select([c for c in table.column_names if not c.endswith("_span")]),
+                       data / "data" / f"{split}.parquet", compression="zstd")
+    shutil.copytree(results / "models" / "tokenizer", data / "models" / "tokenizer", dirs_exist_ok=True)
 
 
 def collect(workdir: Path) -> str:
@@ -136,16 +153,25 @@ def pack(model_dirs: list[Path], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default="results")
-    parser.add_argument("--variants", required=True)
-    parser.add_argument("--budget", type=float, required=True, help="seconds for the whole sweep")
+    parser.add_argument("--prepare", nargs=2, metavar=("RESULTS", "DATA"),
+                        help="copy the sweep's inputs from the pipeline's results/ and exit")
+    parser.add_argument("--variants")
+    parser.add_argument("--budget", type=float, help="seconds for the whole sweep")
+    parser.add_argument("--fill", type=float, default=0.5,
+                        help="fraction of the remaining time a variant's steps are planned for")
     parser.add_argument("--reserve", type=float, default=60.0, help="seconds kept for evaluation and packing")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out")
     parser.add_argument("--workdir", default="/tmp/sweep")
     parser.add_argument("--pack", type=int, default=2, help="how many best variants to bring back")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.prepare:
+        prepare(Path(args.prepare[0]), Path(args.prepare[1]))
+        return
+    if not (args.variants and args.budget and args.out):
+        parser.error("--variants, --budget and --out are required for a sweep")
     variants = json.loads(Path(args.variants).read_text())
     if args.one:
         run_variant(args.one, variants[args.one], args)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from actbridge.activations import ActivationStore, ExtractionPlan, extract_activations
-from actbridge.alignment import alignment_metrics, identity_predictor, mean_predictor
+from actbridge.alignment import alignment_metrics, alignment_metrics_by_predictor, identity_predictor, mean_predictor
 from actbridge.bridge_runs import run_bridge_job
 from actbridge.layout import layer_pairs, parse_pair, relative_depth_pairs
 from actbridge.bridges import (Bridge, BridgeSettings, IterativeSettings, Moments, Normalizer, fit_bridge,
@@ -163,12 +163,13 @@ def test_bridge_from_a_model_to_itself_is_the_identity(tmp_path, tokenizer, smal
         extract_activations(model, tokenizer, table, plan, tmp_path / split, {"kind": "test"})
         stores[split] = ActivationStore(tmp_path / split)
     metrics = run_bridge_job({"sender": stores, "receiver": stores}, 1, 1, "ridge", 0, ("last", "bridge"),
-                             ("shared", "asymmetric"), ("shared", "asymmetric"),
+                             ("shared", "asymmetric"), ("shared", "asymmetric", "relay"),
                              BridgeSettings(penalties=(0.0, 1e-3, 1e-1)), tmp_path / "out", {"test": True})
     rows = metrics.to_pylist()
     bridge_rows = [r for r in rows if r["predictor"] == "bridge"]
+    # a relay prompt has no bridge mention: that role has no relay rows, the last token does
     assert {(r["role"], r["mode"]) for r in bridge_rows} == {(role, mode) for role in ("last", "bridge")
-                                                             for mode in ("shared", "asymmetric")}
+                                                             for mode in ("shared", "asymmetric")} | {("last", "relay")}
     assert all(r["cos_normalized"] >= 0.999 and r["r2"] >= 0.998 for r in bridge_rows)
     assert all(r["cos_normalized"] >= 0.999 for r in rows if r["predictor"] == "identity")
     assert all(r["r2"] < 0.5 for r in rows if r["predictor"] == "shuffled")
@@ -196,3 +197,11 @@ def test_alignment_of_a_constant_target_is_undefined_not_an_error():
     sender, receiver = fit_normalizers(chunked(constant_x, constant_y, 25)())
     metrics = alignment_metrics(mean_predictor(9), chunked(constant_x, constant_y, 25), sender, receiver)
     assert metrics["n"] == 100 and np.isnan(metrics["r2"]) and metrics["mse"] == 0.0
+
+
+def test_alignment_over_no_rows_scores_nothing():
+    """A role a context mode lacks (the bridge mention of a relay prompt) yields no metric rows, not a 0/0."""
+    x, y, _ = planted(n=100)
+    sender, receiver = fit_normalizers(chunked(x, y, 25)())
+    assert alignment_metrics_by_predictor({"mean": mean_predictor(y.shape[1])}, lambda: iter(()), sender,
+                                          receiver) == {}

@@ -94,27 +94,31 @@ def test_patching_the_final_state_makes_the_prompt_answer_like_its_counterfactua
 
 
 def test_self_patching_the_final_state_gives_the_full_prompts_scores(sender_setup, big_tokenizer):
-    """Planted upper bound: in asymmetric mode, the receiver's final last-token state taken from its own
-    full-context prompt makes its scores those of the full prompt (one-token answers), while the clean
-    rows are those of its own, fact-less prompt."""
+    """Planted upper bound: in asymmetric and relay mode, the receiver's final last-token state taken from its
+    own full-context prompt makes its scores those of the full prompt (one-token answers), while the clean
+    rows are those of its own prompt, which lacks facts."""
     from actbridge.causal import receiver_causal_tables, self_patch_effects
 
     model, table, _ = sender_setup
     patches, self_patches = receiver_causal_tables(model, big_tokenizer, table, [2], ["last"])
     assert patches.num_rows > 0 and set(patches.column("condition").to_pylist()) == {"none", "patch"}
     rows = self_patches.to_pylist()
-    asymmetric = {r["example_id"]: r for r in table.to_pylist() if r["mode"] == "asymmetric"}
-    assert {r["example_id"] for r in rows} == set(asymmetric) and {r["hops"] for r in rows} == {2}
-    single = [r for r in asymmetric.values() if all(
+    partial = {(r["example_id"], r["mode"]): r for r in table.to_pylist() if r["mode"] != "shared"}
+    assert {(r["example_id"], r["mode"]) for r in rows} == set(partial)
+    assert {(r["mode"], r["hops"]) for r in rows} == {("asymmetric", 2), ("relay", 1)}
+    single = [r for r in partial.values() if all(
         len(big_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in r["candidates"])]
-    assert len(single) >= 2
+    assert {r["mode"] for r in single} == {"asymmetric", "relay"}
     full = score_answers(model, big_tokenizer, [r["full_prompt"] for r in single], [r["answer"] for r in single],
                          [r["candidates"] for r in single])
     own = score_answers(model, big_tokenizer, [r["receiver_prompt"] for r in single], [r["answer"] for r in single],
                         [r["candidates"] for r in single])
-    by_condition = {(r["example_id"], r["condition"]): r for r in rows}
+    by_condition = {(r["example_id"], r["mode"], r["condition"]): r for r in rows}
     for row, full_logprob, own_logprob in zip(single, full.gold_logprob, own.gold_logprob):
-        assert by_condition[(row["example_id"], "self_patch")]["gold_logprob"] == pytest.approx(full_logprob, abs=1e-4)
-        assert by_condition[(row["example_id"], "none")]["gold_logprob"] == pytest.approx(own_logprob, abs=1e-4)
+        key = (row["example_id"], row["mode"])
+        assert by_condition[(*key, "self_patch")]["gold_logprob"] == pytest.approx(full_logprob, abs=1e-4)
+        assert by_condition[(*key, "none")]["gold_logprob"] == pytest.approx(own_logprob, abs=1e-4)
     effects = self_patch_effects(self_patches, StatsSettings(resamples=500)).to_pylist()
+    # one effect per mode: the relay (1-hop) and asymmetric (2-hop) gains are never pooled
+    assert {(r["mode"], r["hops"]) for r in effects} == {("asymmetric", "2"), ("relay", "1")}
     assert {(r["condition"], r["metric"]) for r in effects} == {("self_patch", "accuracy"), ("self_patch", "logprob")}

@@ -139,7 +139,24 @@ def test_spans_point_at_the_entities(small_config, template):
                 assert row[f"{side}_bridge_span"] is None
 
 
-def test_rows_carry_both_modes_for_multi_hop_only(eval_table, small_config):
+@settings(max_examples=100, deadline=None)
+@given(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 5), st.sampled_from(TEMPLATES)))
+def test_relay_prompts_hold_every_fact_on_the_sender_side_only(params):
+    seed, distractors, template = params
+    world = sample_world(np.random.default_rng(seed), 1, distractors)
+    prompts = prompts_for_mode(world, "relay", Template(template))
+    sender, receiver = parse_facts(prompts["sender"].text, template), parse_facts(prompts["receiver"].text, template)
+    assert prompts["sender"].text == prompts["full"].text
+    assert receiver == {} and len(sender) == len(world.fact_order)
+    subject, relations = parse_question(prompts["receiver"].text, template)
+    assert follow(sender, subject, relations) == world.focus.answer  # the sender can answer; the receiver has nothing
+    assert prompts["receiver"].text.endswith(prompts["full"].text[prompts["full"].text.index(QUESTION_MARK):])
+    receiver_prompt = prompts["receiver"]
+    start, end = receiver_prompt.subject_span
+    assert receiver_prompt.text[start:end] == subject and receiver_prompt.bridge_span is None
+
+
+def test_rows_carry_the_modes_of_their_hop_count(eval_table, small_config):
     modes = {}
     for row in eval_table.to_pylist():
         modes.setdefault(row["example_id"], set()).add(row["mode"])
@@ -148,7 +165,7 @@ def test_rows_carry_both_modes_for_multi_hop_only(eval_table, small_config):
             assert row["sender_prompt"] == row["receiver_prompt"] == row["full_prompt"]
     by_hops = {row["example_id"]: row["hops"] for row in eval_table.to_pylist()}
     for example, found in modes.items():
-        assert found == ({"shared"} if by_hops[example] == 1 else {"shared", "asymmetric"})
+        assert found == ({"shared", "relay"} if by_hops[example] == 1 else {"shared", "asymmetric"})
     assert set(by_hops.values()) == set(small_config.hops)
 
 
@@ -194,3 +211,17 @@ def test_data_config_rejects_bad_values(bad):
 def test_asymmetric_mode_absent_when_not_requested():
     config = DataConfig(hops=(2,), context_modes=("shared",), sizes={"eval": 5})
     assert {row["mode"] for row in iter_split_rows(config, "eval")} == {"shared"}
+
+
+def test_relay_rows_only_for_one_hop_and_never_in_lm_train():
+    config = DataConfig(hops=(1, 2), context_modes=("shared", "relay"), sizes={"eval": 6, "lm_train": 6})
+    rows = list(iter_split_rows(config, "eval"))
+    assert {(row["mode"], row["hops"]) for row in rows} == {("shared", 1), ("shared", 2), ("relay", 1)}
+    relay = [row for row in rows if row["mode"] == "relay"]
+    shared_one_hop = {row["example_id"]: row for row in rows if row["mode"] == "shared" and row["hops"] == 1}
+    for row in relay:  # paired with the world's shared row: same answer, the sender reads the same prompt
+        twin = shared_one_hop[row["example_id"]]
+        assert (row["answer"], row["sender_prompt"], row["full_prompt"]) == (twin["answer"], twin["full_prompt"],
+                                                                              twin["full_prompt"])
+        assert row["receiver_prompt"].startswith(f"{FACTS_MARK} {QUESTION_MARK}")
+    assert {row["mode"] for row in iter_split_rows(config, "lm_train")} == {"shared"}

@@ -62,18 +62,19 @@ def test_self_patch_at_the_last_layer_recovers_the_full_context_answer(setup, bi
     result = run_injection(model, big_tokenizer, table, InjectionSite(2, "last"), identity_bridge(), ids, states,
                            ["none", "self_patch"], [], full_ids, full_states).to_pylist()
     rows = table.to_pylist()
-    single = [r for r in rows if r["mode"] == "asymmetric" and all(
-        len(big_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in r["candidates"])]
-    assert len(single) >= 3
-    expected = score_answers(model, big_tokenizer, [r["full_prompt"] for r in single], [r["answer"] for r in single],
-                             [r["candidates"] for r in single])
-    patched = {r["example_id"]: r for r in result if r["condition"] == "self_patch" and r["mode"] == "asymmetric"}
-    unpatched = {r["example_id"]: r for r in result if r["condition"] == "none" and r["mode"] == "asymmetric"}
-    for row, gold, em in zip(single, expected.gold_logprob, expected.exact_match):
-        assert patched[row["example_id"]]["gold_logprob"] == pytest.approx(gold, abs=1e-4)
-        assert patched[row["example_id"]]["exact_match"] == em
-    assert any(abs(unpatched[r["example_id"]]["gold_logprob"] - g) > 1e-3
-               for r, g in zip(single, expected.gold_logprob))  # the receiver's own prompt really differs
+    for mode in ("asymmetric", "relay"):
+        single = [r for r in rows if r["mode"] == mode and all(
+            len(big_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in r["candidates"])]
+        assert len(single) >= 3
+        expected = score_answers(model, big_tokenizer, [r["full_prompt"] for r in single],
+                                 [r["answer"] for r in single], [r["candidates"] for r in single])
+        patched = {r["example_id"]: r for r in result if r["condition"] == "self_patch" and r["mode"] == mode}
+        unpatched = {r["example_id"]: r for r in result if r["condition"] == "none" and r["mode"] == mode}
+        for row, gold, em in zip(single, expected.gold_logprob, expected.exact_match):
+            assert patched[row["example_id"]]["gold_logprob"] == pytest.approx(gold, abs=1e-4)
+            assert patched[row["example_id"]]["exact_match"] == em
+        assert any(abs(unpatched[r["example_id"]]["gold_logprob"] - g) > 1e-3
+                   for r, g in zip(single, expected.gold_logprob))  # the receiver's own prompt really differs
 
 
 def test_shuffled_control_takes_another_example_of_the_same_mode():
@@ -109,5 +110,25 @@ def test_self_patch_is_skipped_where_the_receiver_reads_the_full_prompt(setup, b
     full_ids, full_states = full.read(2, "last")
     result = run_injection(model, big_tokenizer, table, InjectionSite(2, "last"), identity_bridge(), ids, states,
                            ["none", "self_patch"], [], full_ids, full_states).to_pylist()
-    assert {r["mode"] for r in result if r["condition"] == "self_patch"} == {"asymmetric"}
-    assert {r["mode"] for r in result if r["condition"] == "none"} == {"shared", "asymmetric"}
+    assert {r["mode"] for r in result if r["condition"] == "self_patch"} == {"asymmetric", "relay"}
+    assert {r["mode"] for r in result if r["condition"] == "none"} == {"shared", "asymmetric", "relay"}
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_a_perfect_bridge_in_relay_mode_delivers_the_whole_upper_bound(setup, big_tokenizer, layer):
+    """Planted channel: a model bridged to itself reads the full prompt on the sender side in relay mode,
+    so `replace` injects exactly the state `self_patch` does, at any layer: channel efficiency 1."""
+    model, table, sender, full = setup
+    ids, states = sender.read(layer, "last")
+    full_ids, full_states = full.read(layer, "last")
+    result = run_injection(model, big_tokenizer, table, InjectionSite(layer, "last"), identity_bridge(), ids, states,
+                           ["none", "replace", "self_patch"], [], full_ids, full_states).to_pylist()
+    relay = {(r["example_id"], r["condition"]): r for r in result if r["mode"] == "relay"}
+    examples = {example for example, _ in relay}
+    assert len(examples) >= 3
+    for example in examples:
+        bridged, bound = relay[(example, "replace")], relay[(example, "self_patch")]
+        assert bridged["gold_logprob"] == pytest.approx(bound["gold_logprob"], abs=1e-5)
+        assert bridged["exact_match"] == bound["exact_match"]
+    assert any(abs(relay[(e, "replace")]["gold_logprob"] - relay[(e, "none")]["gold_logprob"]) > 1e-3
+               for e in examples)  # and it is a real change from the receiver alone

@@ -33,7 +33,7 @@ def test_pythia_profile_sizes_follow_from_the_published_shapes(tmp_path):
     config = load_config([ROOT / "config" / "pythia.yaml"])
     costs = by_stage(config, tmp_path)
     assert costs["model"].flops == 0  # named weights are not trained
-    rows = 6000 + 1500 + 3000  # 2,000 / 500 / 1,000 worlds, 1.5 rows each (asymmetric for 2-hop)
+    rows = 8000 + 2000 + 4000  # 4,000 / 1,000 / 2,000 worlds, 2 rows each (asymmetric for 2-hop, relay for 1-hop)
     assert costs["activations"].forward_passes == 2 * rows
     sender, receiver = PYTHIA_SHAPES["EleutherAI/pythia-160m"], PYTHIA_SHAPES["EleutherAI/pythia-410m"]
     float16 = 2

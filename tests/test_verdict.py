@@ -19,8 +19,8 @@ def across(pair, condition, delta, half_width, p_holm, mode="asymmetric", alpha=
             "boot_low": delta - half_width, "boot_high": delta + half_width, "p_value": p_holm, "p_holm": p_holm}
 
 
-def effect(layer, condition, metric, delta, role="last"):
-    return {"layer": layer, "role": role, "hops": "2", "condition": condition, "metric": metric, "n": 100,
+def effect(layer, condition, metric, delta, role="last", mode="shared"):
+    return {"mode": mode, "layer": layer, "role": role, "hops": "2", "condition": condition, "metric": metric, "n": 100,
             "clean_value": 0.5, "value": 0.5 + delta, "delta": delta, "ci_low": delta - 0.05, "ci_high": delta + 0.05,
             "ci_method": "BCa", "test": "mcnemar_exact", "p_value": 0.01, "p_holm": 0.01}
 
@@ -38,9 +38,12 @@ def planted():
         across("s2-r3", "add", 0.08, 0.10, 0.2, alpha=1.0), across("s1-r2", "add", 0.03, 0.05, 0.01, alpha=0.1),
         # shared mode has no upper bound: a gain is reported in points
         across("s2-r3", "replace_rescaled", 0.06, 0.02, 1e-3, mode="shared"),
+        # relay mode has its own upper bound: 20 points at s2-r3, of which add_rescaled recovers 15
+        across("s2-r3", "self_patch", 0.20, 0.04, 1e-6, mode="relay"),
+        across("s2-r3", "add_rescaled", 0.15, 0.04, 1e-4, mode="relay", alpha=1.0),
     ]
     sender = [effect(2, "mean", "accuracy", -0.30), effect(1, "mean", "accuracy", -0.01)]
-    receiver = [effect(3, "patch", "moved", 0.15), effect(3, "self_patch", "accuracy", 0.40)]
+    receiver = [effect(3, "patch", "moved", 0.15), effect(3, "self_patch", "accuracy", 0.40, mode="asymmetric")]
     return (pa.Table.from_pylist(rows, schema=ACROSS_SEEDS_SCHEMA), pa.Table.from_pylist(sender, schema=EFFECT_SCHEMA),
             pa.Table.from_pylist(receiver, schema=EFFECT_SCHEMA))
 
@@ -60,13 +63,17 @@ def test_each_planted_verdict_comes_out(planted):
     assert rows[("asymmetric", "self_patch")]["verdict"] == "upper bound"
     shared = rows[("shared", "replace_rescaled")]
     assert shared["verdict"] == "helps: +6.0 points" and math.isnan(shared["channel_efficiency"])
+    relay = rows[("relay", "add_rescaled")]
+    assert relay["verdict"] == "helps: 75% of upper bound" and relay["upper_bound"] == pytest.approx(0.20)
+    # the sender- and receiver-side columns come from the shared-mode profiles at the same layers
+    assert relay["sender_ablation"] == pytest.approx(-0.30) and relay["receiver_moved"] == pytest.approx(0.15)
 
 
 def test_the_markdown_shows_every_row_by_mode(planted):
     table = verdict_table(*planted, confidence=0.95)
     text = verdict_markdown(table, 0.95)
     assert text.count("| ridge |") == table.num_rows
-    assert "## mode `asymmetric`" in text and "## mode `shared`" in text
+    assert "## mode `asymmetric`" in text and "## mode `shared`" in text and "## mode `relay`" in text
     assert "**helps: 25% of upper bound**" in text and "25%" in text
 
 

@@ -43,7 +43,7 @@ def planned_jobs(output: str) -> dict[str, int]:
 # 1 pair x the ridge and trained bridges x 2 seeds injected, their statistics, the verdict, and the figures drawn from them
 DOWNSTREAM_OF_BRIDGES = {"injection": 4, "condition_stats": 2, "stats_summary": 1, "verdict": 1,
                          "figure_bridge_quality": 1, "figure_injection_sweep": 1, "figure_replacement": 1,
-                         "figure_asymmetric": 1}
+                         "figure_asymmetric": 1, "figure_relay": 1}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,8 @@ def test_default_dag(workdir):
                     "bridge_metrics": 1, "injection": 25, "condition_stats": 5, "stats_summary": 1,
                     "figure_dataset": 1, "figure_bridge_quality": 1, "figure_injection_sweep": 1,
                     "figure_replacement": 1, "sender_causal": 1, "figure_causal_sender": 1, "receiver_causal": 1,
-                    "figure_causal_receiver": 1, "verdict": 1, "figure_asymmetric": 1, "all": 1, "total": 185}
+                    "figure_causal_receiver": 1, "verdict": 1, "figure_asymmetric": 1, "figure_relay": 1, "all": 1,
+                    "total": 186}
 
 
 def test_one_figure_builds_only_its_ancestors(workdir):
@@ -140,8 +141,11 @@ def test_end_to_end_activations_and_bridges(finished_run):
             assert store.layers == tuple(range(layers)) and store.roles == ("last", "bridge")
             assert store.manifest["model"]["kind"] == "micro" and store.manifest["model"]["device"] == "cpu"
     metrics = pq.read_table(results / "bridges" / "metrics.parquet").to_pylist()
-    # 1 pair x 6 methods x 2 seeds x 2 roles x 2 modes x 3 predictors (widths differ: no identity)
-    assert len(metrics) == 1 * 6 * 2 * 2 * 2 * 3
+    # 1 pair x 6 methods x 2 seeds x 3 predictors (widths differ: no identity) x (role, mode): last in all
+    # three modes, the bridge mention in shared and asymmetric (a relay prompt never names a bridge entity)
+    assert len(metrics) == 1 * 6 * 2 * 3 * 5
+    assert {(r["role"], r["mode"]) for r in metrics} == {("last", "shared"), ("last", "asymmetric"), ("last", "relay"),
+                                                         ("bridge", "shared"), ("bridge", "asymmetric")}
     assert {r["method"] for r in metrics} == {"ridge", "sgd", "procrustes", "lowrank", "mlp", "trained"}
     for method in ("ridge", "mlp", "trained"):
         bridge_dir = results / "bridges" / "s2-r3" / method / "seed1" / "last"
@@ -156,7 +160,9 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     results = finished_run / "results"
     config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())["injection"]
     rows = pq.read_table(results / "injection" / "s2-r3" / "ridge" / "seed0.parquet").to_pylist()
-    assert {r["role"] for r in rows} == {"last", "bridge"} and {r["mode"] for r in rows} == {"shared", "asymmetric"}
+    assert {r["role"] for r in rows} == {"last", "bridge"}
+    assert {(r["role"], r["mode"]) for r in rows} == {("last", "shared"), ("last", "asymmetric"), ("last", "relay"),
+                                                      ("bridge", "shared"), ("bridge", "asymmetric")}
     labels = {(r["condition"], r["alpha"]) for r in rows}
     assert ("self_patch", None) in labels and ("add", config["alphas"][0]) in labels
     baseline = {(r["example_id"], r["mode"], r["role"]) for r in rows if r["condition"] == "none"}
@@ -183,16 +189,23 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     assert {(r["layer"], r["role"]) for r in receiver} == {(3, role) for role in ("last", "bridge")}
     assert {r["condition"] for r in receiver} == {"patch", "self_patch"}
     self_patch = pq.read_table(results / "causal" / "receiver_self_patch_examples.parquet").to_pylist()
-    assert {r["condition"] for r in self_patch} == {"none", "self_patch"} and {r["hops"] for r in self_patch} == {2}
-    assert "## role `bridge`" in (results / "causal" / "receiver.md").read_text()
+    assert {r["condition"] for r in self_patch} == {"none", "self_patch"}
+    assert {(r["mode"], r["hops"], r["role"]) for r in self_patch} == {("asymmetric", 2, "last"), ("relay", 1, "last"),
+                                                                       ("asymmetric", 2, "bridge")}
+    assert {(r["mode"], r["condition"]) for r in receiver} == {("shared", "patch"), ("asymmetric", "self_patch"),
+                                                               ("relay", "self_patch")}
+    receiver_text = (results / "causal" / "receiver.md").read_text()
+    assert "## role `bridge`" in receiver_text and "self-patch (relay)" in receiver_text
     verdict = pq.read_table(results / "stats" / "verdict.parquet").to_pylist()
-    # per injected method (ridge, trained), the 9 conditions other than none, per role and mode, self_patch in
-    # asymmetric mode only: 2 x 2 x (8 + 9)
-    assert len(verdict) == 68 and {r["method"] for r in verdict} == {"ridge", "trained"}
+    # per injected method (ridge, trained), the 9 conditions other than none, per role and mode, self_patch where
+    # the receiver's prompt lacks facts: last token in shared, asymmetric, relay (8 + 9 + 9), the bridge mention in
+    # shared and asymmetric (8 + 9; a relay prompt names no bridge entity): 2 x 43
+    assert len(verdict) == 86 and {r["method"] for r in verdict} == {"ridge", "trained"}
     assert {r["verdict"].split(":")[0] for r in verdict} <= {"helps", "harmful", "no effect", "upper bound"}
     assert "## mode `asymmetric`" in (results / "stats" / "verdict.md").read_text()
+    assert "## mode `relay`" in (results / "stats" / "verdict.md").read_text()
     for figure in ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender", "causal_receiver",
-                   "asymmetric"):
+                   "asymmetric", "relay"):
         assert (results / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
         assert (results / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
 
@@ -212,7 +225,7 @@ def test_changing_the_alphas_reruns_only_injection_statistics_and_their_figures(
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"injection": 4, "condition_stats": 2, "stats_summary": 1, "verdict": 1, "figure_injection_sweep": 1,
-                    "figure_replacement": 1, "figure_asymmetric": 1, "all": 1, "total": 12}
+                    "figure_replacement": 1, "figure_asymmetric": 1, "figure_relay": 1, "all": 1, "total": 13}
     config["injection"]["conditions"] = ["none", "add", "replace"]
     changed.write_text(yaml.safe_dump(config))
     assert planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed))) == jobs
@@ -225,8 +238,8 @@ def test_changing_the_resamples_reruns_only_statistics(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"condition_stats": 2, "stats_summary": 1, "verdict": 1, "figure_injection_sweep": 1,
-                    "figure_replacement": 1, "figure_asymmetric": 1, "sender_causal": 1, "figure_causal_sender": 1,
-                    "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 12}
+                    "figure_replacement": 1, "figure_asymmetric": 1, "figure_relay": 1, "sender_causal": 1,
+                    "figure_causal_sender": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 13}
 
 
 def test_data_files_are_byte_identical_across_runs(finished_run):
@@ -268,7 +281,7 @@ def test_changing_eval_size_reruns_only_its_dependents(finished_run):
     assert jobs == {"dataset_split": 1, "dataset_stats": 1, "model_accuracy": 2, "accuracy_summary": 1,
                     "activations": 2, "bridge": 12, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
                     "figure_dataset": 1, "sender_causal": 1, "figure_causal_sender": 1, "receiver_causal": 1,
-                    "figure_causal_receiver": 1, "all": 1, "total": 38}
+                    "figure_causal_receiver": 1, "all": 1, "total": 39}
 
 
 def test_tuning_the_mlp_refits_only_the_mlp_bridges(finished_run):
@@ -291,7 +304,7 @@ def test_another_seed_adds_only_its_jobs(finished_run):
     assert planned_jobs(output) == {"bridge": 6, "bridge_metrics": 1, "injection": 2, "condition_stats": 2,
                                     "stats_summary": 1, "verdict": 1, "figure_bridge_quality": 1,
                                     "figure_injection_sweep": 1, "figure_replacement": 1, "figure_asymmetric": 1,
-                                    "all": 1, "total": 18}
+                                    "figure_relay": 1, "all": 1, "total": 19}
     assert set(re.findall(r"seed=(\d+)", output)) == {"2"}
 
 
@@ -303,7 +316,7 @@ def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
                     "activations": 3, "bridge": 12, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 36}
+                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 37}
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +353,7 @@ def test_a_lost_output_is_rebuilt_with_its_dependents_only(finished_run, shipped
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(shipped_run)))
     assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
                     "activations": 3, "bridge": 12, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 36}
+                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 37}
 
 
 def test_a_corrupt_shard_is_named_and_rebuilt(finished_run, shipped_run):

@@ -68,7 +68,7 @@ class ExtractionPlan:
 
 PROMPT_FOR_MODEL = {"sender": "sender", "receiver": "full"}
 """Which prompt each model reads: the sender its own (in ``asymmetric`` mode, the first-hop
-fact only), the receiver the full context, whose states are what a bridge should deliver.
+fact only; in ``relay`` mode, every fact), the receiver the full context, whose states are what a bridge should deliver.
 In ``shared`` mode both are the same text."""
 
 
@@ -299,7 +299,7 @@ class ActivationStore:
         table = table.filter(keep)
         flat = table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False)
         keys = list(zip(table.column("example_id").to_pylist(), table.column("mode").to_pylist()))
-        return keys, flat.reshape(table.num_rows, -1).astype(np.float32)
+        return keys, flat.reshape(table.num_rows, self.hidden_size).astype(np.float32)
 
     def read(self, layer: int, role: str, modes: Sequence[str] | None = None) -> tuple[list[RowKey], np.ndarray]:
         """Every row of one layer and role: (row keys, states [rows, d])."""

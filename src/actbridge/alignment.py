@@ -82,16 +82,19 @@ class _Tally:
 
 def alignment_metrics_by_predictor(predictors: Mapping[str, Predictor], pairs: PairStream, sender: Normalizer,
                                    receiver: Normalizer) -> dict[str, dict[str, float]]:
-    """Metrics of every predictor over raw (sender, receiver) pairs, in one pass over the pairs."""
+    """Metrics of every predictor over raw (sender, receiver) pairs, in one pass over the pairs; empty where
+    the pairs hold no rows (a role a context mode lacks, such as the bridge mention in a relay prompt)."""
     tallies = {name: _Tally() for name in predictors}
+    scored = 0
     for x_raw, y_raw in pairs():
+        scored += len(x_raw)
         y_raw = y_raw.astype(np.float64)
         x_n = sender.normalize(x_raw.astype(np.float64))
         y_n = receiver.normalize(y_raw)
         for name, predict in predictors.items():
             predicted_n = predict(x_n)
             tallies[name].add(predicted_n, y_n, receiver.denormalize(predicted_n), y_raw)
-    return {name: tally.metrics() for name, tally in tallies.items()}
+    return {name: tally.metrics() for name, tally in tallies.items()} if scored else {}
 
 
 def alignment_metrics(predict: Predictor, pairs: PairStream, sender: Normalizer, receiver: Normalizer

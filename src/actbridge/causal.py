@@ -23,9 +23,10 @@ Receiver side, at every layer and role where a bridge injects:
 * ``patch`` as above, inside the receiver on its ``shared`` prompts: is the
   injection site one the receiver reads its answer from at all?
 * ``self_patch`` on ``asymmetric`` prompts (the receiver lacks the first-hop
-  fact): the state replaced by the receiver's own state at the same role on
-  the full-context prompt. Its gain is the upper bound any bridge could reach
-  at that site, the denominator of channel efficiency.
+  fact) and ``relay`` prompts (it lacks every fact of a 1-hop question): the
+  state replaced by the receiver's own state at the same role on the
+  full-context prompt. Its gain is the upper bound any bridge could reach at
+  that site in that mode, the denominator of channel efficiency.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import torch
 
 from actbridge.activations import ActivationStore, hidden_states_at
 from actbridge.conditions import derangement
+from actbridge.dataset import PARTIAL_MODES
 from actbridge.interventions import Edits, score_under_edits
 from actbridge.roles import role_positions_for_table
 from actbridge.schemas import EFFECT_SCHEMA
@@ -55,8 +57,8 @@ ABLATIONS: tuple[str, ...] = ("mean", "resample")
 MODE = "shared"
 
 EXAMPLE_SCHEMA = pa.schema([
-    ("example_id", pa.string()), ("hops", pa.int8()), ("layer", pa.int16()), ("role", pa.string()),
-    ("condition", pa.string()), ("exact_match", pa.bool_()), ("gold_logprob", pa.float64()),
+    ("example_id", pa.string()), ("mode", pa.string()), ("hops", pa.int8()), ("layer", pa.int16()),
+    ("role", pa.string()), ("condition", pa.string()), ("exact_match", pa.bool_()), ("gold_logprob", pa.float64()),
     ("gold_rank", pa.int16()),
     ("counterfactual_top1", pa.bool_()),  # patching rows: the counterfactual's answer ranks first among candidates
 ])
@@ -75,6 +77,7 @@ def _score_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", 
                 batch_size: int, side: str = "sender") -> pa.Table:
     """Score the model's answer on ``table``'s ``side`` prompts (rows ``keep``) under each example's edits."""
     ids = table.column("example_id").to_pylist()
+    modes = table.column("mode").to_pylist()
     hops = table.column("hops").to_pylist()
     alternatives = (table.column("counterfactual_answer").to_pylist() if "counterfactual_answer" in table.column_names
                     else [None] * table.num_rows)
@@ -89,6 +92,7 @@ def _score_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", 
         alternative = names.index(alternatives[i]) if alternatives[i] in names else None
         for k, condition in enumerate(conditions):
             columns["example_id"].append(ids[i])
+            columns["mode"].append(modes[i])
             columns["hops"].append(hops[i])
             columns["layer"].append(layer)
             columns["role"].append(role)
@@ -166,14 +170,19 @@ def patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase"
 
 def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
                     layer: int, role: str, batch_size: int = 16) -> pa.Table:
-    """Per-example scores of the receiver on its ``asymmetric`` prompts, clean and with the state at
-    (layer, role) taken from its own full-context prompt: what a perfect bridge could deliver there."""
-    asymmetric = examples.filter(pc.and_(pc.equal(examples.column("mode"), "asymmetric"),
-                                         pc.not_equal(examples.column("receiver_prompt"),
-                                                      examples.column("full_prompt"))))
-    if asymmetric.num_rows == 0:
-        return EXAMPLE_SCHEMA.empty_table()
-    return _donor_patch_rows(model, tokenizer, asymmetric, layer, role, "receiver", "full", "self_patch", batch_size)
+    """Per-example scores of the receiver on its ``asymmetric`` and ``relay`` prompts, clean and with the state
+    at (layer, role) taken from its own full-context prompt: what a perfect bridge could deliver there."""
+    partial = examples.filter(pc.and_(pc.is_in(examples.column("mode"), pa.array(PARTIAL_MODES)),
+                                      pc.not_equal(examples.column("receiver_prompt"), examples.column("full_prompt"))))
+    tables = []
+    for mode in sorted(set(partial.column("mode").to_pylist())):
+        of_mode = partial.filter(pc.equal(partial.column("mode"), mode))
+        positions = role_positions_for_table(tokenizer, of_mode, "receiver", [role])[role]
+        if (positions >= 0).sum() < 2:  # e.g. no bridge mention in a relay prompt
+            continue
+        tables.append(_donor_patch_rows(model, tokenizer, of_mode, layer, role, "receiver", "full", "self_patch",
+                                        batch_size))
+    return _concat(tables)
 
 
 def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
@@ -201,8 +210,8 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
 def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
                            layers: Sequence[int], roles: Sequence[str], batch_size: int = 16
                            ) -> tuple[pa.Table, pa.Table]:
-    """(counterfactual patching rows on shared prompts, self-patch rows on asymmetric prompts) at the
-    receiver's injection layers and roles; either is empty where the eval split has no such rows."""
+    """(counterfactual patching rows on shared prompts, self-patch rows on asymmetric and relay prompts) at
+    the receiver's injection layers and roles; either is empty where the eval split has no such rows."""
     patches, self_patches = [], []
     has_counterfactuals = ("counterfactual_prompt" in examples.column_names
                            and pc.sum(pc.is_valid(shared_rows(examples).column("counterfactual_prompt"))).as_py())
@@ -218,16 +227,17 @@ def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedToken
 
 def paired_effects(rows: pa.Table, conditions: Sequence[str], metrics: dict[str, str],
                    settings: StatsSettings) -> pa.Table:
-    """Δ of each condition against ``none``, per layer, role and hop count (and all hops), with BCa CIs.
+    """Δ of each condition against ``none``, per context mode, layer, role and hop count (and all hops), with
+    BCa CIs.
 
     ``metrics`` maps a metric's name to its column. Holm families: the
-    conditions x layers of one role, hop subset and metric.
+    conditions x layers of one mode, role, hop subset and metric.
     """
     data = rows.to_pylist()
     rng = np.random.Generator(np.random.PCG64(settings.seed))
     out = []
-    for role in sorted({r["role"] for r in data}):
-        of_role = [r for r in data if r["role"] == role]
+    for mode, role in sorted({(r["mode"], r["role"]) for r in data}):
+        of_role = [r for r in data if (r["mode"], r["role"]) == (mode, role)]
         hops = sorted({str(r["hops"]) for r in of_role})
         for subset in (["all", *hops] if len(hops) > 1 else hops):  # "all" only where it pools several
             selected = [r for r in of_role if subset == "all" or str(r["hops"]) == subset]
@@ -245,13 +255,13 @@ def paired_effects(rows: pa.Table, conditions: Sequence[str], metrics: dict[str,
                 low, high, method = bca_intervals(differences, boot, settings.confidence)
                 for j, (condition, metric) in enumerate(columns):
                     test, p_value = paired_test(metric, values[("none", metric)], values[(condition, metric)])
-                    out.append({"layer": layer, "role": role, "hops": subset, "condition": condition,
+                    out.append({"mode": mode, "layer": layer, "role": role, "hops": subset, "condition": condition,
                                 "metric": metric, "n": len(order), "clean_value": float(values[("none", metric)].mean()),
                                 "value": float(values[(condition, metric)].mean()),
                                 "delta": float(differences[:, j].mean()), "ci_low": float(low[j]),
                                 "ci_high": float(high[j]), "ci_method": str(method[j]), "test": test,
                                 "p_value": p_value, "p_holm": float("nan")})
-    return pa.Table.from_pylist(with_holm(out, ["role", "hops", "metric"]), schema=EFFECT_SCHEMA)
+    return pa.Table.from_pylist(with_holm(out, ["mode", "role", "hops", "metric"]), schema=EFFECT_SCHEMA)
 
 
 def ablation_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
@@ -307,31 +317,34 @@ def _points(row: dict) -> str:
 
 
 def receiver_causal_markdown(effects: pa.Table, confidence: float) -> str:
-    """Per role and injection layer: does counterfactual patching move the receiver's answer (shared),
-    and how much does self-patching from the full-context prompt restore (asymmetric)?"""
+    """Per role and injection layer: does counterfactual patching move the receiver's answer (shared), and
+    how much does self-patching from the full-context prompt restore (asymmetric, relay)?"""
     rows = effects.to_pylist()
     lines = ["# Receiver-side causal profile", "",
              "At each receiver layer and role where a bridge injects. `patch` (shared prompts): the state replaced "
              "by the receiver's state on the counterfactual prompt; if the answer moves to the counterfactual's, "
              "the receiver reads its answer from this site. `self_patch` (asymmetric prompts, the first-hop fact "
-             "missing): the state replaced by the receiver's own state on the full-context prompt; its gain is the "
-             f"upper bound any bridge could deliver at this site. Δ = intervened − clean, {confidence:.0%} BCa "
-             "intervals; Holm across the layers of one role, hop subset and metric.", ""]
+             "missing; relay prompts, every fact of a 1-hop question missing): the state replaced by the "
+             "receiver's own state on the full-context prompt; its gain is the upper bound any bridge could "
+             f"deliver at this site in that mode. Δ = intervened − clean, {confidence:.0%} BCa intervals; Holm "
+             "across the layers of one mode, role, hop subset and metric.", ""]
+    partial_modes = sorted({r["mode"] for r in rows if r["condition"] == "self_patch"})
     for role in sorted({r["role"] for r in rows}):
-        lines += [f"## role `{role}`", "",
-                  "| layer | counterfactual patch: answer moved, clean → patched | Δ moved, points | "
-                  "self-patch: accuracy, clean → patched | Δ accuracy, points | Δ gold log-prob | p (Holm) |",
-                  "|---|---|---|---|---|---|---|"]
-        layers = sorted({r["layer"] for r in rows if r["role"] == role})
-        for layer in layers:
-            moved, gain, gain_logprob = (pooled(rows, role, layer, condition, metric) for condition, metric in
-                                         (("patch", "moved"), ("self_patch", "accuracy"), ("self_patch", "logprob")))
-            moved_cells = (f"{moved['clean_value']:.3f} → {moved['value']:.3f} | {_points(moved)}" if moved
-                           else "n/a | n/a")
-            gain_cells = (f"{gain['clean_value']:.3f} → {gain['value']:.3f} | {_points(gain)} | "
-                          f"{gain_logprob['delta']:+.2f} [{gain_logprob['ci_low']:+.2f}, {gain_logprob['ci_high']:+.2f}]"
-                          f" | {gain['p_holm']:.2g}" if gain else "n/a | n/a | n/a | n/a")
-            lines.append(f"| {layer} | {moved_cells} | {gain_cells} |")
+        header = ["layer", "counterfactual patch: answer moved, clean → patched", "Δ moved, points"]
+        for mode in partial_modes:
+            header += [f"self-patch ({mode}): accuracy, clean → patched", "Δ accuracy, points", "Δ gold log-prob",
+                       "p (Holm)"]
+        lines += [f"## role `{role}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for layer in sorted({r["layer"] for r in rows if r["role"] == role}):
+            moved = pooled(rows, role, layer, "patch", "moved")
+            cells = [str(layer), *([f"{moved['clean_value']:.3f} → {moved['value']:.3f}", _points(moved)] if moved
+                                   else ["n/a", "n/a"])]
+            for mode in partial_modes:
+                gain, gain_logprob = (pooled(rows, role, layer, "self_patch", metric, mode=mode)
+                                      for metric in ("accuracy", "logprob"))
+                cells += ([f"{gain['clean_value']:.3f} → {gain['value']:.3f}", _points(gain),
+                           f"{gain_logprob['delta']:+.2f} [{gain_logprob['ci_low']:+.2f}, "
+                           f"{gain_logprob['ci_high']:+.2f}]", f"{gain['p_holm']:.2g}"] if gain else ["n/a"] * 4)
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
-

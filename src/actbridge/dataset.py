@@ -34,6 +34,14 @@ Context modes:
 * ``asymmetric``: hop-1 facts (those whose subject is a chain root) go only to
   the sender, all later facts only to the receiver, the question to both.
   Defined for k >= 2 only: a 1-hop question has no later facts.
+* ``relay``: 1-hop questions, every fact only in the sender's prompt, the
+  question alone in the receiver's: the answer the sender looks up is what
+  must cross. It is asymmetric's k = 1 case, a mode of its own so that its
+  statistics are not pooled with the 2-hop ones. It is the channel's positive
+  control: a receiver that answers 1-hop questions from its full prompt has a
+  self-patch upper bound here even when it cannot compose two hops, so
+  channel efficiency is defined. (For k >= 2 the whole answer crossing needs
+  a sender that composes; ``asymmetric`` asks for the first hop only.)
 """
 
 from __future__ import annotations
@@ -53,7 +61,13 @@ SYLLABLES: tuple[str, ...] = (
 )
 RELATIONS: tuple[str, ...] = ("mentor", "friend", "boss", "rival", "neighbor", "cousin")
 SPLITS: tuple[str, ...] = ("lm_train", "bridge_train", "bridge_val", "eval")
-CONTEXT_MODES: tuple[str, ...] = ("shared", "asymmetric")
+CONTEXT_MODES: tuple[str, ...] = ("shared", "asymmetric", "relay")
+# Modes whose receiver prompt lacks facts of the full one: self-patching and channel efficiency apply.
+PARTIAL_MODES: tuple[str, ...] = ("asymmetric", "relay")
+# (mode, prompt side) pairs a model's accuracy table scores: in shared mode every side reads the full prompt,
+# in relay mode the sender does too, so only the receiver's half is new there.
+ACCURACY_VIEWS: tuple[tuple[str, str], ...] = (("shared", "full"), ("asymmetric", "sender"),
+                                               ("asymmetric", "receiver"), ("relay", "receiver"))
 MAX_DISTRACTORS = 11
 QUESTION_MARK = "Q:"
 FACTS_MARK = "Facts:"  # so every name, the first included, follows a space and tokenizes alike
@@ -273,6 +287,8 @@ def prompts_for_mode(world: World, mode: str, template: Template) -> dict[str, P
             "receiver": render_prompt(template, later, *context),
             "full": full,
         }
+    if mode == "relay":
+        return {"sender": full, "receiver": render_prompt(template, [], *context), "full": full}
     raise ValueError(f"unknown context mode {mode!r}; allowed: {list(CONTEXT_MODES)}")
 
 
@@ -357,10 +373,23 @@ def split_rng(seed: int, split: str) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, SPLITS.index(split)])))
 
 
+def mode_applies(mode: str, hops: int, split: str) -> bool:
+    """Whether ``split`` holds a row of ``mode`` for a k-hop world.
+
+    Asymmetric needs a later hop, relay is its 1-hop case, and LM training
+    reads full-context prompts only.
+    """
+    if mode == "shared":
+        return True
+    if split == "lm_train":
+        return False
+    return hops >= 2 if mode == "asymmetric" else hops == 1
+
+
 def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
     """Rows of ``split``: one per world and context mode.
 
-    Asymmetric rows exist for k >= 2 only, and never in ``lm_train``.
+    Asymmetric rows exist for k >= 2 only, relay rows for k = 1 only, neither in ``lm_train``.
     """
     rng = split_rng(config.seed, split)
     template = Template(config.template)
@@ -373,8 +402,7 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
         extra = training_questions(world, rng, config.train_questions, template) if split == "lm_train" else []
         candidates = sorted(chain.answer for chain in world.chains())
         for mode in config.context_modes:
-            # Asymmetric needs a later hop; LM training reads full-context prompts only.
-            if mode == "asymmetric" and (hops < 2 or split == "lm_train"):
+            if not mode_applies(mode, hops, split):
                 continue
             prompts = prompts_for_mode(world, mode, template)
             counterfactual = counterfactual_world(world) if mode == "shared" and split != "lm_train" else None

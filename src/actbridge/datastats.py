@@ -93,7 +93,7 @@ def statistics_markdown(stats: pa.Table) -> str:
     rows = stats.to_pylist()
     models = sorted({r["model"] for r in rows if r["model"]})
     lines = ["# Dataset statistics", "",
-             "Rows are (world, context mode) pairs; `asymmetric` exists for k >= 2 only. "
+             "Rows are (world, context mode) pairs; `asymmetric` exists for k >= 2 only, `relay` (the receiver reads no facts) for k = 1 only. "
              "Prompt lengths are in each model's own tokens. Chance is the mean of 1/|candidates|, "
              "the candidates being the ends of the world's chains (the answer and one per distractor chain). "
              "Answer position: where the answer's fact sits among the facts, 0 = first, 1 = last; "

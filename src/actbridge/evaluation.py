@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from actbridge.dataset import ACCURACY_VIEWS
 from actbridge.padding import right_padded
 
 
@@ -130,13 +131,12 @@ def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores,
 
 
 # (mode, prompt side) pairs worth scoring: in shared mode every side reads the same prompt.
-ACCURACY_VIEWS: tuple[tuple[str, str], ...] = (("shared", "full"), ("asymmetric", "sender"),
-                                               ("asymmetric", "receiver"))
 
 
 def evaluate_model_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: pa.Table,
                             model_name: str, device: torch.device | str = "cpu") -> pa.Table:
-    """Accuracy by mode, prompt side and hops: shared prompts, and each half of asymmetric ones."""
+    """Accuracy by mode, prompt side and hops: shared prompts, each half of asymmetric ones, and the
+    receiver's half of relay ones."""
     modes = np.asarray(examples.column("mode").to_pylist())
     tables = []
     for mode, side in ACCURACY_VIEWS:

@@ -2,7 +2,7 @@
 
 One call covers one bridge (layer pair, method, seed) at one role. The
 receiver reads its own prompt (in ``asymmetric`` mode, without the first-hop
-facts); the edit site is the role's token in that prompt. Rows of the result
+facts; in ``relay`` mode, the question alone); the edit site is the role's token in that prompt. Rows of the result
 are paired by ``example_id`` with the ``none`` condition.
 """
 

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import yaml
 
 from actbridge.config import merge_config, model_kind, validate_config
-from actbridge.dataset import DataConfig, iter_split_rows
+from actbridge.dataset import ACCURACY_VIEWS, DataConfig, iter_split_rows
 from actbridge.layout import layer_pairs, layers_for, resolve_layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ class SplitSample:
     """Rows of a split and the mean prompt length each side reads, from a sample of generated rows."""
 
     rows: int
-    shared_fraction: float
+    scored_prompts: float  # prompts per row the accuracy table scores (actbridge.dataset.ACCURACY_VIEWS)
     mean_tokens: dict[str, float]  # prompt column -> tokens
     mean_candidates: float
     mean_candidate_tokens: float
@@ -152,7 +152,7 @@ def sample_split(data: DataConfig, split: str, count: Callable[[str], int]) -> S
     tokens = {side: sum(count(r[f"{side}_prompt"]) for r in rows) / len(rows) for side in ("full", "sender", "receiver")}
     candidates = [c for r in rows for c in r["candidates"]]
     return SplitSample(rows=round(per_world * data.sizes[split]),
-                       shared_fraction=sum(r["mode"] == "shared" for r in rows) / len(rows),
+                       scored_prompts=sum(mode == r["mode"] for r in rows for mode, _ in ACCURACY_VIEWS) / len(rows),
                        mean_tokens=tokens,
                        mean_candidates=len(candidates) / len(rows),
                        mean_candidate_tokens=sum(count(" " + c) for c in candidates) / len(candidates))
@@ -183,7 +183,7 @@ def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[St
                            note="micro training (forward + backward)" if micro else "named weights: resolved, not trained"))
 
     eval_sample = samples["sender", "eval"]
-    accuracy_passes = {m: round(eval_sample.rows * (1 + (1 - eval_sample.shared_fraction))) for m in shapes}
+    accuracy_passes = {m: round(eval_sample.rows * eval_sample.scored_prompts) for m in shapes}
     accuracy_tokens = {m: accuracy_passes[m] * samples[m, "eval"].mean_tokens["full"] for m in shapes}
     costs.append(StageCost("model_accuracy", jobs=2, forward_passes=sum(accuracy_passes.values()),
                            tokens=round(sum(accuracy_tokens.values())),

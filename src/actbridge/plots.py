@@ -274,7 +274,7 @@ def causal_sender_figure(effects: pa.Table, metric: str = "accuracy") -> Figure:
 
 def causal_receiver_figure(effects: pa.Table) -> Figure:
     """By receiver layer, per role: answer moved by counterfactual patching (shared) and the accuracy gain
-    of self-patching from the full-context prompt (asymmetric), the upper bound of any bridge there."""
+    of self-patching from the full-context prompt (asymmetric, relay), the upper bound of any bridge there."""
     rows = effects.to_pylist()
     roles = sorted({r["role"] for r in rows})
     figure, axes = _grid(1, max(len(roles), 1), sharey=True)
@@ -283,11 +283,13 @@ def causal_receiver_figure(effects: pa.Table) -> Figure:
     for col, role in enumerate(roles):
         axis = axes[0, col]
         axis.axhline(0, color="k", linewidth=0.6)
-        for condition, metric, color, label in (("patch", "moved", "tab:green", "counterfactual patch: answer moved"),
-                                                ("self_patch", "accuracy", "tab:purple",
-                                                 "self-patch (asymmetric): Δ accuracy")):
-            layers = sorted({r["layer"] for r in rows if (r["role"], r["condition"]) == (role, condition)})
-            series = [pooled(rows, role, layer, condition, metric) for layer in layers]
+        for mode, condition, metric, color, label in (
+                ("shared", "patch", "moved", "tab:green", "counterfactual patch: answer moved"),
+                ("asymmetric", "self_patch", "accuracy", "tab:purple", "self-patch (asymmetric): Δ accuracy"),
+                ("relay", "self_patch", "accuracy", "tab:orange", "self-patch (relay): Δ accuracy")):
+            layers = sorted({r["layer"] for r in rows if (r["mode"], r["role"], r["condition"]) == (mode, role,
+                                                                                                  condition)})
+            series = [pooled(rows, role, layer, condition, metric, mode=mode) for layer in layers]
             series = [(layer, r) for layer, r in zip(layers, series) if r is not None]
             if not series:
                 continue
@@ -306,7 +308,7 @@ def causal_receiver_figure(effects: pa.Table) -> Figure:
     return figure
 
 
-# ---------------------------------------------------------------------------- the asymmetric case
+# ---------------------------------------------------------------------------- the asymmetric and relay cases
 
 BRIDGED_SHOWN = {"replace_rescaled": "-", "add_rescaled": "--"}
 ASYMMETRIC_CONTROLS = {"mean": "0.5", "shuffled": "tab:brown", "random": "tab:olive"}
@@ -318,20 +320,27 @@ def reference_alpha(alphas: Iterable[float]) -> float | None:
     return 1.0 if 1.0 in values else (values[-1] if values else None)
 
 
-def asymmetric_figure(across_seeds: pa.Table, methods: Sequence[str]) -> Figure:
-    """The case where a working channel must show: the receiver lacks the first-hop fact.
+PARTIAL_MODE_TITLES = {
+    "asymmetric": "Asymmetric mode (first-hop fact only in the sender's prompt)",
+    "relay": "Relay mode (1-hop questions, every fact only in the sender's prompt)",
+}
+
+
+def channel_figure(across_seeds: pa.Table, methods: Sequence[str], mode: str = "asymmetric") -> Figure:
+    """The cases where a working channel must show: the receiver's prompt lacks facts (``mode``
+    asymmetric: the first-hop fact; relay: every fact of a 1-hop question).
 
     Top row, per role: Δ accuracy against the receiver alone by layer pair for the self-patch upper
     bound, each method's replace_rescaled and add_rescaled (at the reference α), and the controls of
     the first method. Bottom row: channel efficiency, Δ / Δ(self-patch), where the upper bound gains.
     """
-    rows = [r for r in _rows(across_seeds, mode="asymmetric", metric="accuracy", reference="none")
+    rows = [r for r in _rows(across_seeds, mode=mode, metric="accuracy", reference="none")
             if r["method"] in methods]
     roles = sorted({r["role"] for r in rows})
     figure, axes = _grid(2, max(len(roles), 1), width=4.2, height=2.8, sharex="col")
     if not rows:
         for axis in axes.ravel():
-            _empty(axis, "no asymmetric examples injected")
+            _empty(axis, f"no {mode} examples injected")
         return figure
     alpha = reference_alpha(r["alpha"] for r in rows)
     pairs = _pair_order(r["pair"] for r in rows)
@@ -377,6 +386,6 @@ def asymmetric_figure(across_seeds: pa.Table, methods: Sequence[str]) -> Figure:
             _empty(bottom, "self-patch gains nothing: no upper bound to divide by")
     handles = {label: handle for axis in axes[0] for handle, label in zip(*axis.get_legend_handles_labels())}
     axes[0, -1].legend(handles.values(), handles.keys(), fontsize=6)
-    figure.suptitle("Asymmetric mode (first-hop fact only in the sender's prompt):\nbridged state vs the self-patch "
+    figure.suptitle(f"{PARTIAL_MODE_TITLES.get(mode, mode)}:\nbridged state vs the self-patch "
                     "upper bound and controls, mean over seeds with crossed-bootstrap CI", fontsize=9)
     return figure

@@ -16,9 +16,10 @@ RESULT_SCHEMA = pa.schema([
 JOB_SCHEMA = pa.schema([("pair", pa.string()), ("sender_layer", pa.int16()), ("receiver_layer", pa.int16()),
                         ("method", pa.string()), ("seed", pa.int32()), *RESULT_SCHEMA])
 
-# Causal effects (actbridge.causal): Δ of an intervention against the clean run, per layer, role and hop subset.
+# Causal effects (actbridge.causal): Δ of an intervention against the clean run, per context mode, layer, role
+# and hop subset.
 EFFECT_SCHEMA = pa.schema([
-    ("layer", pa.int16()), ("role", pa.string()), ("hops", pa.string()), ("condition", pa.string()),
+    ("mode", pa.string()), ("layer", pa.int16()), ("role", pa.string()), ("hops", pa.string()), ("condition", pa.string()),
     ("metric", pa.string()), ("n", pa.int64()), ("clean_value", pa.float64()), ("value", pa.float64()),
     ("delta", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("ci_method", pa.string()),
     ("test", pa.string()), ("p_value", pa.float64()), ("p_holm", pa.float64()),

@@ -7,6 +7,8 @@ from typing import Sequence
 
 import pyarrow as pa
 
+from actbridge.dataset import PARTIAL_MODES
+
 # (title, scale, decimals)
 METRIC_TITLES = {"accuracy": ("Δ exact-match accuracy, points", 100.0, 2),
                  "logprob": ("Δ gold log-probability, nats", 1.0, 3)}
@@ -78,10 +80,11 @@ def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
     return "\n".join(lines)
 
 
-def pooled(rows: Sequence[dict], role: str, layer: int, condition: str, metric: str) -> dict | None:
-    """The effect over every hop count present: the ``all`` row, or the only hop subset there is."""
-    matching = [r for r in rows if (r["role"], r["layer"], r["condition"], r["metric"]) == (role, layer, condition,
-                                                                                           metric)]
+def pooled(rows: Sequence[dict], role: str, layer: int, condition: str, metric: str,
+           mode: str = "shared") -> dict | None:
+    """The effect in ``mode`` over every hop count present: the ``all`` row, or the only hop subset there is."""
+    matching = [r for r in rows if (r["mode"], r["role"], r["layer"], r["condition"], r["metric"])
+                == (mode, role, layer, condition, metric)]
     if len(matching) == 1:
         return matching[0]
     return next((r for r in matching if r["hops"] == "all"), None)
@@ -98,7 +101,7 @@ def target_verdict(row: dict) -> str:
     if key in TARGETS:
         _, bound = TARGETS[key]
         return f"{'met' if row['exact_match'] >= bound else 'MISSED'} (>= {bound:.2f})"
-    if row["mode"] == "asymmetric" and row["prompt"] == "receiver":
+    if row["mode"] in PARTIAL_MODES and row["prompt"] == "receiver":
         bound = row["chance"] + ASYMMETRIC_MARGIN
         return f"{'met' if row['top1_among_candidates'] <= bound else 'MISSED'} (top-1 <= {bound:.2f})"
     return ""
@@ -107,8 +110,8 @@ def target_verdict(row: dict) -> str:
 def accuracy_markdown(table: pa.Table) -> str:
     lines = ["# Model accuracy on eval", "",
              "Exact match of the greedy answer; top-1 among the world's candidate values; chance = "
-             "mean 1/|candidates|. `asymmetric/receiver` lacks the first-hop fact: scoring above chance "
-             "there would mean a shortcut.", "",
+             "mean 1/|candidates|. `asymmetric/receiver` lacks the first-hop fact and `relay/receiver` every "
+             "fact: scoring above chance there would mean a shortcut.", "",
              "| model | mode | prompt | hops | n | exact match | top-1 | chance | gold log-prob | target |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in table.to_pylist():

@@ -5,7 +5,8 @@ the verdict is
 
 * ``helps`` where some Δaccuracy against ``none`` is positive and significant (Holm-adjusted
   p across seeds below 1 − confidence, and the crossed-bootstrap interval above 0): the row
-  reports the largest such Δ, and in ``asymmetric`` mode its *channel efficiency*, the fraction
+  reports the largest such Δ, and in ``asymmetric`` and ``relay`` mode (the receiver's prompt lacks
+  facts, so self-patching from the full prompt has something to restore) its *channel efficiency*, the fraction
   of the self-patch gain at the same site (layer pair, role, bridge seed set) that it recovers;
 * ``harmful`` where none helps and some Δ is negative and significant (the most negative);
 * ``no effect`` otherwise (the row with the largest Δ is reported, with its interval).
@@ -25,6 +26,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
+from actbridge.dataset import PARTIAL_MODES
 from actbridge.layout import parse_pair
 from actbridge.summaries import pooled
 
@@ -80,7 +82,8 @@ def verdict_table(across_seeds: pa.Table, sender_effects: pa.Table, receiver_eff
         verdict, chosen = choose(sites, level)
         bound_row = self_patch.get((chosen["pair"], method, role, mode))
         upper_bound = bound_row["delta"] if bound_row is not None and significant(bound_row, level) > 0 else NAN
-        efficiency = channel_efficiency(chosen["delta"], upper_bound) if mode == "asymmetric" else NAN
+        bounded = mode in PARTIAL_MODES
+        efficiency = channel_efficiency(chosen["delta"], upper_bound) if bounded else NAN
         if verdict == "helps" and condition != "self_patch":
             verdict = (f"helps: {efficiency:.0%} of upper bound" if math.isfinite(efficiency)
                        else f"helps: {100 * chosen['delta']:+.1f} points")
@@ -93,7 +96,7 @@ def verdict_table(across_seeds: pa.Table, sender_effects: pa.Table, receiver_eff
             "method": method, "mode": mode, "role": role, "condition": condition, "verdict": verdict,
             "pair": chosen["pair"], "alpha": chosen["alpha"], "n_sites": len(sites), "delta": chosen["delta"],
             "ci_low": chosen["boot_low"], "ci_high": chosen["boot_high"], "p_holm": chosen["p_holm"],
-            "upper_bound": upper_bound if mode == "asymmetric" else NAN, "channel_efficiency": efficiency,
+            "upper_bound": upper_bound if bounded else NAN, "channel_efficiency": efficiency,
             **_effect("sender_ablation", ablation), **_effect("receiver_moved", moved),
         })
     return pa.Table.from_pylist(out, schema=VERDICT_SCHEMA)
@@ -121,8 +124,8 @@ def verdict_markdown(table: pa.Table, confidence: float) -> str:
         f"is `helps` / `harmful` where some Δ against `none` is significant (Holm-adjusted p < {1 - confidence:.2g} "
         f"across seeds and the {confidence:.0%} crossed seed × example bootstrap interval excludes 0), and `no "
         "effect` otherwise; the row shows the site it rests on (the best Δ, or the worst for `harmful`). "
-        "**Channel efficiency** (asymmetric mode): Δ over the self-patch gain at the same site, the upper bound of "
-        "any bridge. **Sender uses it**: Δ of the sender's own accuracy when its state at the translated layer is "
+        "**Channel efficiency** (asymmetric and relay modes): Δ over the self-patch gain at the same site, the upper "
+        "bound of any bridge. **Sender uses it**: Δ of the sender's own accuracy when its state at the translated layer is "
         "mean-ablated. **Receiver reads it**: Δ in how often counterfactual patching at the injection layer moves "
         "the receiver's answer. Points throughout.", "",
     ]

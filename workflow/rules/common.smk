@@ -227,7 +227,8 @@ def stats_tables(kind):
     return tables
 
 
-FIGURES = ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender", "causal_receiver", "asymmetric")
+FIGURES = ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender", "causal_receiver",
+           "asymmetric", "relay")
 
 
 def all_targets(wildcards=None):

@@ -120,3 +120,20 @@ rule figure_asymmetric:
         "../envs/figures.yaml"
     script:
         "../scripts/figure.py"
+
+
+rule figure_relay:
+    input:
+        across_seeds=f"{RESULTS}/stats/across_seeds.parquet",
+    output:
+        pdf=f"{RESULTS}/figures/relay.pdf",
+        png=report(f"{RESULTS}/figures/relay.png", caption="../report/figure_relay.rst", category="Figures"),
+    params:
+        methods=config["injection"]["methods"],
+        code=library_code("plots", "summaries", "io"),
+    log:
+        "logs/figures/relay.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure.py"

@@ -50,7 +50,7 @@ rule model_accuracy:
         f"{RESULTS}/models/accuracy_{{model}}.parquet",
     params:
         dtype=config["dtype"],
-        code=library_code("evaluation", "models", "padding"),
+        code=library_code("evaluation", "models", "padding", "dataset"),
     threads: 2
     resources:
         mem_mb=3000,
@@ -69,6 +69,8 @@ rule accuracy_summary:
     output:
         table=f"{RESULTS}/models/accuracy.parquet",
         markdown=report(f"{RESULTS}/models/accuracy.md", caption="../report/accuracy.rst", category="Models"),
+    params:
+        code=library_code("summaries", "dataset", "io"),
     log:
         "logs/models/accuracy_summary.log",
     conda:

@@ -52,7 +52,7 @@ rule verdict:
         markdown=report(f"{RESULTS}/stats/verdict.md", caption="../report/verdict.rst", category="Injection"),
     params:
         confidence=config["stats"]["confidence"],
-        code=library_code("verdict", "summaries", "layout", "io"),
+        code=library_code("verdict", "summaries", "layout", "dataset", "io"),
     log:
         "logs/stats/verdict.log",
     conda:

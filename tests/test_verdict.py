@@ -19,8 +19,8 @@ def across(pair, condition, delta, half_width, p_holm, mode="asymmetric", alpha=
             "boot_low": delta - half_width, "boot_high": delta + half_width, "p_value": p_holm, "p_holm": p_holm}
 
 
-def effect(layer, condition, metric, delta, role="last", mode="shared"):
-    return {"mode": mode, "layer": layer, "role": role, "hops": "2", "condition": condition, "metric": metric, "n": 100,
+def effect(layer, condition, metric, delta, role="last", mode="shared", hops="2"):
+    return {"mode": mode, "layer": layer, "role": role, "hops": hops, "condition": condition, "metric": metric, "n": 100,
             "clean_value": 0.5, "value": 0.5 + delta, "delta": delta, "ci_low": delta - 0.05, "ci_high": delta + 0.05,
             "ci_method": "BCa", "test": "mcnemar_exact", "p_value": 0.01, "p_holm": 0.01}
 
@@ -42,7 +42,9 @@ def planted():
         across("s2-r3", "self_patch", 0.20, 0.04, 1e-6, mode="relay"),
         across("s2-r3", "add_rescaled", 0.15, 0.04, 1e-4, mode="relay", alpha=1.0),
     ]
-    sender = [effect(2, "mean", "accuracy", -0.30), effect(1, "mean", "accuracy", -0.01)]
+    # the sender's profile at layer 2 over all hops, and on its 1-hop questions alone
+    sender = [effect(2, "mean", "accuracy", -0.30, hops="all"), effect(2, "mean", "accuracy", -0.90, hops="1"),
+              effect(2, "mean", "accuracy", 0.30), effect(1, "mean", "accuracy", -0.01)]
     receiver = [effect(3, "patch", "moved", 0.15), effect(3, "self_patch", "accuracy", 0.40, mode="asymmetric")]
     return (pa.Table.from_pylist(rows, schema=ACROSS_SEEDS_SCHEMA), pa.Table.from_pylist(sender, schema=EFFECT_SCHEMA),
             pa.Table.from_pylist(receiver, schema=EFFECT_SCHEMA))
@@ -65,8 +67,9 @@ def test_each_planted_verdict_comes_out(planted):
     assert shared["verdict"] == "helps: +6.0 points" and math.isnan(shared["channel_efficiency"])
     relay = rows[("relay", "add_rescaled")]
     assert relay["verdict"] == "helps: 75% of upper bound" and relay["upper_bound"] == pytest.approx(0.20)
-    # the sender- and receiver-side columns come from the shared-mode profiles at the same layers
-    assert relay["sender_ablation"] == pytest.approx(-0.30) and relay["receiver_moved"] == pytest.approx(0.15)
+    # the sender- and receiver-side columns come from the shared-mode profiles at the same layers, the sender's
+    # from its 1-hop questions: relay rows are those, read in full by the sender
+    assert relay["sender_ablation"] == pytest.approx(-0.90) and relay["receiver_moved"] == pytest.approx(0.15)
 
 
 def test_the_markdown_shows_every_row_by_mode(planted):

@@ -81,10 +81,14 @@ def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
 
 
 def pooled(rows: Sequence[dict], role: str, layer: int, condition: str, metric: str,
-           mode: str = "shared") -> dict | None:
-    """The effect in ``mode`` over every hop count present: the ``all`` row, or the only hop subset there is."""
+           mode: str = "shared", hops: str | None = None) -> dict | None:
+    """The effect in ``mode`` over every hop count present: the ``all`` row, or the only hop subset there is;
+    with ``hops``, that subset's row where it was measured."""
     matching = [r for r in rows if (r["mode"], r["role"], r["layer"], r["condition"], r["metric"])
                 == (mode, role, layer, condition, metric)]
+    subset = [r for r in matching if r["hops"] == hops]
+    if subset:
+        return subset[0]
     if len(matching) == 1:
         return matching[0]
     return next((r for r in matching if r["hops"] == "all"), None)

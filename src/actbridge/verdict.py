@@ -90,7 +90,8 @@ def verdict_table(across_seeds: pa.Table, sender_effects: pa.Table, receiver_eff
         elif verdict == "helps":
             verdict = "upper bound"
         sender_layer, receiver_layer = parse_pair(chosen["pair"])
-        ablation = pooled(sender, role, sender_layer, "mean", "accuracy")
+        # relay rows are 1-hop questions the sender reads in full: its 1-hop shared-prompt profile is theirs
+        ablation = pooled(sender, role, sender_layer, "mean", "accuracy", hops="1" if mode == "relay" else None)
         moved = pooled(receiver, role, receiver_layer, "patch", "moved")
         out.append({
             "method": method, "mode": mode, "role": role, "condition": condition, "verdict": verdict,

@@ -105,3 +105,21 @@ def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_help
     assert accuracy["trained"] >= 0.9 > 0.6 > accuracy["ridge"]
     assert verdicts[("trained", "replace")]["verdict"].startswith("helps")
     assert not verdicts[("ridge", "replace")]["verdict"].startswith("helps")
+
+
+def test_training_stops_after_patience_epochs_without_a_better_val_loss(channel, big_tokenizer, monkeypatch):
+    """Scripted bridge_val losses: the best is epoch 1; with patience 2, epochs 2 and 3 fail to beat it and
+    training stops there instead of running all 8, keeping epoch 1's weights."""
+    import actbridge.trained as trained_module
+
+    receiver, splits = channel
+    start = offline_start(splits)
+    rows = {split: answer_rows(big_tokenizer, table, "last", keys, sender)
+            for split, (table, keys, sender, _) in splits.items()}
+    scripted = iter([5.0, 4.0, 4.5, 4.6, 3.0, 2.0, 1.0, 0.5, 0.1])
+    monkeypatch.setattr(trained_module, "_mean_loss", lambda *args, **kwargs: next(scripted))
+    trained = train_bridge(receiver, LAYERS, start, rows["bridge_train"], rows["bridge_val"],
+                           TrainedSettings(epochs=8, learning_rate=0.02, max_rows=64, patience=2), seed=0, pad_id=0)
+    assert trained.info["val_loss_by_epoch"] == [5.0, 4.0, 4.5, 4.6] and trained.info["best_epoch"] == 1
+    with pytest.raises(ValueError, match="bridge.trained.patience"):
+        TrainedSettings(patience=0)

@@ -216,7 +216,8 @@ def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[St
         per_role = trained["epochs"] * (3 * train_rows + samples["receiver", "bridge_val"].rows)
         trained_passes = len(pairs) * seeds * len(roles) * per_role
         trained_tokens = trained_passes * samples["receiver", "bridge_train"].mean_tokens["receiver"]
-        note += f"; trained: {trained['epochs']} epochs x {train_rows} rows through the receiver per role"
+        note += (f"; trained: at most {trained['epochs']} epochs (fewer when bridge_val stops improving) x "
+                 f"{train_rows} rows through the receiver per role")
     costs.append(StageCost("bridge", jobs=len(pairs) * len(methods) * seeds, disk_bytes=weights,
                            forward_passes=round(trained_passes), tokens=round(trained_tokens),
                            flops=2 * shapes["receiver"].trunk_parameters * trained_tokens, note=note))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from transformers import GPTNeoXForCausalLM
@@ -79,6 +80,30 @@ def test_resolve_layers():
 def extracted(tmp_path, model, tokenizer, eval_table):
     extract_activations(model, tokenizer, eval_table, plan(), tmp_path / "acts", IDENTITY)
     return tmp_path / "acts"
+
+
+def test_each_role_is_a_row_group_of_its_own(extracted):
+    """A reader of one role decodes that role's rows only: each shard holds one row group per role."""
+    manifest = json.loads((extracted / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        parquet = pq.ParquetFile(extracted / shard["file"])
+        assert parquet.metadata.num_row_groups == len(shard["row_groups"]) >= 1
+        for role, index in shard["row_groups"].items():
+            assert set(parquet.read_row_group(index, columns=["role"]).column("role").to_pylist()) == {role}
+    store = ActivationStore(extracted)
+    rows = [row for shard in manifest["shards"]  # every row of every shard, in file order
+            for row in pq.read_table(extracted / shard["file"], columns=["example_id", "mode", "role"]).to_pylist()]
+    for role in ("last", "bridge"):
+        keys, _ = store.read(1, role)
+        assert keys == [(row["example_id"], row["mode"]) for row in rows if row["role"] == role]
+
+
+def test_row_groups_that_disagree_with_the_manifest_are_caught(extracted):
+    manifest = json.loads((extracted / "manifest.json").read_text())
+    manifest["shards"][0]["row_groups"] = {"last": 0}
+    (extracted / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ActivationStoreError, match="part-00000.parquet has 2 row groups"):
+        ActivationStore(extracted)
 
 
 def test_truncated_shard_is_named(extracted):

@@ -10,7 +10,7 @@ from actbridge.alignment import alignment_metrics, alignment_metrics_by_predicto
 from actbridge.bridge_runs import run_bridge_job
 from actbridge.layout import layer_pairs, parse_pair, relative_depth_pairs
 from actbridge.bridges import (Bridge, BridgeSettings, IterativeSettings, Moments, Normalizer, fit_bridge,
-                               fit_normalizers, fit_ridge, ridge_weights)
+                               fit_normalizers, fit_ridge, ridge_path, ridge_weights)
 from tests.test_activations import tiny_model
 
 
@@ -37,11 +37,38 @@ def test_closed_form_equals_lstsq():
     np.testing.assert_allclose(bias, expected[-1], rtol=1e-6, atol=1e-9)
 
 
+def test_every_penalty_of_the_path_equals_a_direct_solve():
+    x, y, _ = planted(n=80, d_s=30)  # few rows per input: the penalties matter
+    moments = Moments.of(chunked(x, y, 50)())
+    cxx, cxy, _ = moments.centered()
+    for penalty, weight, bias in ridge_path(moments, (1e-4, 1e-2, 1.0, 10.0)):
+        expected = np.linalg.solve(cxx + penalty * moments.n * np.eye(len(cxx)), cxy)
+        np.testing.assert_allclose(weight, expected, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(bias, moments.mean_y - moments.mean_x @ expected, rtol=1e-9, atol=1e-12)
+
+
+def test_unpenalized_fit_of_rank_deficient_inputs_is_the_minimum_norm_one():
+    x, y, _ = planted()
+    x = np.hstack([x, x[:, :3], np.zeros((len(x), 2))])  # duplicated and constant inputs: Cxx is singular
+    weight, _ = ridge_weights(Moments.of(chunked(x, y, 64)()), 0.0)
+    centred_x, centred_y = x - x.mean(axis=0), y - y.mean(axis=0)
+    np.testing.assert_allclose(weight, np.linalg.lstsq(centred_x, centred_y, rcond=None)[0], rtol=1e-6, atol=1e-8)
+
+
+def test_fitting_moments_skip_the_receiver_outer_product_and_fit_the_same():
+    x, y, _ = planted()
+    full, lean = Moments.of(chunked(x, y, 64)()), Moments.of(chunked(x, y, 64)(), outer_y=False)
+    assert lean.yy is None and lean.centered()[2] is None
+    assert lean.yy_trace == pytest.approx(np.trace(full.yy), rel=1e-12)
+    for penalty in (0.0, 0.1):
+        np.testing.assert_array_equal(ridge_weights(lean, penalty)[0], ridge_weights(full, penalty)[0])
+
+
 def test_streamed_moments_equal_one_shot():
     x, y, _ = planted()
     one = Moments.of(chunked(x, y, len(x))())
     many = Moments.of(chunked(x, y, 7)())
-    for name in ("x", "y", "xx", "xy", "yy"):
+    for name in ("x", "y", "xx", "xy", "yy", "yy_trace"):
         np.testing.assert_allclose(getattr(many, name), getattr(one, name), rtol=1e-12)
     np.testing.assert_allclose(ridge_weights(many, 0.1)[0], ridge_weights(one, 0.1)[0], rtol=1e-10)
 

@@ -68,7 +68,7 @@ class _Tally:
         if self.count == 0:
             return {"n": 0, **{metric: float("nan") for metric in METRICS}}
         moments = self.moments
-        total_variance = float(np.trace(moments.yy) - moments.y @ moments.y / self.count)
+        total_variance = float(moments.yy_trace - moments.y @ moments.y / self.count)
         return {
             "n": self.count,
             "cos_normalized": self.cos_normalized / self.count,

@@ -48,7 +48,9 @@ PairStream = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]  # fresh iter
 class Moments:
     """Streaming first and second moments of paired rows (float64).
 
-    ``xx`` = sum x x^T [d_s, d_s], ``xy`` = sum x y^T [d_s, d_r], ``yy`` = sum y y^T [d_r, d_r].
+    ``xx`` = sum x x^T [d_s, d_s], ``xy`` = sum x y^T [d_s, d_r], ``yy_trace`` = sum ||y||^2, and
+    ``yy`` = sum y y^T [d_r, d_r] where asked for (``outer_y``): fitting a map needs only its trace,
+    CKA the whole matrix, which costs as much as ``xy`` again.
     """
 
     n: int
@@ -56,12 +58,13 @@ class Moments:
     y: np.ndarray
     xx: np.ndarray
     xy: np.ndarray
-    yy: np.ndarray
+    yy_trace: float
+    yy: np.ndarray | None
 
     @classmethod
-    def zeros(cls, d_sender: int, d_receiver: int) -> "Moments":
+    def zeros(cls, d_sender: int, d_receiver: int, outer_y: bool = True) -> "Moments":
         return cls(0, np.zeros(d_sender), np.zeros(d_receiver), np.zeros((d_sender, d_sender)),
-                   np.zeros((d_sender, d_receiver)), np.zeros((d_receiver, d_receiver)))
+                   np.zeros((d_sender, d_receiver)), 0.0, np.zeros((d_receiver, d_receiver)) if outer_y else None)
 
     def update(self, x: np.ndarray, y: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float64)
@@ -71,14 +74,16 @@ class Moments:
         self.y += y.sum(axis=0)
         self.xx += x.T @ x
         self.xy += x.T @ y
-        self.yy += y.T @ y
+        self.yy_trace += float(np.einsum("ij,ij->", y, y))
+        if self.yy is not None:
+            self.yy += y.T @ y
 
     @classmethod
-    def of(cls, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> "Moments":
+    def of(cls, pairs: Iterable[tuple[np.ndarray, np.ndarray]], outer_y: bool = True) -> "Moments":
         moments = None
         for x, y in pairs:
             if moments is None:
-                moments = cls.zeros(x.shape[1], y.shape[1])
+                moments = cls.zeros(x.shape[1], y.shape[1], outer_y)
             moments.update(x, y)
         if moments is None:
             raise ValueError("no rows to fit: the shards hold no rows for this role and mode")
@@ -92,11 +97,11 @@ class Moments:
     def mean_y(self) -> np.ndarray:
         return self.y / self.n
 
-    def centered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(Cxx, Cxy, Cyy): sums of centred cross-products."""
+    def centered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(Cxx, Cxy, Cyy): sums of centred cross-products (Cyy None without ``outer_y``)."""
         mx, my = self.mean_x, self.mean_y
         return (self.xx - self.n * np.outer(mx, mx), self.xy - self.n * np.outer(mx, my),
-                self.yy - self.n * np.outer(my, my))
+                None if self.yy is None else self.yy - self.n * np.outer(my, my))
 
 
 @dataclass(frozen=True)
@@ -205,16 +210,32 @@ def gelu(values: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- closed form
 
 
-def ridge_weights(moments: Moments, penalty: float) -> tuple[np.ndarray, np.ndarray]:
-    """argmin_W,b sum ||x W + b - y||^2 + penalty * n * ||W||^2 (bias unpenalized).
+def ridge_path(moments: Moments, penalties: Iterable[float]) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
+    """(penalty, W, b) = argmin_W,b sum ||x W + b - y||^2 + penalty * n * ||W||^2 (bias unpenalized), for
+    each penalty, from one eigendecomposition of the centred input Gram matrix.
 
     ``penalty`` is per row: on unit-variance normalized inputs it is comparable
     to the eigenvalues of the input covariance, whatever the number of rows.
+    With ``Cxx = V diag(e) V^T``, ``W = V diag(1 / (e + penalty n)) V^T Cxy``;
+    at penalty 0, directions with ``e`` at rounding level are dropped (the
+    minimum-norm least-squares solution, as ``numpy.linalg.lstsq`` cuts them).
     """
     cxx, cxy, _ = moments.centered()
-    gram = cxx + penalty * moments.n * np.eye(len(cxx))
-    weight = np.linalg.lstsq(gram, cxy, rcond=None)[0] if penalty == 0 else np.linalg.solve(gram, cxy)
-    return weight, moments.mean_y - moments.mean_x @ weight
+    eigenvalues, vectors = np.linalg.eigh(cxx)
+    projected = vectors.T @ cxy  # [d_s, d_r]
+    cutoff = np.finfo(np.float64).eps * len(cxx) * max(float(np.abs(eigenvalues).max(initial=0.0)), 1e-300)
+    for penalty in penalties:
+        shrunk = eigenvalues + penalty * moments.n
+        with np.errstate(divide="ignore"):
+            inverse = np.where(shrunk > cutoff, 1.0 / shrunk, 0.0) if penalty == 0 else 1.0 / shrunk
+        weight = vectors @ (inverse[:, None] * projected)
+        yield penalty, weight, moments.mean_y - moments.mean_x @ weight
+
+
+def ridge_weights(moments: Moments, penalty: float) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) of ``ridge_path`` at one penalty."""
+    _, weight, bias = next(ridge_path(moments, (penalty,)))
+    return weight, bias
 
 
 def moment_mse(moments: Moments, weight: np.ndarray, bias: np.ndarray) -> float:
@@ -222,15 +243,14 @@ def moment_mse(moments: Moments, weight: np.ndarray, bias: np.ndarray) -> float:
     fitted = (np.sum((moments.xx @ weight) * weight) + 2 * bias @ (weight.T @ moments.x)  # tr(W^T XX W) + ...
               + moments.n * bias @ bias)
     cross = np.sum(weight * moments.xy) + bias @ moments.y
-    return float((fitted - 2 * cross + np.trace(moments.yy)) / moments.n)
+    return float((fitted - 2 * cross + moments.yy_trace) / moments.n)
 
 
 def fit_ridge(train: Moments, val: Moments, penalties: Iterable[float]) -> tuple[np.ndarray, np.ndarray, dict]:
     """Ridge with the penalty picked by validation MSE (all in normalized space)."""
     scores = {}
     best = None
-    for penalty in penalties:
-        weight, bias = ridge_weights(train, penalty)
+    for penalty, weight, bias in ridge_path(train, penalties):
         scores[penalty] = moment_mse(val, weight, bias)
         if best is None or scores[penalty] < scores[best[0]]:
             best = (penalty, weight, bias)
@@ -410,13 +430,14 @@ def fit_bridge(method: str, train: PairStream, val: PairStream, sender: Normaliz
     val_n = normalized(val, sender, receiver)
     hidden_weight = hidden_bias = None
     if method in CLOSED_FORM:
-        train_moments = Moments.of(train_n())
+        train_moments = Moments.of(train_n(), outer_y=False)
         if method == "ridge":
-            weight, bias, info = fit_ridge(train_moments, Moments.of(val_n()), settings.penalties)
+            weight, bias, info = fit_ridge(train_moments, Moments.of(val_n(), outer_y=False), settings.penalties)
         elif method == "procrustes":
             weight, bias, info = fit_procrustes(train_moments)
         else:
-            weight, bias, info = fit_lowrank(train_moments, Moments.of(val_n()), settings.penalties, settings.rank)
+            weight, bias, info = fit_lowrank(train_moments, Moments.of(val_n(), outer_y=False), settings.penalties,
+                                             settings.rank)
         info["train_rows"] = train_moments.n
     else:
         x_train, y_train = materialize(train_n)

@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--activations", default=str(ROOT / "results" / "activations"))
     parser.add_argument("--pair", default="s2-r3")
     parser.add_argument("--role", default="last")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     root = Path(args.activations)
     for model in ("sender", "receiver"):

@@ -206,6 +206,15 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu",
     return model.to(device).eval()
 
 
+def load_for_job(model_dir: str | Path, device: str, dtype: str, threads: int = 0
+                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.device]:
+    """What a model-running job starts with: torch's threads set (0 leaves them), ``device`` (the config
+    key's value) resolved, the model loaded in ``dtype`` (``float32`` | ``bfloat16``) and its tokenizer."""
+    configure_threads(threads)
+    resolved = resolve_device(device)
+    return load_model(model_dir, resolved, resolve_dtype(dtype)), load_tokenizer(model_dir), resolved
+
+
 def find_shipped_model(shipped_root: str | Path | None, recipe: dict) -> Path | None:
     """The shipped directory trained by exactly ``recipe``, if there is one."""
     if shipped_root is None:

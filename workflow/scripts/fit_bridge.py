@@ -21,12 +21,12 @@ provenance = {"settings": snakemake.params.settings, "seed": seed,
               "receiver": stores["receiver"]["bridge_train"].manifest["model"]}
 trainer = None
 if method == "trained":  # the one method that runs the receiver (transformers is imported only here)
-    from actbridge.models import load_model, load_tokenizer, resolve_device, resolve_dtype
+    from actbridge.models import load_for_job
     from actbridge.trained import TrainedSettings, receiver_trainer
 
-    receiver = load_model(snakemake.input.receiver, resolve_device(snakemake.config["device"]),
-                          resolve_dtype(snakemake.params.settings["dtype"]))
-    trainer = receiver_trainer(receiver, load_tokenizer(snakemake.input.receiver),
+    receiver, tokenizer, _ = load_for_job(snakemake.input.receiver, snakemake.config["device"],
+                                          snakemake.params.settings["dtype"])
+    trainer = receiver_trainer(receiver, tokenizer,
                                {split: pq.read_table(snakemake.input[split]) for split in ("bridge_train", "bridge_val")},
                                stores["sender"], sender_layer, receiver_layer, snakemake.params.fit_modes,
                                TrainedSettings.from_config(snakemake.params.settings["trained"]), seed)

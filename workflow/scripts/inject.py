@@ -7,15 +7,14 @@ from actbridge.injection import run_injection_job
 from actbridge.io import write_parquet
 from actbridge.layout import parse_pair
 from actbridge.logs import log_to_file
-from actbridge.models import configure_threads, load_model, load_tokenizer, resolve_device, resolve_dtype
+from actbridge.models import load_for_job
 
 log_to_file(snakemake.log[0])
-configure_threads(snakemake.config["threads"] or snakemake.threads)
-device = resolve_device(snakemake.config["device"])
-model = load_model(snakemake.input.receiver, device, resolve_dtype(snakemake.params.dtype))
+model, tokenizer, _ = load_for_job(snakemake.input.receiver, snakemake.config["device"], snakemake.params.dtype,
+                                   snakemake.config["threads"] or snakemake.threads)
 sender_layer, receiver_layer = parse_pair(snakemake.wildcards.pair)
 settings = snakemake.params.settings
-table = run_injection_job(model, load_tokenizer(snakemake.input.receiver), pq.read_table(snakemake.input.eval),
+table = run_injection_job(model, tokenizer, pq.read_table(snakemake.input.eval),
                           snakemake.input.bridge, ActivationStore(snakemake.input.sender_eval, quarantine=True),
                           ActivationStore(snakemake.input.receiver_eval, quarantine=True), sender_layer,
                           receiver_layer, snakemake.wildcards.method, int(snakemake.wildcards.seed),

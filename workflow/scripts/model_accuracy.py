@@ -5,12 +5,11 @@ import pyarrow.parquet as pq
 from actbridge.evaluation import evaluate_model_accuracy
 from actbridge.io import write_parquet
 from actbridge.logs import log_to_file
-from actbridge.models import configure_threads, load_model, load_tokenizer, resolve_device, resolve_dtype
+from actbridge.models import load_for_job
 
 log_to_file(snakemake.log[0])
-configure_threads(snakemake.config["threads"] or snakemake.threads)
-device = resolve_device(snakemake.config["device"])
-model = load_model(snakemake.input.model, device, resolve_dtype(snakemake.params.dtype))
-table = evaluate_model_accuracy(model, load_tokenizer(snakemake.input.model), pq.read_table(snakemake.input.eval),
-                                snakemake.wildcards.model, device=device)
+model, tokenizer, device = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
+                                        snakemake.config["threads"] or snakemake.threads)
+table = evaluate_model_accuracy(model, tokenizer, pq.read_table(snakemake.input.eval), snakemake.wildcards.model,
+                                device=device)
 write_parquet(table, snakemake.output[0])

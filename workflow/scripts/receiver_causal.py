@@ -7,14 +7,13 @@ from actbridge.causal import (EFFECT_SCHEMA, patching_effects, receiver_causal_m
                               self_patch_effects)
 from actbridge.io import write_parquet, write_text
 from actbridge.logs import log_to_file
-from actbridge.models import configure_threads, load_model, load_tokenizer, resolve_device, resolve_dtype
+from actbridge.models import load_for_job
 from actbridge.statistics import StatsSettings
 
 log_to_file(snakemake.log[0])
-configure_threads(snakemake.config["threads"] or snakemake.threads)
-model = load_model(snakemake.input.model, resolve_device(snakemake.config["device"]),
-                   resolve_dtype(snakemake.params.dtype))
-patches, self_patches = receiver_causal_tables(model, load_tokenizer(snakemake.input.model),
+model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
+                                   snakemake.config["threads"] or snakemake.threads)
+patches, self_patches = receiver_causal_tables(model, tokenizer,
                                                pq.read_table(snakemake.input.eval), snakemake.params.layers,
                                                snakemake.params.roles,
                                                batch_size=snakemake.config["injection"]["batch_size"])

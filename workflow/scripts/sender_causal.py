@@ -7,14 +7,13 @@ from actbridge.activations import ActivationStore
 from actbridge.causal import ablation_effects, causal_markdown, patching_effects, sender_causal_tables
 from actbridge.io import write_parquet, write_text
 from actbridge.logs import log_to_file
-from actbridge.models import configure_threads, load_model, load_tokenizer, resolve_device, resolve_dtype
+from actbridge.models import load_for_job
 from actbridge.statistics import StatsSettings
 
 log_to_file(snakemake.log[0])
-configure_threads(snakemake.config["threads"] or snakemake.threads)
-model = load_model(snakemake.input.model, resolve_device(snakemake.config["device"]),
-                   resolve_dtype(snakemake.params.dtype))
-ablations, patches = sender_causal_tables(model, load_tokenizer(snakemake.input.model),
+model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
+                                   snakemake.config["threads"] or snakemake.threads)
+ablations, patches = sender_causal_tables(model, tokenizer,
                                           pq.read_table(snakemake.input.eval), snakemake.params.layers,
                                           snakemake.params.roles,
                                           ActivationStore(snakemake.input.eval_states, quarantine=True),

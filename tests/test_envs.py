@@ -140,3 +140,15 @@ def test_pins_agree_across_envs_and_with_the_tested_versions():
             installed = metadata.version(DISTRIBUTIONS.get(package, package))
         assert (installed.split("+")[0] + ".").startswith(pin.rstrip(".*") + "."), (
             f"{package}: envs pin {pin}, tests run against {installed}")
+
+
+def test_shard_readers_and_closed_form_bridges_do_not_import_torch():
+    """A ridge/procrustes/lowrank bridge job and the metrics gatherer load neither torch nor transformers:
+    torch's import is most of such a job (125 of them in the default run)."""
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, 'src')\n"
+            "import actbridge.activations, actbridge.bridge_runs, actbridge.bridges, actbridge.io\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

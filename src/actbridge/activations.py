@@ -35,13 +35,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 
 from actbridge.io import atomic_directory, sha256_file, write_json
-from actbridge.padding import right_padded
 from actbridge.roles import role_positions_for_table
 
-if TYPE_CHECKING:  # hints only: importing transformers costs seconds in jobs that never build a model
+if TYPE_CHECKING:  # hints only: importing torch and transformers costs seconds in jobs that only read shards
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -101,21 +100,25 @@ def example_chunks(n_examples: int, rows_per_example: int, shard_rows: int) -> l
     return [range(start, min(start + per_chunk, n_examples)) for start in range(0, n_examples, per_chunk)]
 
 
-@torch.inference_mode()
 def hidden_states_at(model: PreTrainedModel, token_ids: Sequence[Sequence[int]], positions: np.ndarray,
                      layers: Sequence[int], pad_id: int, device: torch.device | str) -> np.ndarray:
     """States at ``positions`` ([batch, n_roles], token indices) -> [batch, n_roles, n_layers, d] float32.
 
     Right padding with an attention mask: positions index real tokens only.
     """
+    import torch  # here, not at module level: the shard readers (every bridge job) never need it
+
+    from actbridge.padding import right_padded
+
     input_ids, attention = right_padded(token_ids, pad_id)
-    outputs = trunk(model)(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                           output_hidden_states=True, use_cache=False)
-    index = torch.as_tensor(np.clip(positions, 0, None)).to(device)  # [batch, n_roles]
-    batch_index = torch.arange(len(token_ids), device=index.device)[:, None]
-    # gather each layer's few positions before stacking: never copy every state of every layer
-    picked = torch.stack([outputs.hidden_states[layer][batch_index, index] for layer in layers], dim=2)
-    return picked.float().cpu().numpy()  # [batch, n_roles, n_layers, d]
+    with torch.inference_mode():
+        outputs = trunk(model)(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                               output_hidden_states=True, use_cache=False)
+        index = torch.as_tensor(np.clip(positions, 0, None)).to(device)  # [batch, n_roles]
+        batch_index = torch.arange(len(token_ids), device=index.device)[:, None]
+        # gather each layer's few positions before stacking: never copy every state of every layer
+        picked = torch.stack([outputs.hidden_states[layer][batch_index, index] for layer in layers], dim=2)
+        return picked.float().cpu().numpy()  # [batch, n_roles, n_layers, d]
 
 
 def _progress(total: int, desc: str):

@@ -26,13 +26,15 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
-import torch
 from safetensors.numpy import load_file, save_file
 
 from actbridge.io import atomic_path, write_json
+
+if TYPE_CHECKING:  # torch is imported where sgd and mlp train: the CLOSED_FORM methods never wait for it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,8 @@ class Bridge:
 
 def gelu(values: np.ndarray) -> np.ndarray:
     """The erf GELU of ``torch.nn.GELU``, which the ``mlp`` bridge was trained with."""
+    import torch
+
     return torch.nn.functional.gelu(torch.from_numpy(np.asarray(values, dtype=np.float64))).numpy()
 
 
@@ -303,6 +307,8 @@ class IterativeSettings:
 
 
 def _loss(predicted: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    import torch
+
     if kind == "mse":
         return ((predicted - target) ** 2).sum(dim=-1).mean()
     if kind == "cosine":
@@ -313,6 +319,8 @@ def _loss(predicted: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
 def fit_iterative(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                   settings: IterativeSettings, seed: int, mlp: bool) -> tuple[dict[str, np.ndarray], dict]:
     """Adam with early stopping on the validation loss; normalized inputs and targets."""
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     d_s, d_r = x_train.shape[1], y_train.shape[1]

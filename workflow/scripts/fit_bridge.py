@@ -1,21 +1,23 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
 import pyarrow.parquet as pq
-import torch
 
 from actbridge.activations import ActivationStore
 from actbridge.bridge_runs import run_bridge_job
-from actbridge.bridges import BridgeSettings
+from actbridge.bridges import CLOSED_FORM, BridgeSettings
 from actbridge.io import atomic_directory, write_parquet
 from actbridge.layout import parse_pair
 from actbridge.logs import log_to_file
 
 log_to_file(snakemake.log[0])
-torch.set_num_threads(snakemake.config["threads"] or snakemake.threads)  # no transformers import: seconds per job
+method, seed = snakemake.wildcards.method, int(snakemake.wildcards.seed)
+if method not in CLOSED_FORM:  # torch only where a method trains with it: its import is most of a ridge job
+    import torch
+
+    torch.set_num_threads(snakemake.config["threads"] or snakemake.threads)
 stores = {model: {split: ActivationStore(snakemake.input[f"{model}_{split}"], quarantine=True)
                   for split in ("bridge_train", "bridge_val", "eval")} for model in ("sender", "receiver")}
 sender_layer, receiver_layer = parse_pair(snakemake.wildcards.pair)
-method, seed = snakemake.wildcards.method, int(snakemake.wildcards.seed)
 provenance = {"settings": snakemake.params.settings, "seed": seed,
               "sender": stores["sender"]["bridge_train"].manifest["model"],
               "receiver": stores["receiver"]["bridge_train"].manifest["model"]}

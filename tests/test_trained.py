@@ -13,7 +13,7 @@ from actbridge.dataset import DataConfig, build_split
 from actbridge.injection import InjectionSite, run_injection, tag_rows
 from actbridge.schemas import EFFECT_SCHEMA
 from actbridge.statistics import StatsSettings, condition_statistics
-from actbridge.trained import TrainedSettings, answer_loss, answer_rows, train_bridge
+from actbridge.trained import AnswerRows, TrainedSettings, answer_loss, answer_rows, naive_answer_loss, train_bridge
 from actbridge.verdict import verdict_table
 from tests.test_activations import tiny_model
 
@@ -75,6 +75,39 @@ def test_the_answer_loss_is_the_teacher_forced_answer_log_probability(channel, b
         logits = receiver.get_output_embeddings()(bridged[i])
         expected.append(-torch.log_softmax(logits, -1)[rows.token_ids[i][rows.answer_start[i]]])
     assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("injection", ["replace", "add"])
+@pytest.mark.parametrize("layer", [0, 1, LAYERS])
+def test_the_cached_prefix_answer_loss_equals_the_whole_sequence_one_value_and_gradient(channel, big_tokenizer,
+                                                                                        injection, layer):
+    """Edit sites anywhere in the prompt (the first token, where no prefix exists, included), answers of
+    several tokens, rows of different lengths in one batch: the loss that runs only the tokens from the
+    edit on with a gradient equals the whole-sequence one, and so does its gradient."""
+    receiver, splits = channel
+    table, keys, sender, _ = splits["eval"]
+    prompts, answers = table.column("full_prompt").to_pylist(), table.column("answer").to_pylist()
+    rng = np.random.default_rng(layer)
+    token_ids, starts, positions = [], [], []
+    for prompt, answer in zip(prompts[:12], answers[:12]):
+        prompt_ids = big_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = big_tokenizer(" " + answer + " and more", add_special_tokens=False)["input_ids"]
+        token_ids.append(prompt_ids + answer_ids)
+        starts.append(len(prompt_ids))
+        positions.append(int(rng.integers(0, len(prompt_ids))))
+    positions[0], positions[1] = 0, starts[1] - 1
+    rows = AnswerRows(token_ids, np.array(starts), np.array(positions), sender[:12])
+    for index in (np.arange(12), np.array([0])):  # a batch whose only prefix is empty: no cache at all
+        vectors = torch.tensor(rng.normal(size=(len(index), receiver.config.hidden_size)), dtype=torch.float32)
+        losses, gradients = [], []
+        for loss_of in (answer_loss, naive_answer_loss):
+            bridged = vectors.clone().requires_grad_(True)
+            loss = loss_of(receiver, layer, rows, index, bridged, injection, 0)
+            loss.backward()
+            losses.append(loss.item())
+            gradients.append(bridged.grad)
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+        torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-4, atol=1e-6)
 
 
 def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_helps(channel, big_tokenizer):

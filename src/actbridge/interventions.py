@@ -282,32 +282,47 @@ def packed_attention_mask(rows: PackedRows, prefix_lengths: torch.Tensor, prefix
     return mask[:, None]
 
 
-@torch.inference_mode()
-def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: int, edits: Sequence[Edits],
-                pad_id: int = 0) -> list[CandidateScores]:
-    """Same scores as :func:`naive_scores`, with each piece of the work done once.
+@dataclass(frozen=True)
+class ScoredTokens:
+    """Every candidate token of a packed pass, where it is predicted; ``owners`` index ``predictors``."""
 
-    One pass over the examples' prefixes (trunk only) fills the key/value
-    cache. One more pass runs, in each example's row against that cache, the
-    rest of the prompt once per edit and then each candidate's tokens but the
-    last once per edit, packed side by side with a mask that gives every
-    block the context it would have alone (:func:`packed_attention_mask`);
-    the cache is never copied. Logits are computed only where a candidate
-    token is predicted. Work: prefix + edits x (suffix + candidate tokens
-    beyond the first) tokens, instead of edits x candidates x whole sequences.
+    logprobs: torch.Tensor  # [tokens, vocab] float log-softmax at the position that predicts each token
+    targets: torch.Tensor  # [tokens] the candidate's token there
+    owners: torch.Tensor  # [tokens] which (example, edit, candidate) row the token belongs to
+    predictors: list[tuple[int, int, int, list[int]]]
+
+
+def prefix_cache(model: "PreTrainedModel", examples: Sequence[Example], pad_id: int):
+    """Key/value cache of each example's prompt before its edit position (trunk only, never a gradient:
+    an edit changes nothing before it), and the prefix lengths [batch]. ``None`` when every prefix is empty."""
+    prefix_lengths = torch.as_tensor([e.position for e in examples])
+    if int(prefix_lengths.max()) == 0:
+        return None, prefix_lengths
+    device = next(model.parameters()).device
+    prefix_ids, prefix_mask = right_padded([e.prompt_ids[: e.position] for e in examples], pad_id)
+    with torch.no_grad():  # the prefix needs its keys and values, not logits over the vocabulary
+        cache = model.base_model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
+                                 use_cache=True).cache
+    return cache, prefix_lengths
+
+
+def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example], layer: int,
+                          edits: Sequence[Edits], pad_id: int = 0,
+                          recorded: list[torch.Tensor] | None = None) -> ScoredTokens:
+    """The candidate tokens' log-probabilities under the edits, each piece of the work done once.
+
+    One pass over the examples' prefixes (:func:`prefix_cache`) fills the key/value cache. One more pass
+    runs, in each example's row against that cache, the rest of the prompt once per edit and then each
+    candidate's tokens but the last once per edit, packed side by side with a mask that gives every block
+    the context it would have alone (:func:`packed_attention_mask`); the cache is never copied. Logits are
+    computed only where a candidate token is predicted. Gradients flow to the edit vectors (the bridge
+    trained through the receiver uses that); ``recorded`` receives the clean states at the edit sites.
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    prefix_lengths = torch.as_tensor([e.position for e in examples])
-    prefix_width = int(prefix_lengths.max())
-    cache = None
-    if prefix_width > 0:
-        prefix_ids, prefix_mask = right_padded([e.prompt_ids[: e.position] for e in examples], pad_id)
-        # the trunk only: the prefix needs its keys and values, not logits over the vocabulary
-        cache = model.base_model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
-                                 use_cache=True).cache
+    cache, prefix_lengths = prefix_cache(model, examples, pad_id)
     rows = pack_rows(examples, [len(e) for e in edits], pad_id)
-    mask = packed_attention_mask(rows, prefix_lengths, prefix_width, dtype)
+    mask = packed_attention_mask(rows, prefix_lengths, int(prefix_lengths.max()), dtype)
     edit_rows = torch.as_tensor([i for i, starts in enumerate(rows.edit_starts) for _ in starts])
     edit_positions = torch.as_tensor([start for starts in rows.edit_starts for start in starts])
     keep = torch.cat([e.keep for e in edits])
@@ -316,13 +331,11 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
     # logits only at the packed positions that predict a candidate token
     needed = sorted({p for *_, predicting in rows.predictors for p in predicting})
     column = {p: n for n, p in enumerate(needed)}
-    recorded: list[torch.Tensor] = []
     with residual_edit(model, layer, edit_rows, edit_positions, keep, vector, norm_scaled, recorded):
         logits = model(input_ids=rows.input_ids.to(device), attention_mask=mask.to(device),
                        position_ids=rows.position_ids.to(device), cache=cache,
                        use_cache=cache is not None,
                        logits_to_keep=torch.as_tensor(needed or [0], dtype=torch.long).to(device)).logits
-    logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()  # [batch, len(needed), vocab]
     # every scored token at once: (row, logit column, target) and the (example, edit, candidate) it belongs to
     token_rows, token_columns, token_targets, owners = [], [], [], []
     for owner, (i, _, c, predicting) in enumerate(rows.predictors):
@@ -330,17 +343,30 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
         token_columns.extend(column[p] for p in predicting)
         token_targets.extend(examples[i].candidates[c])
         owners.extend([owner] * len(predicting))
-    index = (torch.as_tensor(token_rows, dtype=torch.long), torch.as_tensor(token_columns, dtype=torch.long))
-    targets = torch.as_tensor(token_targets, dtype=torch.long)
-    token_logprob = logprobs[index + (targets,)].double().numpy()
-    token_miss = (logprobs[index].argmax(-1) != targets).numpy()
-    owner_logprob = np.zeros(len(rows.predictors))
-    owner_misses = np.zeros(len(rows.predictors), dtype=np.int64)
-    np.add.at(owner_logprob, np.asarray(owners, dtype=np.int64), token_logprob)
-    np.add.at(owner_misses, np.asarray(owners, dtype=np.int64), token_miss)
+    picked = logits[torch.as_tensor(token_rows, dtype=torch.long).to(device),
+                    torch.as_tensor(token_columns, dtype=torch.long).to(device)]  # [tokens, vocab]
+    return ScoredTokens(torch.log_softmax(picked.float(), dim=-1),
+                        torch.as_tensor(token_targets, dtype=torch.long).to(device),
+                        torch.as_tensor(owners, dtype=torch.long), rows.predictors)
+
+
+@torch.inference_mode()
+def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: int, edits: Sequence[Edits],
+                pad_id: int = 0) -> list[CandidateScores]:
+    """Same scores as :func:`naive_scores` from :func:`packed_token_logprobs`. Work: prefix + edits x
+    (suffix + candidate tokens beyond the first) tokens, instead of edits x candidates x whole sequences."""
+    recorded: list[torch.Tensor] = []
+    scored = packed_token_logprobs(model, examples, layer, edits, pad_id, recorded)
+    token_logprob = scored.logprobs.gather(-1, scored.targets[:, None])[:, 0].double().cpu().numpy()
+    token_miss = (scored.logprobs.argmax(-1) != scored.targets).cpu().numpy()
+    owners = scored.owners.numpy()
+    owner_logprob = np.zeros(len(scored.predictors))
+    owner_misses = np.zeros(len(scored.predictors), dtype=np.int64)
+    np.add.at(owner_logprob, owners, token_logprob)
+    np.add.at(owner_misses, owners, token_miss)
     first_edit = np.cumsum([0] + [len(e) for e in edits])
     clean_states = [recorded[0][first_edit[i]].numpy() if len(edits[i]) else None for i in range(len(examples))]
-    return _collect(examples, edits, [(i, k, c) for i, k, c, _ in rows.predictors], owner_logprob,
+    return _collect(examples, edits, [(i, k, c) for i, k, c, _ in scored.predictors], owner_logprob,
                     owner_misses == 0, clean_states)
 
 

@@ -31,7 +31,7 @@ import torch
 from actbridge.activations import RowKey
 from actbridge.bridges import Bridge
 from actbridge.evaluation import encode_continuations
-from actbridge.interventions import residual_edit
+from actbridge.interventions import Edits, Example, packed_token_logprobs, residual_edit
 from actbridge.padding import right_padded
 from actbridge.roles import role_positions_for_table
 
@@ -112,7 +112,24 @@ class BridgeMap(torch.nn.Module):
 
 def answer_loss(receiver: "PreTrainedModel", layer: int, rows: AnswerRows, index: np.ndarray, bridged: torch.Tensor,
                 injection: str, pad_id: int) -> torch.Tensor:
-    """Mean over ``index`` rows of −log p(gold answer tokens), with ``bridged`` [n, d_r] injected."""
+    """Mean over ``index`` rows of −log p(gold answer tokens), with ``bridged`` [n, d_r] injected.
+
+    The injection changes nothing before its token, so the prompt before it runs once without a
+    gradient (its key/value cache) and only the rest (for the last-token role: that token and the
+    answer's) runs through the receiver with one (:func:`actbridge.interventions.packed_token_logprobs`).
+    Equal, value and gradient, to :func:`naive_answer_loss`, the whole sequence with a gradient.
+    """
+    examples = [Example(rows.token_ids[i][: rows.answer_start[i]], int(rows.positions[i]),
+                        [rows.token_ids[i][rows.answer_start[i]:]]) for i in index]
+    keep = torch.ones(1) if injection == "add" else torch.zeros(1)
+    edits = [Edits(keep, bridged[j: j + 1], torch.zeros(1, dtype=torch.bool)) for j in range(len(index))]
+    scored = packed_token_logprobs(receiver, examples, layer, edits, pad_id)
+    return -scored.logprobs.gather(-1, scored.targets[:, None]).sum() / len(index)
+
+
+def naive_answer_loss(receiver: "PreTrainedModel", layer: int, rows: AnswerRows, index: np.ndarray,
+                      bridged: torch.Tensor, injection: str, pad_id: int) -> torch.Tensor:
+    """:func:`answer_loss` by one hooked forward of every whole sequence: the reference it is tested against."""
     device = next(receiver.parameters()).device
     input_ids, attention = right_padded([rows.token_ids[i] for i in index], pad_id)
     n = len(index)

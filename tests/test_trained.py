@@ -13,7 +13,8 @@ from actbridge.dataset import DataConfig, build_split
 from actbridge.injection import InjectionSite, run_injection, tag_rows
 from actbridge.schemas import EFFECT_SCHEMA
 from actbridge.statistics import StatsSettings, condition_statistics
-from actbridge.trained import AnswerRows, TrainedSettings, answer_loss, answer_rows, naive_answer_loss, train_bridge
+from actbridge.trained import (AnswerRows, TrainedSettings, answer_loss, answer_rows, cached_prefix_answer_loss,
+                               train_bridge, whole_sequence_answer_loss)
 from actbridge.verdict import verdict_table
 from tests.test_activations import tiny_model
 
@@ -100,14 +101,15 @@ def test_the_cached_prefix_answer_loss_equals_the_whole_sequence_one_value_and_g
     for index in (np.arange(12), np.array([0])):  # a batch whose only prefix is empty: no cache at all
         vectors = torch.tensor(rng.normal(size=(len(index), receiver.config.hidden_size)), dtype=torch.float32)
         losses, gradients = [], []
-        for loss_of in (answer_loss, naive_answer_loss):
+        for loss_of in (cached_prefix_answer_loss, whole_sequence_answer_loss, answer_loss):
             bridged = vectors.clone().requires_grad_(True)
             loss = loss_of(receiver, layer, rows, index, bridged, injection, 0)
             loss.backward()
             losses.append(loss.item())
             gradients.append(bridged.grad)
-        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
-        torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-4, atol=1e-6)
+        for loss, gradient in zip(losses[1:], gradients[1:]):
+            assert losses[0] == pytest.approx(loss, rel=1e-5)
+            torch.testing.assert_close(gradients[0], gradient, rtol=1e-4, atol=1e-6)
 
 
 def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_helps(channel, big_tokenizer):

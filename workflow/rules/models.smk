@@ -51,7 +51,7 @@ rule model_accuracy:
     params:
         dtype=config["dtype"],
         code=library_code("evaluation", "models", "padding", "dataset"),
-    threads: 2
+    threads: 1  # as activations: beside other 1-thread jobs rather than alone on both cores
     resources:
         mem_mb=3000,
         gpu=GPUS,

@@ -32,7 +32,7 @@ from actbridge.evaluation import continuation_ids, score_continuation, with_gold
 from actbridge.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -292,7 +292,8 @@ class ScoredTokens:
     predictors: list[tuple[int, int, int, list[int]]]
 
 
-def prefix_cache(model: "PreTrainedModel", examples: Sequence[Example], pad_id: int):
+def prefix_cache(model: "PreTrainedModel", examples: Sequence[Example], pad_id: int
+                 ) -> tuple["Cache | None", torch.Tensor]:
     """Key/value cache of each example's prompt before its edit position (trunk only, never a gradient:
     an edit changes nothing before it), and the prefix lengths [batch]. ``None`` when every prefix is empty."""
     prefix_lengths = torch.as_tensor([e.position for e in examples])

@@ -147,13 +147,20 @@ def test_end_to_end_activations_and_bridges(finished_run):
     assert {(r["role"], r["mode"]) for r in metrics} == {("last", "shared"), ("last", "asymmetric"), ("last", "relay"),
                                                          ("bridge", "shared"), ("bridge", "asymmetric")}
     assert {r["method"] for r in metrics} == {"ridge", "sgd", "procrustes", "lowrank", "mlp", "trained"}
-    for method in ("ridge", "mlp", "trained"):
-        bridge_dir = results / "bridges" / "s2-r3" / method / "seed1" / "last"
-        assert (bridge_dir / "bridge.safetensors").is_file()
-        assert json.loads((bridge_dir / "bridge.json").read_text())["sender_layer"] == 2
-    trained = json.loads((results / "bridges" / "s2-r3" / "trained" / "seed0" / "bridge" / "bridge.json").read_text())
+    # one fit per context mode; offline maps serve relay with the shared fit, the trained bridge trains its own
+    for method, fits in (("ridge", {"shared": "shared", "relay": "shared", "asymmetric": "asymmetric"}),
+                         ("mlp", {"shared": "shared", "relay": "shared", "asymmetric": "asymmetric"}),
+                         ("trained", {"shared": "shared", "relay": "relay", "asymmetric": "asymmetric"})):
+        role_dir = results / "bridges" / "s2-r3" / method / "seed1" / "last"
+        assert json.loads((role_dir / "fits.json").read_text()) == fits
+        for fit in set(fits.values()):
+            assert (role_dir / fit / "bridge.safetensors").is_file()
+            meta = json.loads((role_dir / fit / "bridge.json").read_text())
+            assert meta["sender_layer"] == 2 and meta["fit_modes"] == [fit]
+    trained = json.loads((results / "bridges" / "s2-r3" / "trained" / "seed0" / "bridge" / "shared" /
+                          "bridge.json").read_text())
     assert trained["info"]["start"] == "ridge" and len(trained["info"]["val_loss_by_epoch"]) == 2  # start + 1 epoch
-    assert "| last | shared | s2-r3 | ridge | bridge | 2 |" in (results / "bridges" / "metrics.md").read_text()
+    assert "| last | shared | s2-r3 | ridge | shared | bridge | 2 |" in (results / "bridges" / "metrics.md").read_text()
 
 
 def test_end_to_end_injection_statistics_and_figures(finished_run):

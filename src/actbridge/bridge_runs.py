@@ -3,11 +3,18 @@
 Rows come from the activation shards of both models: the sender's states on
 its own prompt, the receiver's on the full-context prompt (the state a bridge
 should deliver). In ``shared`` mode the two prompts are the same text.
+
+By default each context mode gets its own fit (:func:`fit_groups`): shared rows ask for a translation
+of the same prompt's state, asymmetric rows for a prediction of the full-context state from a sender
+that saw only the first-hop facts. One map pooled over both serves neither: for a model bridged to
+itself the pooled ridge map scores normalized cosine 0.96-0.98 where the identity scores 0.999.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,6 +23,7 @@ import pyarrow as pa
 
 from actbridge.activations import ActivationStore, iter_aligned
 from actbridge.alignment import METRICS, alignment_metrics_by_predictor, identity_predictor, mean_predictor
+from actbridge.io import write_json
 from actbridge.layout import pair_name
 from actbridge.bridges import (Bridge, BridgeSettings, PairStream, fit_bridge, fit_normalizers,
                                shuffled_pairs)
@@ -41,18 +49,76 @@ def metrics_rows(bridge: Bridge, shuffled: Bridge, stream: PairStream, identity_
 # A bridge trained through the receiver starts from this offline fit (and its shuffled baseline is this fit).
 TRAINED_START = "ridge"
 
+FIT_STRATEGIES = ("per_mode", "pooled")
+# The fit that serves relay rows in an offline per-mode plan: both models read the full 1-hop prompt there, so its
+# state pairs are shared mode's 1-hop pairs (a model bridged to itself must be the identity on both).
+RELAY_FIT = "shared"
+
+
+@dataclass(frozen=True)
+class FitGroup:
+    """One fit of a bridge job: the context modes whose bridge_train rows it fits on, and the eval modes it serves.
+
+    ``name`` is its directory under the role (``shared``, ``asymmetric``, ``relay`` or ``pooled``).
+    """
+
+    name: str
+    train_modes: tuple[str, ...]
+    serves: tuple[str, ...]
+
+
+def fit_groups(strategy: str, context_modes: Sequence[str], pooled_modes: Sequence[str], *,
+               through_receiver: bool = False) -> list[FitGroup]:
+    """The fits of one (pair, method, seed, role), each serving the eval modes it is injected into.
+
+    ``per_mode``: one fit per context mode on that mode's rows. Offline maps serve ``relay`` with the
+    ``shared`` fit (the same state pairs); a bridge trained through the receiver trains on relay rows
+    for relay, since there the receiver reads a different prompt. ``pooled``: one fit on
+    ``pooled_modes`` rows (``bridge.fit_modes``) serving every mode.
+    """
+    if strategy == "pooled":
+        return [FitGroup("pooled", tuple(pooled_modes), tuple(context_modes))]
+    if strategy != "per_mode":
+        raise ValueError(f"bridge.fit: {strategy!r} not in {list(FIT_STRATEGIES)}")
+    shares_relay = not through_receiver and "relay" in context_modes and RELAY_FIT in context_modes
+    groups = []
+    for mode in context_modes:
+        if mode == "relay" and shares_relay:
+            continue
+        serves = (mode, "relay") if mode == RELAY_FIT and shares_relay else (mode,)
+        groups.append(FitGroup(mode, (mode,), serves))
+    return groups
+
+
+def served_fits(groups: Sequence[FitGroup]) -> dict[str, str]:
+    """Eval mode -> the name of the fit injected into its rows."""
+    return {mode: group.name for group in groups for mode in group.serves}
+
+
+FITS_FILE = "fits.json"
+
+
+def load_bridges(role_dir: str | Path) -> dict[str, Bridge]:
+    """Eval mode -> its bridge, from one role's directory of a bridge job (see :func:`run_bridge_job`)."""
+    role_dir = Path(role_dir)
+    fits = json.loads((role_dir / FITS_FILE).read_text())
+    loaded = {name: Bridge.load(role_dir / name) for name in sorted(set(fits.values()))}
+    return {mode: loaded[name] for mode, name in fits.items()}
+
 
 def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: int, receiver_layer: int,
-                   method: str, seed: int, roles: Sequence[str], fit_modes: Sequence[str],
-                   eval_modes: Sequence[str], settings: BridgeSettings, out_dir: str | Path,
-                   provenance: dict, train_through_receiver: Callable[[str, Bridge], Bridge] | None = None
+                   method: str, seed: int, *, roles: Sequence[str], groups: Sequence[FitGroup],
+                   settings: BridgeSettings, out_dir: str | Path, provenance: dict,
+                   train_through_receiver: Callable[[str, Bridge, Sequence[str]], Bridge] | None = None
                    ) -> pa.Table:
     """Fit and score; ``stores[model][split]`` for model in sender/receiver, split in bridge_train/val/eval.
 
-    Writes ``out_dir/{role}/bridge.{safetensors,json}`` and returns the metrics
-    table (one row per role x eval mode x predictor). ``method == "trained"``
-    fits the ``TRAINED_START`` bridge offline, then hands it to
-    ``train_through_receiver(role, bridge)`` (see :mod:`actbridge.trained`).
+    For each role and fit group, writes ``out_dir/{role}/{group}/bridge.{safetensors,json}`` and
+    ``out_dir/{role}/fits.json`` (eval mode -> group), and scores each group's bridge on the eval
+    rows of the modes it serves. Returns the metrics table (one row per role x eval mode x predictor).
+    A group without training rows for a role (a relay prompt names no bridge entity) is skipped.
+    ``method == "trained"`` fits the ``TRAINED_START`` bridge offline, then hands it to
+    ``train_through_receiver(role, bridge, train_modes)`` (see :mod:`actbridge.trained`).
     """
     if method == "trained" and train_through_receiver is None:
         raise ValueError("the trained bridge needs the receiver: pass train_through_receiver")
@@ -64,23 +130,32 @@ def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: 
             return pair_stream(stores["sender"][split], stores["receiver"][split], sender_layer, receiver_layer,
                                role, modes)
 
-        train, val = stream("bridge_train", fit_modes), stream("bridge_val", fit_modes)
-        sender_norm, receiver_norm = fit_normalizers(train())
-        bridge = fit_bridge(offline, train, val, sender_norm, receiver_norm, settings, seed)
-        shuffled = fit_bridge(offline, shuffled_pairs(train, seed), shuffled_pairs(val, seed), sender_norm,
-                              receiver_norm, settings, seed)
-        if method == "trained":
-            bridge = train_through_receiver(role, bridge)
-        bridge.save(out_dir / role, {**provenance, "role": role, "sender_layer": sender_layer,
-                                     "receiver_layer": receiver_layer, "fit_modes": list(fit_modes)})
-        identity_ok = len(sender_norm.mean) == len(receiver_norm.mean)
-        for mode in eval_modes:
-            for row in metrics_rows(bridge, shuffled, stream("eval", [mode]), identity_ok):
-                rows.append({"pair": pair_name(sender_layer, receiver_layer), "sender_layer": sender_layer,
-                             "receiver_layer": receiver_layer, "method": method, "seed": seed, "role": role,
-                             "mode": mode, **row})
+        fits = {}
+        for group in groups:
+            train, val = stream("bridge_train", group.train_modes), stream("bridge_val", group.train_modes)
+            if not any(True for _ in train()):
+                log.info("role %s has no %s rows: no %s fit", role, "/".join(group.train_modes), group.name)
+                continue
+            sender_norm, receiver_norm = fit_normalizers(train())
+            bridge = fit_bridge(offline, train, val, sender_norm, receiver_norm, settings, seed)
+            shuffled = fit_bridge(offline, shuffled_pairs(train, seed), shuffled_pairs(val, seed), sender_norm,
+                                  receiver_norm, settings, seed)
+            if method == "trained":
+                bridge = train_through_receiver(role, bridge, group.train_modes)
+            bridge.save(out_dir / role / group.name,
+                        {**provenance, "role": role, "sender_layer": sender_layer, "receiver_layer": receiver_layer,
+                         "fit": group.name, "fit_modes": list(group.train_modes), "serves": list(group.serves)})
+            identity_ok = len(sender_norm.mean) == len(receiver_norm.mean)
+            for mode in group.serves:
+                fits[mode] = group.name
+                for row in metrics_rows(bridge, shuffled, stream("eval", [mode]), identity_ok):
+                    rows.append({"pair": pair_name(sender_layer, receiver_layer), "sender_layer": sender_layer,
+                                 "receiver_layer": receiver_layer, "method": method, "seed": seed, "role": role,
+                                 "mode": mode, "fit": group.name, **row})
+        (out_dir / role).mkdir(parents=True, exist_ok=True)
+        write_json(fits, out_dir / role / FITS_FILE)
         log.info("%s %s seed %d role %s: %s", pair_name(sender_layer, receiver_layer), method, seed, role,
-                 {r["mode"]: round(r["cos_normalized"], 4) for r in rows
+                 {f"{r['mode']} ({r['fit']} fit)": round(r["cos_normalized"], 4) for r in rows
                   if r["role"] == role and r["predictor"] == "bridge"})
     return metrics_table(rows)
 
@@ -88,7 +163,7 @@ def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: 
 METRICS_SCHEMA = pa.schema([
     ("pair", pa.string()), ("sender_layer", pa.int16()), ("receiver_layer", pa.int16()),
     ("method", pa.string()), ("seed", pa.int32()), ("role", pa.string()), ("mode", pa.string()),
-    ("predictor", pa.string()), ("n", pa.int64()), *[(metric, pa.float64()) for metric in METRICS],
+    ("fit", pa.string()), ("predictor", pa.string()), ("n", pa.int64()), *[(metric, pa.float64()) for metric in METRICS],
 ])
 
 
@@ -98,7 +173,7 @@ def metrics_table(rows: list[dict]) -> pa.Table:
 
 def metrics_markdown(table: pa.Table) -> str:
     """Mean over seeds of each predictor's normalized cosine and R^2, per pair x method x role x mode."""
-    keys = ["pair", "sender_layer", "receiver_layer", "method", "role", "mode", "predictor"]
+    keys = ["pair", "sender_layer", "receiver_layer", "method", "role", "mode", "fit", "predictor"]
     summary = table.group_by(keys).aggregate([("cos_normalized", "mean"), ("r2", "mean"), ("cos_raw", "mean"),
                                               ("seed", "count_distinct")])
     summary = summary.sort_by([("role", "ascending"), ("mode", "ascending"), ("sender_layer", "ascending"),
@@ -107,11 +182,11 @@ def metrics_markdown(table: pa.Table) -> str:
              "Mean over seeds. `bridge`: the fitted map; baselines: `mean` (the receiver's bridge_train mean; "
              "no direction, so its normalized cosine is NaN), `shuffled` (the same method fitted on mismatched "
              "pairs), `identity` (where dimensions match). cos_n: cosine in normalized space; cos_raw: in raw "
-             "space.", "",
-             "| role | mode | pair | method | predictor | seeds | cos_n | R² | cos_raw |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "space. fit: the rows the bridge scored in this mode was fitted on (a context mode's own, or pooled).", "",
+             "| role | mode | pair | method | fit | predictor | seeds | cos_n | R² | cos_raw |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary.to_pylist():
-        lines.append(f"| {row['role']} | {row['mode']} | {row['pair']} | {row['method']} | {row['predictor']} | "
+        lines.append(f"| {row['role']} | {row['mode']} | {row['pair']} | {row['method']} | {row['fit']} | {row['predictor']} | "
                      f"{row['seed_count_distinct']} | {_fmt(row['cos_normalized_mean'])} | {_fmt(row['r2_mean'])} | "
                      f"{_fmt(row['cos_raw_mean'])} |")
     return "\n".join(lines) + "\n"

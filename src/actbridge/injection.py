@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from actbridge.activations import ActivationStore, RowKey
+from actbridge.bridge_runs import load_bridges
 from actbridge.bridges import Bridge
 from actbridge.conditions import (ConditionInputs, build_edits, condition_labels, derangement,
                                   random_directions)
@@ -40,7 +41,7 @@ class InjectionSite:
 
 
 def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                  site: InjectionSite, bridge: Bridge, sender_keys: Sequence[RowKey], sender_states: np.ndarray,
+                  site: InjectionSite, bridge: Bridge | Mapping[str, Bridge], sender_keys: Sequence[RowKey], sender_states: np.ndarray,
                   conditions: Sequence[str], alphas: Sequence[float], full_keys: Sequence[RowKey] | None = None,
                   full_states: np.ndarray | None = None, seed: int = 0, batch_size: int = 8) -> pa.Table:
     """Per-example scores of every (condition, α) at ``site``.
@@ -53,6 +54,9 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     scored only where the receiver's prompt lacks facts of the full one (in
     ``shared`` mode it would write back the state it replaces).
 
+    ``bridge`` is one bridge for every context mode, or one per mode (``{mode: Bridge}``, as
+    :func:`actbridge.bridge_runs.load_bridges` returns them); rows of a mode without one are skipped.
+
     ``perturbation`` is ``||h' - h|| / ||h||``: every condition's strength on
     one scale, relative to the receiver's own state, whatever the model.
     """
@@ -62,11 +66,13 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     ids = examples.column("example_id").to_pylist()
     modes = examples.column("mode").to_pylist()
     keys = list(zip(ids, modes))
+    bridge_of = bridge if isinstance(bridge, Mapping) else {mode: bridge for mode in set(modes)}
     sender_row = {key: row for row, key in enumerate(sender_keys)}
-    keep = [i for i, key in enumerate(keys) if positions[i] >= 0 and key in sender_row]
+    keep = [i for i, key in enumerate(keys) if positions[i] >= 0 and key in sender_row and key[1] in bridge_of]
     if len(keep) < 2:
-        raise ValueError(f"fewer than two examples have role {site.role!r} and sender states")
-    bridged = bridge.apply(sender_states[[sender_row[keys[i]] for i in keep]])  # [n, d_r], raw receiver space
+        raise ValueError(f"fewer than two examples have role {site.role!r}, sender states and a bridge")
+    bridged = bridged_states(bridge_of, [modes[i] for i in keep],
+                             sender_states[[sender_row[keys[i]] for i in keep]])  # [n, d_r], raw receiver space
     shuffled = bridged[within_mode_derangement([modes[i] for i in keep], seed)]
     directions = random_directions(len(keep), bridged.shape[1], seed)
     full_row = {key: row for row, key in enumerate(full_keys or [])}
@@ -79,7 +85,7 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     def edits_for(n: int) -> Edits:
         full = full_states[full_row[keys[keep[n]]]] if keys[keep[n]] in full_row else None
         return build_edits(labels_of[n], ConditionInputs(bridged[n], shuffled[n], directions[n],
-                                                         bridge.receiver.mean, full))
+                                                         bridge_of[modes[keep[n]]].receiver.mean, full))
 
     columns: dict[str, list] = {field.name: [] for field in RESULT_SCHEMA}
     answers, candidates = examples.column("answer").to_pylist(), examples.column("candidates").to_pylist()
@@ -109,6 +115,19 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
             columns["cos_hb"].append(cos_hb)
             columns["perturbation"].append(float(perturbation[k]))
     return pa.table(columns, schema=RESULT_SCHEMA)
+
+
+def bridged_states(bridge_of: Mapping[str, Bridge], modes: Sequence[str], sender_states: np.ndarray) -> np.ndarray:
+    """[n, d_r] each row's sender state [n, d_s] through its context mode's bridge."""
+    modes = np.asarray(modes)
+    out = None
+    for mode in sorted(set(modes.tolist())):
+        rows = np.flatnonzero(modes == mode)
+        mapped = bridge_of[mode].apply(sender_states[rows])
+        if out is None:
+            out = np.empty((len(modes), mapped.shape[1]), dtype=mapped.dtype)
+        out[rows] = mapped
+    return out
 
 
 def relative_perturbation(clean: np.ndarray, edits: Edits) -> np.ndarray:
@@ -141,20 +160,21 @@ def control_seed(bridge_seed: int, role: str) -> int:
 
 def run_injection_job(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
                       bridge_dir: str | Path, sender_store: ActivationStore, receiver_store: ActivationStore,
-                      sender_layer: int, receiver_layer: int, method: str, seed: int, roles: Sequence[str],
+                      sender_layer: int, receiver_layer: int, method: str, seed: int, *, roles: Sequence[str],
                       conditions: Sequence[str], alphas: Sequence[float], batch_size: int = 16) -> pa.Table:
     """One injection job: one bridge (pair, method, seed), every role, on ``examples`` (eval).
 
-    ``bridge_dir/{role}`` holds the fitted bridge; ``sender_store`` the
+    ``bridge_dir/{role}`` holds the role's fitted bridges, one per context mode or pooled
+    (:func:`actbridge.bridge_runs.load_bridges`); ``sender_store`` the
     sender's eval states (its own prompt), ``receiver_store`` the receiver's
     eval states on the full-context prompt (``self_patch``).
     """
     tables = []
     for role in roles:
-        bridge = Bridge.load(Path(bridge_dir) / role)
+        bridges = load_bridges(Path(bridge_dir) / role)
         sender_keys, sender_states = sender_store.read(sender_layer, role)
         full_keys, full_states = receiver_store.read(receiver_layer, role)
-        result = run_injection(receiver, tokenizer, examples, InjectionSite(receiver_layer, role), bridge,
+        result = run_injection(receiver, tokenizer, examples, InjectionSite(receiver_layer, role), bridges,
                                sender_keys, sender_states, conditions, alphas, full_keys, full_states,
                                seed=control_seed(seed, role), batch_size=batch_size)
         log.info("%s %s seed %d role %s: %d rows", pair_name(sender_layer, receiver_layer), method, seed, role,

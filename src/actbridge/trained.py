@@ -210,19 +210,21 @@ def train_bridge(receiver: "PreTrainedModel", layer: int, start: Bridge, train: 
 
 
 def receiver_trainer(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: dict[str, pa.Table],
-                     sender_stores: dict, sender_layer: int, receiver_layer: int, fit_modes: Sequence[str],
-                     settings: TrainedSettings, seed: int):
-    """For :func:`actbridge.bridge_runs.run_bridge_job`: (role, offline start bridge) -> bridge trained through
-    the receiver on bridge_train, selected on bridge_val (``examples`` and ``sender_stores`` keyed by split)."""
+                     sender_stores: dict, sender_layer: int, receiver_layer: int, settings: TrainedSettings,
+                     seed: int):
+    """For :func:`actbridge.bridge_runs.run_bridge_job`: (role, offline start bridge, context modes) -> bridge
+    trained through the receiver on those modes' bridge_train rows, selected on their bridge_val rows
+    (``examples`` and ``sender_stores`` keyed by split)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def train(role: str, start: Bridge) -> Bridge:
+    def train(role: str, start: Bridge, modes: Sequence[str]) -> Bridge:
         rows = {}
         for split in ("bridge_train", "bridge_val"):
-            keys, states = sender_stores[split].read(sender_layer, role, list(fit_modes))
-            rows[split] = answer_rows(tokenizer, examples[split], role, keys, states, fit_modes)
-        log.info("role %s: training through the receiver on %d rows (of %d), selecting on %d", role,
-                 min(settings.max_rows, len(rows["bridge_train"])), len(rows["bridge_train"]), len(rows["bridge_val"]))
+            keys, states = sender_stores[split].read(sender_layer, role, list(modes))
+            rows[split] = answer_rows(tokenizer, examples[split], role, keys, states, modes)
+        log.info("role %s, %s rows: training through the receiver on %d rows (of %d), selecting on %d", role,
+                 "/".join(modes), min(settings.max_rows, len(rows["bridge_train"])), len(rows["bridge_train"]),
+                 len(rows["bridge_val"]))
         return train_bridge(receiver, receiver_layer, start, rows["bridge_train"], rows["bridge_val"], settings,
                             seed, pad_id)
 

@@ -9,8 +9,7 @@ rule bridge:
     params:
         settings=bridge_settings,
         roles=config["activations"]["roles"],
-        fit_modes=config["bridge"]["fit_modes"],
-        eval_modes=config["data"]["context_modes"],
+        fit=bridge_fit,
         code=bridge_code,
     threads: 1
     resources:

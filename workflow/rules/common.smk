@@ -177,6 +177,14 @@ def bridge_settings(wildcards):
     return settings
 
 
+def bridge_fit(wildcards):
+    """Which rows each fit uses: one fit per context mode, or ``bridge.fit_modes`` pooled (read only then)."""
+    fit = {"strategy": config["bridge"]["fit"], "context_modes": config["data"]["context_modes"]}
+    if fit["strategy"] == "pooled":
+        fit["pooled_modes"] = config["bridge"]["fit_modes"]
+    return fit
+
+
 def bridge_code(wildcards):
     """The offline fits depend on the bridge modules only; the trained bridge also on the receiver's code."""
     modules = ["bridges", "bridge_runs", "alignment", "activations", "layout"]

@@ -3,7 +3,7 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 import pyarrow.parquet as pq
 
 from actbridge.activations import ActivationStore
-from actbridge.bridge_runs import run_bridge_job
+from actbridge.bridge_runs import fit_groups, run_bridge_job
 from actbridge.bridges import CLOSED_FORM, BridgeSettings
 from actbridge.io import atomic_directory, write_parquet
 from actbridge.layout import parse_pair
@@ -30,10 +30,12 @@ if method == "trained":  # the one method that runs the receiver (transformers i
                                           snakemake.params.settings["dtype"])
     trainer = receiver_trainer(receiver, tokenizer,
                                {split: pq.read_table(snakemake.input[split]) for split in ("bridge_train", "bridge_val")},
-                               stores["sender"], sender_layer, receiver_layer, snakemake.params.fit_modes,
-                               TrainedSettings.from_config(snakemake.params.settings["trained"]), seed)
+                               stores["sender"], sender_layer, receiver_layer, TrainedSettings.from_config(snakemake.params.settings["trained"]), seed)
 with atomic_directory(snakemake.output[0]) as out_dir:
-    metrics = run_bridge_job(stores, sender_layer, receiver_layer, method, seed,
-                             snakemake.params.roles, snakemake.params.fit_modes, snakemake.params.eval_modes,
-                             BridgeSettings.from_config(snakemake.params.settings), out_dir, provenance, trainer)
+    fit = snakemake.params.fit
+    groups = fit_groups(fit["strategy"], fit["context_modes"], fit.get("pooled_modes", ()),
+                        through_receiver=method == "trained")
+    metrics = run_bridge_job(stores, sender_layer, receiver_layer, method, seed, roles=snakemake.params.roles,
+                             groups=groups, settings=BridgeSettings.from_config(snakemake.params.settings),
+                             out_dir=out_dir, provenance=provenance, train_through_receiver=trainer)
     write_parquet(metrics, out_dir / "metrics.parquet")

@@ -18,6 +18,6 @@ table = run_injection_job(model, tokenizer, pq.read_table(snakemake.input.eval),
                           snakemake.input.bridge, ActivationStore(snakemake.input.sender_eval, quarantine=True),
                           ActivationStore(snakemake.input.receiver_eval, quarantine=True), sender_layer,
                           receiver_layer, snakemake.wildcards.method, int(snakemake.wildcards.seed),
-                          settings["roles"], settings["conditions"], settings["alphas"],
+                          roles=settings["roles"], conditions=settings["conditions"], alphas=settings["alphas"],
                           batch_size=snakemake.config["injection"]["batch_size"])
 write_parquet(table, snakemake.output[0])

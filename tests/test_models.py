@@ -167,3 +167,24 @@ def test_cuda_without_a_gpu_names_the_device_key():
     with pytest.raises(ModelUnavailableError, match="config key device"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_the_record_keeps_the_shape_so_the_dag_never_parses_the_weights(tmp_path, tokenizer):
+    """The workflow asks for layer counts in every input function after the model checkpoint: they come from
+    ``model.json``, written once by the model rule, not from the config or weights (a GGUF file is parsed whole)."""
+    from actbridge.layout import recorded_shape
+    from actbridge.models import layer_count
+
+    GPTNeoXForCausalLM(pythia_config(3, 64, 4, 256)).save_pretrained(tmp_path / "weights", safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path / "weights")
+    record = describe_named_model({"path": str(tmp_path / "weights")}, key="models.receiver")
+    assert record["shape"] == {"num_layers": 3, "hidden_size": 64, "vocab_size": 50304}
+    (tmp_path / "resolved").mkdir()
+    write_model_record(tmp_path / "resolved", record)
+    (tmp_path / "weights" / "config.json").unlink()  # nothing after the record may read the model's files
+    assert recorded_shape(tmp_path / "resolved") == record["shape"] and layer_count(tmp_path / "resolved") == 3
+    # a record from before shapes were recorded still answers, by parsing the config
+    old = {key: value for key, value in record.items() if key != "shape"}
+    GPTNeoXForCausalLM(pythia_config(2, 64, 4, 256)).config.save_pretrained(tmp_path / "weights")
+    write_model_record(tmp_path / "resolved", old)
+    assert recorded_shape(tmp_path / "resolved") is None and layer_count(tmp_path / "resolved") == 2

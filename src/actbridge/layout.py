@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Sequence
+
+# Every pipeline model directory's record of where its weights are (see actbridge.models)
+MODEL_RECORD = "model.json"
 
 PAIR_PATTERN = re.compile(r"^s(\d+)-r(\d+)$")
 
@@ -56,3 +61,14 @@ def layer_pairs(spec: str | list, sender_layers: Sequence[int], receiver_layers:
                          f"(sender {list(sender_layers)}, receiver {list(receiver_layers)}); "
                          "add them to activations.layers")
     return list(dict.fromkeys(pairs))
+
+
+def recorded_shape(model_dir: str | Path) -> dict[str, int] | None:
+    """``num_layers``, ``hidden_size``, ``vocab_size`` from a named model's ``model.json``, read without torch or
+    the weights (the workflow calls this for every input function after the model checkpoint); ``None`` where
+    the record has no shape (micro models, whose shape is in the config, and records from before shapes)."""
+    record_path = Path(model_dir) / MODEL_RECORD
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{record_path} missing: rerun the rule that builds {model_dir}")
+    shape = json.loads(record_path.read_text()).get("shape")
+    return None if shape is None else {key: int(value) for key, value in shape.items()}

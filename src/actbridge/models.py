@@ -30,10 +30,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from actbridge.config import model_kind
 from actbridge.io import sha256_file, write_json
+from actbridge.layout import MODEL_RECORD, recorded_shape
 
 log = logging.getLogger(__name__)
 
-MODEL_RECORD = "model.json"
 RECIPE_FILE = "recipe.json"
 # Bump when the training code changes in a way that changes the weights it produces.
 RECIPE_VERSION = 1
@@ -159,12 +159,12 @@ def describe_named_model(spec: dict, key: str) -> dict[str, Any]:
         snapshot = resolve_hf_snapshot(spec["hf_id"], revision, key)
         check_local_model(snapshot, key)
         return {"kind": kind, "hf_id": spec["hf_id"], "revision": revision, "path": str(snapshot),
-                "weights_sha256": weights_fingerprint(snapshot)}
+                "weights_sha256": weights_fingerprint(snapshot), "shape": parsed_shape(snapshot)}
     path = Path(spec["path"]).expanduser().resolve()
     gguf_file = spec.get("gguf_file")
     check_local_model(path, key, gguf_file)
     return {"kind": kind, "path": str(path), "gguf_file": gguf_file,
-            "weights_sha256": weights_fingerprint(path, gguf_file)}
+            "weights_sha256": weights_fingerprint(path, gguf_file), "shape": parsed_shape(path, gguf_file)}
 
 
 def write_model_record(model_dir: Path, record: dict) -> None:
@@ -247,11 +247,22 @@ def ship_model(model_dir: str | Path, shipped_root: str | Path) -> Path:
     return target
 
 
-def layer_count(model_dir: str | Path) -> int:
-    """Number of transformer blocks of a pipeline model directory, from its config alone (no weights)."""
+def parsed_shape(path: Path, gguf_file: str | None = None) -> dict[str, int]:
+    """``num_layers``, ``hidden_size`` and ``vocab_size`` from a model's config: parsed once, by the model rule
+    (for a GGUF file that reads the whole file), and kept in ``model.json`` for everything after it."""
     from transformers import AutoConfig
 
-    path, gguf_file = weights_location(model_dir)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False, **kwargs)
-    return int(config.num_hidden_layers)
+    config = getattr(config, "text_config", None) or config  # multimodal wrappers keep the LM's shape there
+    return {"num_layers": int(config.num_hidden_layers), "hidden_size": int(config.hidden_size),
+            "vocab_size": int(config.vocab_size)}
+
+
+def layer_count(model_dir: str | Path) -> int:
+    """Number of transformer blocks of a pipeline model directory, from its record (no weights parsed)."""
+    shape = recorded_shape(model_dir)
+    if shape is not None:
+        return shape["num_layers"]
+    path, gguf_file = weights_location(model_dir)  # a record written before shapes were recorded
+    return parsed_shape(path, gguf_file)["num_layers"]

@@ -10,7 +10,7 @@ if SRC not in sys.path:
 from actbridge.config import ConfigError, model_kind, replace_model_specs, validate_config
 from actbridge.dataset import SPLITS
 from actbridge.fingerprint import code_fingerprint
-from actbridge.layout import layer_pairs, layers_for, pair_name, parse_pair, resolve_layers
+from actbridge.layout import layer_pairs, layers_for, pair_name, parse_pair, recorded_shape, resolve_layers
 
 try:
     # --configfile config/pythia.yaml names models by hub id: that replaces the default micro specs
@@ -111,9 +111,13 @@ def model_layer_count(model):
     spec = config["models"][model]
     if model_kind(spec) == "micro":
         return spec["micro"]["layers"]
-    from actbridge.models import layer_count
+    model_dir = checkpoints.model.get(model=model).output[0]
+    shape = recorded_shape(model_dir)
+    if shape is None:  # a record from before shapes were recorded: parse the config (a GGUF file whole)
+        from actbridge.models import layer_count
 
-    return layer_count(checkpoints.model.get(model=model).output[0])
+        return layer_count(model_dir)
+    return shape["num_layers"]
 
 
 def extracted_layers(model):

@@ -90,11 +90,6 @@ def fit_groups(strategy: str, context_modes: Sequence[str], pooled_modes: Sequen
     return groups
 
 
-def served_fits(groups: Sequence[FitGroup]) -> dict[str, str]:
-    """Eval mode -> the name of the fit injected into its rows."""
-    return {mode: group.name for group in groups for mode in group.serves}
-
-
 FITS_FILE = "fits.json"
 
 
@@ -163,7 +158,8 @@ def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: 
 METRICS_SCHEMA = pa.schema([
     ("pair", pa.string()), ("sender_layer", pa.int16()), ("receiver_layer", pa.int16()),
     ("method", pa.string()), ("seed", pa.int32()), ("role", pa.string()), ("mode", pa.string()),
-    ("fit", pa.string()), ("predictor", pa.string()), ("n", pa.int64()), *[(metric, pa.float64()) for metric in METRICS],
+    ("fit", pa.string()), ("predictor", pa.string()), ("n", pa.int64()),
+    *[(metric, pa.float64()) for metric in METRICS],
 ])
 
 
@@ -182,11 +178,13 @@ def metrics_markdown(table: pa.Table) -> str:
              "Mean over seeds. `bridge`: the fitted map; baselines: `mean` (the receiver's bridge_train mean; "
              "no direction, so its normalized cosine is NaN), `shuffled` (the same method fitted on mismatched "
              "pairs), `identity` (where dimensions match). cos_n: cosine in normalized space; cos_raw: in raw "
-             "space. fit: the rows the bridge scored in this mode was fitted on (a context mode's own, or pooled).", "",
+             "space. fit: the rows the bridge scored in this mode was fitted on (a context mode's own, or "
+             "pooled).", "",
              "| role | mode | pair | method | fit | predictor | seeds | cos_n | R² | cos_raw |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary.to_pylist():
-        lines.append(f"| {row['role']} | {row['mode']} | {row['pair']} | {row['method']} | {row['fit']} | {row['predictor']} | "
+        lines.append(f"| {row['role']} | {row['mode']} | {row['pair']} | {row['method']} | {row['fit']} | "
+                     f"{row['predictor']} | "
                      f"{row['seed_count_distinct']} | {_fmt(row['cos_normalized_mean'])} | {_fmt(row['r2_mean'])} | "
                      f"{_fmt(row['cos_raw_mean'])} |")
     return "\n".join(lines) + "\n"

@@ -41,7 +41,8 @@ class InjectionSite:
 
 
 def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                  site: InjectionSite, bridge: Bridge | Mapping[str, Bridge], sender_keys: Sequence[RowKey], sender_states: np.ndarray,
+                  site: InjectionSite, bridge: Bridge | Mapping[str, Bridge], sender_keys: Sequence[RowKey],
+                  sender_states: np.ndarray,
                   conditions: Sequence[str], alphas: Sequence[float], full_keys: Sequence[RowKey] | None = None,
                   full_states: np.ndarray | None = None, seed: int = 0, batch_size: int = 8) -> pa.Table:
     """Per-example scores of every (condition, α) at ``site``.

@@ -113,7 +113,9 @@ def model_layer_count(model):
         return spec["micro"]["layers"]
     model_dir = checkpoints.model.get(model=model).output[0]
     shape = recorded_shape(model_dir)
-    if shape is None:  # a record from before shapes were recorded: parse the config (a GGUF file whole)
+    # a record from before shapes were recorded: models.layer_count parses the config (a GGUF file whole); only
+    # then is torch imported, which layout (imported by torch-free rule scripts too) must not pull in
+    if shape is None:
         from actbridge.models import layer_count
 
         return layer_count(model_dir)

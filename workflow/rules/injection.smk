@@ -9,9 +9,8 @@ rule injection:
     params:
         settings=injection_settings,
         dtype=config["dtype"],
-        code=library_code("injection", "conditions", "interventions", "evaluation", "roles", "bridges", "bridge_runs",
-                          "alignment",
-                          "activations", "models", "padding", "layout", "schemas", "io"),
+        code=library_code("injection", "conditions", "interventions", "evaluation", "roles", "bridges",
+                          "bridge_runs", "alignment", "activations", "models", "padding", "layout", "schemas", "io"),
     threads: 1
     resources:
         mem_mb=3000,

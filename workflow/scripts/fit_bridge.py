@@ -30,7 +30,8 @@ if method == "trained":  # the one method that runs the receiver (transformers i
                                           snakemake.params.settings["dtype"])
     trainer = receiver_trainer(receiver, tokenizer,
                                {split: pq.read_table(snakemake.input[split]) for split in ("bridge_train", "bridge_val")},
-                               stores["sender"], sender_layer, receiver_layer, TrainedSettings.from_config(snakemake.params.settings["trained"]), seed)
+                               stores["sender"], sender_layer, receiver_layer,
+                               TrainedSettings.from_config(snakemake.params.settings["trained"]), seed)
 with atomic_directory(snakemake.output[0]) as out_dir:
     fit = snakemake.params.fit
     groups = fit_groups(fit["strategy"], fit["context_modes"], fit.get("pooled_modes", ()),

@@ -38,7 +38,7 @@ def test_own_greedy_output_is_an_exact_match_and_others_are_not(eval_table, toke
     assert len(pairs) >= 5
     prompts, answers = zip(*pairs)
     candidates = [[answer, "Paris", "blue"] for answer in answers]
-    scores = score_answers(model, tokenizer, prompts, answers, candidates, batch_size=7)
+    scores = score_answers(model, tokenizer, prompts, answers, candidates, batch_tokens=97)
     assert scores.exact_match.all()
     # the greedy output's tokens each have the highest probability, so nothing outranks... its first token
     wrong = score_answers(model, tokenizer, prompts, ["Paris"] * len(prompts), candidates)
@@ -75,7 +75,7 @@ def test_batching_and_padding_do_not_change_scores(eval_table, tokenizer):
     model = tiny_model(tokenizer, seed=2)
     rows = eval_table.to_pylist()[:12]
     args = ([r["full_prompt"] for r in rows], [r["answer"] for r in rows], [r["candidates"] for r in rows])
-    one, many = score_answers(model, tokenizer, *args, batch_size=1), score_answers(model, tokenizer, *args)
+    one, many = score_answers(model, tokenizer, *args, batch_tokens=1), score_answers(model, tokenizer, *args)
     np.testing.assert_allclose(one.gold_logprob, many.gold_logprob, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(one.gold_rank, many.gold_rank)
 

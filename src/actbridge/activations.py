@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from actbridge.encoding import prompt_token_ids
 from actbridge.io import atomic_directory, sha256_file, write_json
 from actbridge.roles import role_positions_for_table
 
@@ -138,7 +139,7 @@ def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     prompts = examples.column(f"{plan.prompt}_prompt").to_pylist()
     positions = role_positions_for_table(tokenizer, examples, plan.prompt, plan.roles)
     role_positions = np.stack([positions[role] for role in plan.roles], axis=1)  # [n, n_roles]
-    token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    token_ids = prompt_token_ids(tokenizer, prompts)
     hidden_size = int(model.config.hidden_size)
     schema = shard_schema(plan.layers, hidden_size, plan.dtype)
     ids = examples.column("example_id").to_pylist()

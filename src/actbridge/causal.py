@@ -42,7 +42,10 @@ import torch
 from actbridge.activations import ActivationStore, hidden_states_at
 from actbridge.conditions import derangement
 from actbridge.dataset import PARTIAL_MODES
+from actbridge.encoding import prompt_token_ids
+from actbridge.evaluation import DEFAULT_BATCH_TOKENS
 from actbridge.interventions import Edits, score_under_edits
+from actbridge.logs import Progress
 from actbridge.roles import role_positions_for_table
 from actbridge.schemas import EFFECT_SCHEMA
 from actbridge.statistics import METRICS, StatsSettings, bca_intervals, bootstrap_means, paired_test, with_holm
@@ -74,7 +77,7 @@ def ablation_edits(mean: np.ndarray, resampled: np.ndarray) -> Edits:
 
 def _score_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", table: pa.Table, keep: Sequence[int],
                 positions: np.ndarray, layer: int, role: str, edits: Sequence[Edits], conditions: Sequence[str],
-                batch_size: int, side: str = "sender") -> pa.Table:
+                batch_tokens: int, side: str = "sender") -> pa.Table:
     """Score the model's answer on ``table``'s ``side`` prompts (rows ``keep``) under each example's edits."""
     ids = table.column("example_id").to_pylist()
     modes = table.column("mode").to_pylist()
@@ -86,7 +89,8 @@ def _score_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", 
     columns: dict[str, list] = {field.name: [] for field in EXAMPLE_SCHEMA}
     scored = score_under_edits(model, tokenizer, layer, [prompts[i] for i in keep], [positions[i] for i in keep],
                                [answers[i] for i in keep], [candidates[i] for i in keep], edits.__getitem__,
-                               batch_size)
+                               batch_tokens=batch_tokens,
+                               progress=Progress(len(keep), f"{side} layer {layer}, role {role}: {conditions[-1]}"))
     for n, _, score, names, gold in scored:
         i = keep[n]
         alternative = names.index(alternatives[i]) if alternatives[i] in names else None
@@ -111,7 +115,7 @@ def shared_rows(examples: pa.Table) -> pa.Table:
 
 def sender_ablation_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
                          layer: int, role: str, eval_store: ActivationStore, train_store: ActivationStore,
-                         seed: int = 0, batch_size: int = 16) -> pa.Table:
+                         seed: int = 0, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
     """Per-example scores of the sender's own answer, clean and under each ablation, at one layer and role."""
     shared = shared_rows(examples)
     positions = role_positions_for_table(tokenizer, shared, "sender", [role])[role]
@@ -127,25 +131,26 @@ def sender_ablation_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
     resampled = own[derangement(len(keep), seed)]
     return _score_rows(model, tokenizer, shared, keep, positions, layer, role,
                        [ablation_edits(mean, resampled[n]) for n in range(len(keep))], ("none", *ABLATIONS),
-                       batch_size)
+                       batch_tokens)
 
 
 def donor_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", donor_prompts: Sequence[str],
-                donor_positions: np.ndarray, layer: int, batch_size: int) -> list[Edits]:
+                donor_positions: np.ndarray, layer: int, batch_tokens: int) -> list[Edits]:
     """Per example: none, and the state replaced by the model's own state at ``donor_positions`` of its donor prompt."""
-    donors = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in donor_prompts]
+    donors = prompt_token_ids(tokenizer, donor_prompts)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
+    rows = max(1, batch_tokens // max(len(ids) for ids in donors))  # the donor pass, sized in tokens too
     states = np.concatenate([
-        hidden_states_at(model, donors[begin:begin + batch_size], donor_positions[begin:begin + batch_size][:, None],
+        hidden_states_at(model, donors[begin:begin + rows], donor_positions[begin:begin + rows][:, None],
                          [layer], pad_id, device)[:, 0, 0]
-        for begin in range(0, len(donors), batch_size)])  # [n, d]
+        for begin in range(0, len(donors), rows)])  # [n, d]
     return [Edits(torch.tensor([1.0, 0.0]), torch.from_numpy(np.stack([np.zeros_like(state), state])),
                   torch.zeros(2, dtype=torch.bool)) for state in states]
 
 
 def _donor_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", table: pa.Table, layer: int,
-                      role: str, side: str, donor_side: str, condition: str, batch_size: int) -> pa.Table:
+                      role: str, side: str, donor_side: str, condition: str, batch_tokens: int) -> pa.Table:
     """Scores on ``table``'s ``side`` prompts, clean and with the state at (layer, role) replaced by the model's
     own state at the same role of the ``donor_side`` prompt (``condition`` names the patched rows)."""
     positions = role_positions_for_table(tokenizer, table, side, [role])[role]
@@ -154,22 +159,22 @@ def _donor_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerB
     if len(keep) < 2:
         raise ValueError(f"fewer than two examples have a {donor_side} prompt and role {role!r}")
     donors = table.column(f"{donor_side}_prompt").to_pylist()
-    edits = donor_edits(model, tokenizer, [donors[i] for i in keep], donor_positions[keep], layer, batch_size)
-    return _score_rows(model, tokenizer, table, keep, positions, layer, role, edits, ("none", condition), batch_size,
+    edits = donor_edits(model, tokenizer, [donors[i] for i in keep], donor_positions[keep], layer, batch_tokens)
+    return _score_rows(model, tokenizer, table, keep, positions, layer, role, edits, ("none", condition), batch_tokens,
                        side=side)
 
 
 def patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                  layer: int, role: str, batch_size: int = 16) -> pa.Table:
+                  layer: int, role: str, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
     """Per-example scores on ``shared`` prompts, clean and with the state at (layer, role) taken from the
     counterfactual prompt. In ``shared`` mode both models read the full prompt, so this serves either."""
     shared = shared_rows(examples)
     shared = shared.filter(pc.is_valid(shared.column("counterfactual_prompt")))
-    return _donor_patch_rows(model, tokenizer, shared, layer, role, "sender", "counterfactual", "patch", batch_size)
+    return _donor_patch_rows(model, tokenizer, shared, layer, role, "sender", "counterfactual", "patch", batch_tokens)
 
 
 def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                    layer: int, role: str, batch_size: int = 16) -> pa.Table:
+                    layer: int, role: str, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
     """Per-example scores of the receiver on its ``asymmetric`` and ``relay`` prompts, clean and with the state
     at (layer, role) taken from its own full-context prompt: what a perfect bridge could deliver there."""
     partial = examples.filter(pc.and_(pc.is_in(examples.column("mode"), pa.array(PARTIAL_MODES)),
@@ -181,13 +186,13 @@ def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBas
         if (positions >= 0).sum() < 2:  # e.g. no bridge mention in a relay prompt
             continue
         tables.append(_donor_patch_rows(model, tokenizer, of_mode, layer, role, "receiver", "full", "self_patch",
-                                        batch_size))
+                                        batch_tokens))
     return _concat(tables)
 
 
 def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
                          layers: Sequence[int], roles: Sequence[str], eval_store: ActivationStore,
-                         train_store: ActivationStore, batch_size: int = 16) -> tuple[pa.Table, pa.Table]:
+                         train_store: ActivationStore, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> tuple[pa.Table, pa.Table]:
     """(ablation rows, patching rows) for every layer and role; patching where counterfactual prompts exist."""
     ablations, patches = [], []
     has_counterfactuals = ("counterfactual_prompt" in examples.column_names
@@ -195,9 +200,9 @@ def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
     for layer in layers:
         for role in roles:
             ablations.append(sender_ablation_rows(model, tokenizer, examples, layer, role, eval_store, train_store,
-                                                  seed=layer, batch_size=batch_size))
+                                                  seed=layer, batch_tokens=batch_tokens))
             if has_counterfactuals:
-                patches.append(patching_rows(model, tokenizer, examples, layer, role, batch_size))
+                patches.append(patching_rows(model, tokenizer, examples, layer, role, batch_tokens))
             log.info("sender layer %d role %s: %d ablation rows, %d patching rows", layer, role,
                      ablations[-1].num_rows, patches[-1].num_rows if patches else 0)
     return pa.concat_tables(ablations), _concat(patches)
@@ -208,7 +213,7 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
 
 
 def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                           layers: Sequence[int], roles: Sequence[str], batch_size: int = 16
+                           layers: Sequence[int], roles: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS
                            ) -> tuple[pa.Table, pa.Table]:
     """(counterfactual patching rows on shared prompts, self-patch rows on asymmetric and relay prompts) at
     the receiver's injection layers and roles; either is empty where the eval split has no such rows."""
@@ -218,8 +223,8 @@ def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedToken
     for layer in layers:
         for role in roles:
             if has_counterfactuals:
-                patches.append(patching_rows(model, tokenizer, examples, layer, role, batch_size))
-            self_patches.append(self_patch_rows(model, tokenizer, examples, layer, role, batch_size))
+                patches.append(patching_rows(model, tokenizer, examples, layer, role, batch_tokens))
+            self_patches.append(self_patch_rows(model, tokenizer, examples, layer, role, batch_tokens))
             log.info("receiver layer %d role %s: %d patching rows, %d self-patch rows", layer, role,
                      patches[-1].num_rows if patches else 0, self_patches[-1].num_rows)
     return _concat(patches), _concat(self_patches)

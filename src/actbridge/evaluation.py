@@ -1,23 +1,36 @@
 """Answer scoring: exact match, gold log-probability and rank among candidates.
 
-All three come from one teacher-forced pass over ``prompt + " " + candidate``
-for every candidate. Greedy decoding reproduces the gold answer exactly when,
-at each answer position, the arg-max given the gold prefix is the gold token,
-so exact match needs no separate generation loop.
+All three come from teacher forcing ``prompt + " " + candidate`` for every candidate. Greedy
+decoding reproduces the gold answer exactly when, at each answer position, the arg-max given the
+gold prefix is the gold token, so exact match needs no separate generation loop.
+
+The work is the injection engine's with one identity edit at the prompt's last token
+(:func:`actbridge.interventions.score_under_edits`): the prompt runs once per example and its
+key/value cache serves every candidate, the vocabulary is projected only where an answer token is
+predicted, and batches are sized in tokens. ``naive_answer_scores`` is the full-vocabulary,
+whole-sequence-per-candidate reference it is tested against.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyarrow as pa
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from actbridge.dataset import ACCURACY_VIEWS
+from actbridge.encoding import encode_continuations, prompt_token_ids, with_gold
+from actbridge.interventions import Edits, score_under_edits
 from actbridge.padding import right_padded
+
+if TYPE_CHECKING:  # hints only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from actbridge.logs import Progress
+
+DEFAULT_BATCH_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -30,53 +43,36 @@ class AnswerScores:
     n_candidates: np.ndarray  # int
 
 
-def with_gold(candidates: Sequence[str], answer: str) -> tuple[list[str], int]:
-    """The candidate names, the gold answer appended if it is missing, and the gold answer's index."""
-    names = list(candidates) if answer in candidates else [*candidates, answer]
-    return names, names.index(answer)
-
-
-def continuation_ids(tokenizer: PreTrainedTokenizerBase, continuations: Sequence[str]) -> list[list[int]]:
-    """Token ids of ``" " + c`` for each continuation, encoded apart from any prompt."""
-    return [tokenizer(" " + continuation, add_special_tokens=False)["input_ids"] for continuation in continuations]
-
-
-def encode_continuations(tokenizer: PreTrainedTokenizerBase, prompt: str,
-                         continuations: Sequence[str]) -> list[tuple[list[int], int]]:
-    """Token ids of ``prompt + " " + c`` and the index where the continuation starts.
-
-    The prompt is encoded alone and the continuation appended, so every
-    candidate shares the prompt's tokens exactly (no merge across the boundary).
-    """
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return [(prompt_ids + ids, len(prompt_ids)) for ids in continuation_ids(tokenizer, continuations)]
-
-
-def score_continuation(logprobs: torch.Tensor, row: int, first_prediction: int, targets: Sequence[int]
-                       ) -> tuple[float, bool]:
-    """Teacher-forced score of ``targets`` in row ``row`` of ``logprobs`` [batch, seq, vocab].
-
-    ``targets[j]`` is predicted at position ``first_prediction + j``. Returns the
-    summed log-probability and whether every target is the arg-max there (greedy
-    decoding reproduces the continuation).
-    """
-    positions = torch.arange(first_prediction, first_prediction + len(targets))
-    target = torch.as_tensor(targets, dtype=torch.long)
-    token_logprobs = logprobs[row, positions, target]
-    return float(token_logprobs.sum()), bool((logprobs[row, positions].argmax(-1) == target).all())
+def score_answers(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str],
+                  answers: Sequence[str], candidates: Sequence[Sequence[str]], *,
+                  batch_tokens: int = DEFAULT_BATCH_TOKENS, batch_key: str = "batch_tokens",
+                  progress: "Progress | None" = None) -> AnswerScores:
+    """Score gold answers against candidate sets with teacher forcing, in bounded memory."""
+    n = len(prompts)
+    if n == 0:
+        return AnswerScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    width = int(model.get_input_embeddings().embedding_dim)
+    identity = Edits.identity(width)
+    last = [len(ids) - 1 for ids in prompt_token_ids(tokenizer, prompts)]
+    exact, gold_lp, rank, n_cands = (np.zeros(n, bool), np.zeros(n), np.zeros(n, np.int64),
+                                     np.zeros(n, np.int64))
+    for i, _, scores, names, gold in score_under_edits(model, tokenizer, 0, prompts, last, answers, candidates,
+                                                       lambda _: identity, batch_tokens=batch_tokens,
+                                                       batch_key=batch_key, progress=progress):
+        exact[i], gold_lp[i] = scores.exact[0, gold], scores.logprob[0, gold]
+        rank[i], n_cands[i] = scores.gold_rank(0, gold), len(names)
+    return AnswerScores(exact, gold_lp, rank, n_cands)
 
 
 @torch.inference_mode()
-def score_answers(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    answers: Sequence[str],
-    candidates: Sequence[Sequence[str]],
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-) -> AnswerScores:
-    """Score gold answers against candidate sets with teacher forcing."""
+def naive_answer_scores(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str],
+                        answers: Sequence[str], candidates: Sequence[Sequence[str]], *, batch_size: int = 64
+                        ) -> AnswerScores:
+    """Reference for :func:`score_answers`: each whole ``prompt + candidate`` through the model's forward,
+    log-softmax over the full vocabulary at every position (memory grows with vocabulary x sequence x batch)."""
+    from actbridge.interventions import score_continuation
+
+    device = next(model.parameters()).device
     rows: list[tuple[int, int, list[int], int]] = []  # (example, candidate, ids, start)
     gold_index = []
     for example, (prompt, answer, cands) in enumerate(zip(prompts, answers, candidates)):
@@ -89,9 +85,8 @@ def score_answers(
     cand_logprob = np.full((n, max_cands), -np.inf)
     cand_match = np.zeros((n, max_cands), dtype=bool)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    order = sorted(range(len(rows)), key=lambda r: len(rows[r][2]))  # length-bucketed batches
-    for begin in range(0, len(order), batch_size):
-        batch = [rows[r] for r in order[begin:begin + batch_size]]
+    for begin in range(0, len(rows), batch_size):
+        batch = rows[begin:begin + batch_size]
         input_ids, attention = right_padded([ids for _, _, ids, _ in batch], pad_id)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
@@ -130,21 +125,20 @@ def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores,
     return pa.Table.from_pylist(rows)
 
 
-# (mode, prompt side) pairs worth scoring: in shared mode every side reads the same prompt.
-
-
-def evaluate_model_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: pa.Table,
-                            model_name: str, device: torch.device | str = "cpu") -> pa.Table:
+def evaluate_model_accuracy(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+                            model_name: str, *, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
     """Accuracy by mode, prompt side and hops: shared prompts, each half of asymmetric ones, and the
-    receiver's half of relay ones."""
+    receiver's half of relay ones. Batches are sized by config key ``batch_tokens``."""
+    from actbridge.logs import Progress
+
     modes = np.asarray(examples.column("mode").to_pylist())
+    views = [(mode, side, examples.filter(pa.array(modes == mode))) for mode, side in ACCURACY_VIEWS]
+    views = [(mode, side, subset) for mode, side, subset in views if subset.num_rows]
+    progress = Progress(sum(subset.num_rows for *_, subset in views), f"{model_name} accuracy", unit="prompts")
     tables = []
-    for mode, side in ACCURACY_VIEWS:
-        subset = examples.filter(pa.array(modes == mode))
-        if subset.num_rows == 0:
-            continue
+    for mode, side, subset in views:
         scores = score_answers(model, tokenizer, subset.column(f"{side}_prompt").to_pylist(),
                                subset.column("answer").to_pylist(), subset.column("candidates").to_pylist(),
-                               device=device)
+                               batch_tokens=batch_tokens, progress=progress)
         tables.append(accuracy_table(subset, side, scores, model_name))
     return pa.concat_tables(tables)

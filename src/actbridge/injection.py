@@ -21,7 +21,9 @@ from actbridge.bridge_runs import load_bridges
 from actbridge.bridges import Bridge
 from actbridge.conditions import (ConditionInputs, build_edits, condition_labels, derangement,
                                   random_directions)
+from actbridge.evaluation import DEFAULT_BATCH_TOKENS
 from actbridge.interventions import Edits, score_under_edits
+from actbridge.logs import Progress
 from actbridge.layout import pair_name
 from actbridge.roles import ROLES, role_positions_for_table
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
@@ -44,7 +46,8 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
                   site: InjectionSite, bridge: Bridge | Mapping[str, Bridge], sender_keys: Sequence[RowKey],
                   sender_states: np.ndarray,
                   conditions: Sequence[str], alphas: Sequence[float], full_keys: Sequence[RowKey] | None = None,
-                  full_states: np.ndarray | None = None, seed: int = 0, batch_size: int = 8) -> pa.Table:
+                  full_states: np.ndarray | None = None, seed: int = 0,
+                  batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
     """Per-example scores of every (condition, α) at ``site``.
 
     ``sender_states`` [n, d_s] are the sender's raw states at the bridged layer
@@ -92,7 +95,8 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     answers, candidates = examples.column("answer").to_pylist(), examples.column("candidates").to_pylist()
     scored = score_under_edits(receiver, tokenizer, site.layer, [prompts[i] for i in keep],
                                [positions[i] for i in keep], [answers[i] for i in keep],
-                               [candidates[i] for i in keep], edits_for, batch_size)
+                               [candidates[i] for i in keep], edits_for, batch_tokens=batch_tokens,
+                               progress=Progress(len(keep), f"injection at layer {site.layer}, role {site.role}"))
     for n, edits, score, names, gold in scored:
         i = keep[n]
         h = score.clean_state.astype(np.float64)
@@ -162,7 +166,8 @@ def control_seed(bridge_seed: int, role: str) -> int:
 def run_injection_job(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
                       bridge_dir: str | Path, sender_store: ActivationStore, receiver_store: ActivationStore,
                       sender_layer: int, receiver_layer: int, method: str, seed: int, *, roles: Sequence[str],
-                      conditions: Sequence[str], alphas: Sequence[float], batch_size: int = 16) -> pa.Table:
+                      conditions: Sequence[str], alphas: Sequence[float],
+                      batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
     """One injection job: one bridge (pair, method, seed), every role, on ``examples`` (eval).
 
     ``bridge_dir/{role}`` holds the role's fitted bridges, one per context mode or pooled
@@ -177,7 +182,7 @@ def run_injection_job(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
         full_keys, full_states = receiver_store.read(receiver_layer, role)
         result = run_injection(receiver, tokenizer, examples, InjectionSite(receiver_layer, role), bridges,
                                sender_keys, sender_states, conditions, alphas, full_keys, full_states,
-                               seed=control_seed(seed, role), batch_size=batch_size)
+                               seed=control_seed(seed, role), batch_tokens=batch_tokens)
         log.info("%s %s seed %d role %s: %d rows", pair_name(sender_layer, receiver_layer), method, seed, role,
                  result.num_rows)
         tables.append(tag_rows(result, sender_layer, receiver_layer, method, seed))

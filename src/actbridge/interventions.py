@@ -28,11 +28,14 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from actbridge.evaluation import continuation_ids, score_continuation, with_gold
+from actbridge.encoding import continuation_ids, prompt_token_ids, with_gold
+from actbridge.heads import token_scores
 from actbridge.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
     from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
+
+    from actbridge.logs import Progress
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,20 @@ def residual_edit(model: "PreTrainedModel", layer: int, rows: torch.Tensor, posi
         yield
     finally:
         handle.remove()
+
+
+def score_continuation(logprobs: torch.Tensor, row: int, first_prediction: int, targets: Sequence[int]
+                       ) -> tuple[float, bool]:
+    """Teacher-forced score of ``targets`` in row ``row`` of ``logprobs`` [batch, seq, vocab] (the naive path).
+
+    ``targets[j]`` is predicted at position ``first_prediction + j``. Returns the
+    summed log-probability and whether every target is the arg-max there (greedy
+    decoding reproduces the continuation).
+    """
+    positions = torch.arange(first_prediction, first_prediction + len(targets))
+    target = torch.as_tensor(targets, dtype=torch.long)
+    token_logprobs = logprobs[row, positions, target]
+    return float(token_logprobs.sum()), bool((logprobs[row, positions].argmax(-1) == target).all())
 
 
 def _rows(examples: Sequence[Example], edits: Sequence[Edits]) -> list[tuple[int, int, int]]:
@@ -262,7 +279,7 @@ def pack_rows(examples: Sequence[Example], edit_counts: Sequence[int], pad_id: i
 
 
 def packed_attention_mask(rows: PackedRows, prefix_lengths: torch.Tensor, prefix_width: int,
-                          dtype: torch.dtype) -> torch.Tensor:
+                          dtype: torch.dtype, sliding_window: int | None = None) -> torch.Tensor:
     """Additive 4D mask [batch, 1, width, prefix_width + width] for the packed pass.
 
     A query sees its row's real prefix keys (k < prefix_lengths[r]); in the
@@ -277,6 +294,9 @@ def packed_attention_mask(rows: PackedRows, prefix_lengths: torch.Tensor, prefix
     packed_ok = (same_block | from_parent) & key_real  # [batch, queries, keys]
     prefix_ok = torch.arange(prefix_width)[None, :] < prefix_lengths[:, None]  # [batch, prefix]
     allowed = torch.cat([prefix_ok[:, None, :].expand(-1, block.shape[1], -1), packed_ok], dim=2)
+    if sliding_window is not None:  # a sliding-attention layer sees only the last ``sliding_window`` positions
+        key_positions = torch.cat([torch.arange(prefix_width)[None, :].expand(len(block), -1), rows.position_ids], 1)
+        allowed &= (rows.position_ids[:, :, None] - key_positions[:, None, :]) < sliding_window
     mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
@@ -284,10 +304,10 @@ def packed_attention_mask(rows: PackedRows, prefix_lengths: torch.Tensor, prefix
 
 @dataclass(frozen=True)
 class ScoredTokens:
-    """Every candidate token of a packed pass, where it is predicted; ``owners`` index ``predictors``."""
+    """Every candidate token of a packed pass; ``owners`` index ``predictors``."""
 
-    logprobs: torch.Tensor  # [tokens, vocab] float log-softmax at the position that predicts each token
-    targets: torch.Tensor  # [tokens] the candidate's token there
+    logprob: torch.Tensor  # [tokens] float32 log-probability of the candidate's token where it is predicted
+    is_argmax: torch.Tensor  # [tokens] bool: the token is the arg-max there
     owners: torch.Tensor  # [tokens] which (example, edit, candidate) row the token belongs to
     predictors: list[tuple[int, int, int, list[int]]]
 
@@ -301,10 +321,39 @@ def prefix_cache(model: "PreTrainedModel", examples: Sequence[Example], pad_id: 
         return None, prefix_lengths
     device = next(model.parameters()).device
     prefix_ids, prefix_mask = right_padded([e.prompt_ids[: e.position] for e in examples], pad_id)
+    from transformers import DynamicCache
+
+    # a cache without the model's config keeps every key, also in sliding-window layers (which would drop all
+    # but the last window's): the packed pass's masks give each layer the keys it may see
+    cache = DynamicCache()
     with torch.no_grad():  # the prefix needs its keys and values, not logits over the vocabulary
-        cache = model.base_model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
-                                 use_cache=True).cache
+        model.base_model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device), cache=cache,
+                         use_cache=True)
     return cache, prefix_lengths
+
+
+def _to(mask: "torch.Tensor | dict[str, torch.Tensor]", device) -> "torch.Tensor | dict[str, torch.Tensor]":
+    return {kind: m.to(device) for kind, m in mask.items()} if isinstance(mask, dict) else mask.to(device)
+
+
+def sliding_window(model: "PreTrainedModel") -> int | None:
+    """The window of the model's sliding-attention layers, if it has any."""
+    config = getattr(model.config, "text_config", None) or model.config
+    if "sliding_attention" not in (getattr(config, "layer_types", None) or ()):
+        return None
+    return getattr(config, "sliding_window", None)
+
+
+def packed_masks(model: "PreTrainedModel", rows: PackedRows, prefix_lengths: torch.Tensor,
+                 dtype: torch.dtype) -> "torch.Tensor | dict[str, torch.Tensor]":
+    """The packed pass's mask; for a model with sliding-window layers, one per layer type (as HF takes them)."""
+    full = packed_attention_mask(rows, prefix_lengths, int(prefix_lengths.max()), dtype)
+    window = sliding_window(model)
+    if window is None:
+        return full
+    return {"full_attention": full,
+            "sliding_attention": packed_attention_mask(rows, prefix_lengths, int(prefix_lengths.max()), dtype,
+                                                       sliding_window=window)}
 
 
 def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example], layer: int,
@@ -323,32 +372,30 @@ def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example],
     dtype = next(model.parameters()).dtype
     cache, prefix_lengths = prefix_cache(model, examples, pad_id)
     rows = pack_rows(examples, [len(e) for e in edits], pad_id)
-    mask = packed_attention_mask(rows, prefix_lengths, int(prefix_lengths.max()), dtype)
+    mask = packed_masks(model, rows, prefix_lengths, dtype)
     edit_rows = torch.as_tensor([i for i, starts in enumerate(rows.edit_starts) for _ in starts])
     edit_positions = torch.as_tensor([start for starts in rows.edit_starts for start in starts])
     keep = torch.cat([e.keep for e in edits])
     vector = torch.cat([e.vector for e in edits])
     norm_scaled = torch.cat([e.norm_scaled for e in edits])
-    # logits only at the packed positions that predict a candidate token
-    needed = sorted({p for *_, predicting in rows.predictors for p in predicting})
-    column = {p: n for n, p in enumerate(needed)}
     with residual_edit(model, layer, edit_rows, edit_positions, keep, vector, norm_scaled, recorded):
-        logits = model(input_ids=rows.input_ids.to(device), attention_mask=mask.to(device),
-                       position_ids=rows.position_ids.to(device), cache=cache,
-                       use_cache=cache is not None,
-                       logits_to_keep=torch.as_tensor(needed or [0], dtype=torch.long).to(device)).logits
-    # every scored token at once: (row, logit column, target) and the (example, edit, candidate) it belongs to
-    token_rows, token_columns, token_targets, owners = [], [], [], []
+        final = model.base_model(input_ids=rows.input_ids.to(device), attention_mask=_to(mask, device),
+                                 position_ids=rows.position_ids.to(device), cache=cache,
+                                 use_cache=cache is not None).last_hidden_state  # [batch, width, d]
+    # the vocabulary only at the packed positions that predict a candidate token, each projected once
+    sites = sorted({(i, p) for i, _, _, predicting in rows.predictors for p in predicting})
+    site_index = {site: n for n, site in enumerate(sites)}
+    predictor, targets, owners = [], [], []
     for owner, (i, _, c, predicting) in enumerate(rows.predictors):
-        token_rows.extend([i] * len(predicting))
-        token_columns.extend(column[p] for p in predicting)
-        token_targets.extend(examples[i].candidates[c])
+        predictor.extend(site_index[(i, p)] for p in predicting)
+        targets.extend(examples[i].candidates[c])
         owners.extend([owner] * len(predicting))
-    picked = logits[torch.as_tensor(token_rows, dtype=torch.long).to(device),
-                    torch.as_tensor(token_columns, dtype=torch.long).to(device)]  # [tokens, vocab]
-    return ScoredTokens(torch.log_softmax(picked.float(), dim=-1),
-                        torch.as_tensor(token_targets, dtype=torch.long).to(device),
-                        torch.as_tensor(owners, dtype=torch.long), rows.predictors)
+    site_rows = torch.as_tensor([i for i, _ in sites], dtype=torch.long, device=device)
+    site_columns = torch.as_tensor([p for _, p in sites], dtype=torch.long, device=device)
+    scores = token_scores(model, final[site_rows, site_columns], torch.as_tensor(predictor, dtype=torch.long),
+                          torch.as_tensor(targets, dtype=torch.long))
+    return ScoredTokens(scores.logprob, scores.is_argmax, torch.as_tensor(owners, dtype=torch.long),
+                        rows.predictors)
 
 
 @torch.inference_mode()
@@ -358,8 +405,8 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
     (suffix + candidate tokens beyond the first) tokens, instead of edits x candidates x whole sequences."""
     recorded: list[torch.Tensor] = []
     scored = packed_token_logprobs(model, examples, layer, edits, pad_id, recorded)
-    token_logprob = scored.logprobs.gather(-1, scored.targets[:, None])[:, 0].double().cpu().numpy()
-    token_miss = (scored.logprobs.argmax(-1) != scored.targets).cpu().numpy()
+    token_logprob = scored.logprob.double().cpu().numpy()
+    token_miss = (~scored.is_argmax).cpu().numpy()
     owners = scored.owners.numpy()
     owner_logprob = np.zeros(len(scored.predictors))
     owner_misses = np.zeros(len(scored.predictors), dtype=np.int64)
@@ -371,26 +418,64 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
                     owner_misses == 0, clean_states)
 
 
+def packed_width(example: Example, n_edits: int) -> int:
+    """Tokens of an example's packed row: every edit's suffix and every candidate's tokens but the last."""
+    suffix = len(example.prompt_ids) - example.position
+    return n_edits * (suffix + sum(max(len(c) - 1, 0) for c in example.candidates))
+
+
+def batch_cost(prefix: int, width: int, rows: int) -> int:
+    """Padded tokens of a batch: its prefix pass and its packed pass."""
+    return rows * (prefix + width)
+
+
 def score_under_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", layer: int,
                       prompts: Sequence[str], positions: Sequence[int], answers: Sequence[str],
-                      candidates: Sequence[Sequence[str]], edits_for: Callable[[int], Edits], batch_size: int
+                      candidates: Sequence[Sequence[str]], edits_for: Callable[[int], Edits], *,
+                      batch_tokens: int, batch_key: str = "batch_tokens", progress: "Progress | None" = None
                       ) -> Iterator[tuple[int, Edits, CandidateScores, list[str], int]]:
     """Score each prompt's candidate answers (the gold one added if missing) under its edits, in batches.
 
-    Yields, per example n: (n, its edits, its scores [K, C], the candidate
-    names, the gold answer's index among them). ``edits_for(n)`` is called
-    one batch at a time, so edits for a whole split never sit in memory.
+    Yields, in order, per example n: (n, its edits, its scores [K, C], the candidate names, the gold
+    answer's index among them). A batch holds as many examples as fit in ``batch_tokens`` padded tokens
+    (prefix pass plus packed pass, :func:`batch_cost`; an example above it runs alone), so memory follows
+    the tokens, not the rows. ``edits_for(n)`` is called as its batch is filled: the edits of a whole
+    split never sit in memory. Before the first batch its peak is estimated against the free memory, and
+    running out of memory fails naming ``batch_key`` (:mod:`actbridge.memory`).
     """
+    from actbridge.memory import batches_sized_by, check_batch_fits
+
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for begin in range(0, len(prompts), batch_size):
-        batch = range(begin, min(begin + batch_size, len(prompts)))
-        examples, edits, named = [], [], []
-        for n in batch:
-            names, gold = with_gold(candidates[n], answers[n])
-            prompt_ids = tokenizer(prompts[n], add_special_tokens=False)["input_ids"]
-            examples.append(Example(prompt_ids, int(positions[n]), continuation_ids(tokenizer, names)))
-            edits.append(edits_for(n))
-            named.append((names, gold))
-        for n, example_edits, score, (names, gold) in zip(batch, edits, fast_scores(model, examples, layer, edits,
-                                                                                     pad_id=pad_id), named):
+    prompt_ids = prompt_token_ids(tokenizer, prompts)
+    batch: list[tuple[int, Example, Edits, list[str], int]] = []
+    longest_prefix = widest = 0
+    checked = False
+
+    def flush():
+        nonlocal checked
+        if not checked:
+            check_batch_fits(model, tokens=batch_cost(longest_prefix, widest, len(batch)),
+                             keys_per_query=longest_prefix + widest, key=batch_key, value=batch_tokens,
+                             device=next(model.parameters()).device)
+            checked = True
+        with batches_sized_by(batch_key, batch_tokens):
+            scores = fast_scores(model, [e for _, e, *_ in batch], layer, [k for _, _, k, *_ in batch],
+                                 pad_id=pad_id)
+        for (n, _, example_edits, names, gold), score in zip(batch, scores):
             yield n, example_edits, score, names, gold
+        if progress is not None:
+            progress.update(len(batch))
+
+    for n in range(len(prompts)):
+        names, gold = with_gold(candidates[n], answers[n])
+        example = Example(prompt_ids[n], int(positions[n]), continuation_ids(tokenizer, names))
+        example_edits = edits_for(n)
+        width = packed_width(example, len(example_edits))
+        if batch and batch_cost(max(longest_prefix, example.position), max(widest, width),
+                                len(batch) + 1) > batch_tokens:
+            yield from flush()
+            batch, longest_prefix, widest = [], 0, 0
+        batch.append((n, example, example_edits, names, gold))
+        longest_prefix, widest = max(longest_prefix, example.position), max(widest, width)
+    if batch:
+        yield from flush()

@@ -42,8 +42,12 @@ def resolve_role_positions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence
                            roles: Sequence[str] = ROLES) -> dict[str, np.ndarray]:
     """Token index of each role in each prompt; -1 where the role is absent (no bridge in 1-hop).
 
-    ``spans[role][i]`` is the ``[start, end)`` character span for ``prompts[i]``.
+    ``spans[role][i]`` is the ``[start, end)`` character span for ``prompts[i]``. Indices count the
+    tokenizer's leading special tokens (a BOS), as :func:`actbridge.encoding.prompt_token_ids` encodes.
     """
+    from actbridge.encoding import special_prefix
+
+    lead = len(special_prefix(tokenizer))
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; allowed: {list(ROLES)}")
@@ -56,17 +60,17 @@ def resolve_role_positions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence
             tokenizer(prompt, add_special_tokens=False)["input_ids"])
         for role in roles:
             if role == "last":
-                positions[role][i] = n_tokens - 1
+                positions[role][i] = lead + n_tokens - 1
                 continue
             span = spans[role][i]
             if span is None:
                 continue
             end_char = int(span[1]) - 1
             if tokenizer.is_fast:
-                positions[role][i] = token_index_of_char(all_offsets[i], end_char)
+                positions[role][i] = lead + token_index_of_char(all_offsets[i], end_char)
             else:  # no offsets: the mention ends at the last token of the prefix that ends with it
                 prefix = tokenizer(prompt[: end_char + 1], add_special_tokens=False)["input_ids"]
-                positions[role][i] = len(prefix) - 1
+                positions[role][i] = lead + len(prefix) - 1
     return positions
 
 

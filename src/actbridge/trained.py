@@ -30,7 +30,8 @@ import torch
 
 from actbridge.activations import RowKey
 from actbridge.bridges import Bridge
-from actbridge.evaluation import encode_continuations
+from actbridge.encoding import encode_continuations
+from actbridge.heads import token_scores
 from actbridge.interventions import Edits, Example, packed_token_logprobs, residual_edit
 from actbridge.padding import right_padded
 from actbridge.roles import role_positions_for_table
@@ -136,7 +137,7 @@ def cached_prefix_answer_loss(receiver: "PreTrainedModel", layer: int, rows: Ans
     keep = torch.ones(1) if injection == "add" else torch.zeros(1)
     edits = [Edits(keep, bridged[j: j + 1], torch.zeros(1, dtype=torch.bool)) for j in range(len(index))]
     scored = packed_token_logprobs(receiver, examples, layer, edits, pad_id)
-    return -scored.logprobs.gather(-1, scored.targets[:, None]).sum() / len(index)
+    return -scored.logprob.sum() / len(index)
 
 
 def whole_sequence_answer_loss(receiver: "PreTrainedModel", layer: int, rows: AnswerRows, index: np.ndarray,
@@ -149,14 +150,15 @@ def whole_sequence_answer_loss(receiver: "PreTrainedModel", layer: int, rows: An
     keep = torch.full((n,), 1.0 if injection == "add" else 0.0)
     with residual_edit(receiver, layer, torch.arange(n), torch.as_tensor(rows.positions[index]), keep,
                        bridged, torch.zeros(n, dtype=torch.bool)):
-        logits = receiver(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t + 1
-    targets = input_ids[:, 1:].to(device)
-    predicted_at = torch.arange(targets.shape[1], device=device)[None, :]
-    starts = torch.as_tensor(rows.answer_start[index], device=device)[:, None]
-    answer = (predicted_at >= starts - 1) & (attention[:, 1:].to(device) > 0)
-    token_logprobs = logprobs.gather(-1, targets[..., None])[..., 0]
-    return -(token_logprobs * answer).sum() / n
+        final = receiver.base_model(input_ids=input_ids.to(device),
+                                    attention_mask=attention.to(device)).last_hidden_state
+    # position t predicts token t + 1: the vocabulary only at the positions that predict an answer token
+    sites = [(row, t) for row, i in enumerate(index) for t in range(rows.answer_start[i] - 1, len(rows.token_ids[i]) - 1)]
+    site_rows = torch.as_tensor([row for row, _ in sites], device=device)
+    site_columns = torch.as_tensor([t for _, t in sites], device=device)
+    scores = token_scores(receiver, final[site_rows, site_columns], torch.arange(len(sites)),
+                          input_ids.to(device)[site_rows, site_columns + 1])
+    return -scores.logprob.sum() / n
 
 
 def _mean_loss(receiver: "PreTrainedModel", layer: int, rows: AnswerRows, bridge_map: BridgeMap,

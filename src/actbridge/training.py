@@ -319,7 +319,7 @@ def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase, dev
     candidates = heldout.column("candidates").to_pylist()
 
     def evaluate(model: GPTNeoXForCausalLM) -> dict[str, float]:
-        scores = score_answers(model, tokenizer, prompts, answers, candidates, device=device)
+        scores = score_answers(model, tokenizer, prompts, answers, candidates)
         return {f"heldout_em_{h}hop": round(float(scores.exact_match[hops == h].mean()), 4)
                 for h in sorted(set(hops))}
 

@@ -19,5 +19,5 @@ table = run_injection_job(model, tokenizer, pq.read_table(snakemake.input.eval),
                           ActivationStore(snakemake.input.receiver_eval, quarantine=True), sender_layer,
                           receiver_layer, snakemake.wildcards.method, int(snakemake.wildcards.seed),
                           roles=settings["roles"], conditions=settings["conditions"], alphas=settings["alphas"],
-                          batch_size=snakemake.config["injection"]["batch_size"])
+                          batch_tokens=snakemake.config["batch_tokens"])
 write_parquet(table, snakemake.output[0])

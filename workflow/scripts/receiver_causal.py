@@ -16,7 +16,7 @@ model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["devi
 patches, self_patches = receiver_causal_tables(model, tokenizer,
                                                pq.read_table(snakemake.input.eval), snakemake.params.layers,
                                                snakemake.params.roles,
-                                               batch_size=snakemake.config["injection"]["batch_size"])
+                                               batch_tokens=snakemake.config["batch_tokens"])
 settings = StatsSettings.from_config(snakemake.params.stats)
 effects = [patching_effects(patches, settings)] if patches.num_rows else []
 effects += [self_patch_effects(self_patches, settings)] if self_patches.num_rows else []

@@ -18,7 +18,7 @@ ablations, patches = sender_causal_tables(model, tokenizer,
                                           snakemake.params.roles,
                                           ActivationStore(snakemake.input.eval_states, quarantine=True),
                                           ActivationStore(snakemake.input.train_states, quarantine=True),
-                                          batch_size=snakemake.config["injection"]["batch_size"])
+                                          batch_tokens=snakemake.config["batch_tokens"])
 settings = StatsSettings.from_config(snakemake.params.stats)
 effects = pa.concat_tables([ablation_effects(ablations, settings)]
                            + ([patching_effects(patches, settings)] if patches.num_rows else []))

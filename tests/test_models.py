@@ -188,3 +188,41 @@ def test_the_record_keeps_the_shape_so_the_dag_never_parses_the_weights(tmp_path
     GPTNeoXForCausalLM(pythia_config(2, 64, 4, 256)).config.save_pretrained(tmp_path / "weights")
     write_model_record(tmp_path / "resolved", old)
     assert recorded_shape(tmp_path / "resolved") is None and layer_count(tmp_path / "resolved") == 2
+
+
+def test_a_gguf_file_with_weights_is_dequantized_once_and_scores_as_the_original(tmp_path, tokenizer, eval_table):
+    """A random Llama written as GGUF (llama.cpp's layout, through the gguf package) goes through the real
+    path: the model rule de-quantizes it once into safetensors with its tokenizer, clearing the quantized flag
+    that makes save_pretrained refuse; every later job loads that copy and gets the original's logits."""
+    pytest.importorskip("gguf")
+    pytest.importorskip("accelerate")  # transformers needs it to load a GGUF file
+    from gguf_writer import tiny_llama, write_llama_gguf
+
+    from actbridge.models import CONVERTED_DIR, build_named_model, load_for_job
+
+    original = tiny_llama(tokenizer)
+    (tmp_path / "gguf").mkdir()
+    write_llama_gguf(original, tokenizer, tmp_path / "gguf" / "tiny.gguf")
+    record = build_named_model({"path": str(tmp_path / "gguf"), "gguf_file": "tiny.gguf"}, "models.sender",
+                               tmp_path / "sender")
+    assert record["converted"] == CONVERTED_DIR and record["kind"] == "gguf"
+    assert record["shape"] == {"num_layers": 2, "hidden_size": 64, "vocab_size": len(tokenizer)}
+    assert any((tmp_path / "sender" / CONVERTED_DIR).glob("*.safetensors"))
+    model, loaded_tokenizer, _ = load_for_job(tmp_path / "sender", "cpu", "float32")
+    assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
+    prompt = eval_table.column("full_prompt")[0].as_py()
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert loaded_tokenizer(prompt, add_special_tokens=False)["input_ids"] == ids
+    with torch.inference_mode():
+        gap = (model(torch.tensor([ids])).logits - original(torch.tensor([ids])).logits).abs().max()
+    assert float(gap) < 1e-5
+
+
+def test_a_truncated_gguf_file_is_refused_naming_the_key(tmp_path, tokenizer):
+    pytest.importorskip("gguf")
+    from gguf_writer import tiny_llama, write_llama_gguf
+
+    path = write_llama_gguf(tiny_llama(tokenizer), tokenizer, tmp_path / "tiny.gguf")
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(ModelUnavailableError, match="models.receiver: .*truncated"):
+        describe_named_model({"path": str(tmp_path), "gguf_file": "tiny.gguf"}, key="models.receiver")

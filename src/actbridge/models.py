@@ -35,6 +35,10 @@ from actbridge.layout import MODEL_RECORD, recorded_shape
 log = logging.getLogger(__name__)
 
 RECIPE_FILE = "recipe.json"
+# A GGUF model is de-quantized once, by the model rule, into this sub-directory of its pipeline directory
+# (safetensors and the tokenizer's JSON): every later job loads that in seconds, where parsing and
+# de-quantizing the GGUF file takes up to a minute per job (Gemma-3-270M on 2 cores: 22 s tokenizer, 41 s weights).
+CONVERTED_DIR = "weights"
 # Bump when the training code changes in a way that changes the weights it produces.
 RECIPE_VERSION = 1
 HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model"]
@@ -122,7 +126,8 @@ def check_gguf_loadable(path: Path, key: str) -> None:
     try:
         architecture = gguf_architecture(path)
     except Exception as error:  # not a GGUF file, truncated header, ...
-        raise ModelUnavailableError(f"config key {key}: {path} is not a readable GGUF file ({error})") from error
+        raise ModelUnavailableError(f"config key {key}: {path} is not a readable GGUF file, or is truncated "
+                                    f"({error})") from error
     supported = sorted(set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer"})
     if architecture not in supported:
         raise ModelUnavailableError(
@@ -163,8 +168,71 @@ def describe_named_model(spec: dict, key: str) -> dict[str, Any]:
     path = Path(spec["path"]).expanduser().resolve()
     gguf_file = spec.get("gguf_file")
     check_local_model(path, key, gguf_file)
-    return {"kind": kind, "path": str(path), "gguf_file": gguf_file,
-            "weights_sha256": weights_fingerprint(path, gguf_file), "shape": parsed_shape(path, gguf_file)}
+    record = {"kind": kind, "path": str(path), "gguf_file": gguf_file,
+              "weights_sha256": weights_fingerprint(path, gguf_file)}
+    if gguf_file is None:
+        record["shape"] = parsed_shape(path)
+    return record
+
+
+def convert_gguf(path: Path, gguf_file: str, destination: Path, key: str) -> dict[str, int]:
+    """De-quantize a GGUF model once into ``destination`` (safetensors + tokenizer); returns its shape.
+
+    transformers flags a model loaded from GGUF as quantized and its ``save_pretrained`` refuses it; the
+    weights are plain float32 tensors by then, so the flag is cleared before saving.
+    """
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file, local_files_only=True,
+                                                  trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, local_files_only=True,
+                                                     trust_remote_code=False, dtype=torch.float32)
+    except Exception as error:
+        raise ModelUnavailableError(f"config key {key}: transformers cannot load {path / gguf_file} "
+                                    f"({type(error).__name__}: {error})") from error
+    dequantized(model)
+    destination.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(destination, safe_serialization=True)
+    tokenizer.save_pretrained(destination)
+    return parsed_shape(destination)
+
+
+def dequantized(model: PreTrainedModel) -> PreTrainedModel:
+    """Clear the quantized flag transformers sets on a model loaded (and de-quantized) from GGUF."""
+    model.hf_quantizer = None
+    for holder in (model, model.config):
+        for attribute in ("is_quantized", "quantization_method", "quantization_config"):
+            if attribute in vars(holder):
+                delattr(holder, attribute)
+    return model
+
+
+def build_named_model(spec: dict, key: str, out_dir: str | Path) -> dict[str, Any]:
+    """The pipeline directory of a named model: its record, and for a GGUF file its de-quantized copy."""
+    from actbridge.io import atomic_directory
+
+    record = describe_named_model(spec, key)
+    with atomic_directory(out_dir) as tmp:
+        if record.get("gguf_file"):
+            log.info("de-quantizing %s once into %s", record["gguf_file"], CONVERTED_DIR)
+            record["shape"] = convert_gguf(Path(record["path"]), record["gguf_file"], tmp / CONVERTED_DIR, key)
+            record["converted"] = CONVERTED_DIR
+        check_tokenizer(tmp, record, key)
+        write_model_record(tmp, record)
+    return record
+
+
+def check_tokenizer(model_dir: Path, record: dict, key: str) -> None:
+    """The tokenizer loads and can pad (or borrow its EOS for it), checked before any model job starts."""
+    path, gguf_file = _location(model_dir, record)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False,
+                                                  **({"gguf_file": gguf_file} if gguf_file else {}))
+    except Exception as error:
+        raise ModelUnavailableError(f"config key {key}: the tokenizer at {path} does not load "
+                                    f"({type(error).__name__}: {error})") from error
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
+        raise ModelUnavailableError(f"config key {key}: the tokenizer at {path} has neither a pad nor an EOS "
+                                    "token to pad batches with; add one (tokenizer.add_special_tokens) and save it")
 
 
 def write_model_record(model_dir: Path, record: dict) -> None:
@@ -181,9 +249,14 @@ def read_model_record(model_dir: str | Path) -> dict:
 
 def weights_location(model_dir: str | Path) -> tuple[Path, str | None]:
     """Directory to load from and GGUF file name (if any) for a pipeline model directory."""
-    record = read_model_record(model_dir)
+    return _location(Path(model_dir), read_model_record(model_dir))
+
+
+def _location(model_dir: Path, record: dict) -> tuple[Path, str | None]:
     if record["kind"] == "micro":
-        return Path(model_dir), None
+        return model_dir, None
+    if record.get("converted"):
+        return model_dir / record["converted"], None
     return Path(record["path"]), record.get("gguf_file")
 
 
@@ -203,7 +276,11 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu",
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {"use_safetensors": True}
     model = AutoModelForCausalLM.from_pretrained(
         path, local_files_only=True, trust_remote_code=False, dtype=dtype, **kwargs)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    from actbridge.heads import check_output_head
+
+    check_output_head(model)  # the bounded scoring path computes the logits as this model's forward does
+    return model
 
 
 def load_for_job(model_dir: str | Path, device: str, dtype: str, threads: int = 0

@@ -4,10 +4,9 @@ import logging
 from pathlib import Path
 
 from actbridge.config import model_kind
-from actbridge.io import atomic_directory
 from actbridge.logs import log_to_file
 from actbridge.micro import build_micro_model, micro_recipe
-from actbridge.models import configure_threads, describe_named_model, resolve_device, write_model_record
+from actbridge.models import build_named_model, configure_threads, resolve_device
 
 log_to_file(snakemake.log[0])
 # device and threads change where and how fast a job runs, not what it means: read them from the
@@ -22,7 +21,5 @@ if model_kind(spec) == "micro":
     record = build_micro_model(snakemake.output[0], recipe, snakemake.input.tokenizer, snakemake.input.lm_train,
                                shipped, device=resolve_device(snakemake.config["device"]))
 else:
-    record = describe_named_model(spec, key=f"models.{name}")
-    with atomic_directory(snakemake.output[0]) as tmp:
-        write_model_record(tmp, record)
+    record = build_named_model(spec, key=f"models.{name}", out_dir=snakemake.output[0])
 logging.info("model %s ready: %s", name, record.get("origin", record["kind"]))

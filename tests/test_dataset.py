@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from actbridge.dataset import (DataConfig, FACTS_MARK, QUESTION_MARK, TEMPLATES, Template, build_split,
+from actbridge.dataset import (DataConfig, name_pool, FACTS_MARK, QUESTION_MARK, TEMPLATES, Template, build_split,
                                counterfactual_world, iter_split_rows, prompts_for_mode, sample_world)
 from actbridge.io import write_parquet
 
@@ -225,3 +225,34 @@ def test_relay_rows_only_for_one_hop_and_never_in_lm_train():
                                                                               twin["full_prompt"])
         assert row["receiver_prompt"].startswith(f"{FACTS_MARK} {QUESTION_MARK}")
     assert {row["mode"] for row in iter_split_rows(config, "lm_train")} == {"shared"}
+
+
+def test_shots_prepend_fresh_solved_worlds_without_changing_the_question_or_leaking_its_facts(small_config):
+    plain = build_split(small_config, "eval").to_pylist()
+    shot = build_split(DataConfig(**{**small_config.__dict__, "template": "english", "shots": 2}), "eval").to_pylist()
+    english = build_split(DataConfig(**{**small_config.__dict__, "template": "english"}), "eval").to_pylist()
+    assert len(shot) == len(plain) == len(english)
+    names = set(name_pool())
+    for with_shots, without in zip(shot, english):
+        assert with_shots["answer"] == without["answer"] and with_shots["candidates"] == without["candidates"]
+        for side in ("sender", "receiver", "full"):
+            prefix = with_shots[f"{side}_prompt"][: -len(without[f"{side}_prompt"])]
+            assert with_shots[f"{side}_prompt"].endswith(without[f"{side}_prompt"])
+            assert prefix.count("\n") == 2 and prefix.count("Q:") == 2
+            shown = set(re.findall(r"[A-Z][a-z]+", prefix)) & names
+            world = set(re.findall(r"[A-Z][a-z]+", without["full_prompt"])) & names
+            assert shown and not shown & world  # no name of the question's world in a demonstration
+            # spans move with the prefix: they still name the same text
+            span = with_shots[f"{side}_subject_span"]
+            assert with_shots[f"{side}_prompt"][span[0]:span[1]] == with_shots["subject"]
+            if with_shots[f"{side}_bridge_span"] is not None:
+                span = with_shots[f"{side}_bridge_span"]
+                assert with_shots[f"{side}_prompt"][span[0]:span[1]] == with_shots["bridge_entity"]
+        # the sides of one example share their demonstrations
+        assert with_shots["sender_prompt"].split("\n")[:2] == with_shots["receiver_prompt"].split("\n")[:2]
+
+
+def test_shots_are_not_given_to_lm_train(small_config):
+    config = DataConfig(**{**small_config.__dict__, "shots": 3, "sizes": {**small_config.sizes, "lm_train": 20}})
+    assert build_split(config, "lm_train").to_pylist() == build_split(
+        DataConfig(**{**small_config.__dict__, "sizes": {**small_config.sizes, "lm_train": 20}}), "lm_train").to_pylist()

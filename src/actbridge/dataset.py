@@ -69,6 +69,8 @@ PARTIAL_MODES: tuple[str, ...] = ("asymmetric", "relay")
 ACCURACY_VIEWS: tuple[tuple[str, str], ...] = (("shared", "full"), ("asymmetric", "sender"),
                                                ("asymmetric", "receiver"), ("relay", "receiver"))
 MAX_DISTRACTORS = 11
+MAX_SHOTS = 8
+SHOT_SEPARATOR = "\n"
 QUESTION_MARK = "Q:"
 FACTS_MARK = "Facts:"  # so every name, the first included, follows a space and tokenizes alike
 
@@ -85,8 +87,11 @@ class DataConfig:
         "lm_train": 20000, "bridge_train": 2000, "bridge_val": 500, "eval": 1000})
     train_questions: int = 6
     template: str = "compact"
+    shots: int = 0  # solved demonstrations before every prompt of bridge_train, bridge_val and eval
 
     def __post_init__(self) -> None:
+        if not 0 <= self.shots <= MAX_SHOTS:
+            raise ValueError(f"data.shots must be in [0, {MAX_SHOTS}], got {self.shots}")
         if not self.hops or min(self.hops) < 1:
             raise ValueError(f"data.hops must be a non-empty list of ints >= 1, got {self.hops}")
         if not 0 <= self.distractors <= MAX_DISTRACTORS:
@@ -109,6 +114,7 @@ class DataConfig:
             sizes={**defaults.sizes, **{k: int(v) for k, v in data.get("sizes", {}).items()}},
             train_questions=int(data.get("train_questions", defaults.train_questions)),
             template=str(data.get("template", defaults.template)),
+            shots=int(data.get("shots", defaults.shots)),
         )
 
 
@@ -292,6 +298,39 @@ def prompts_for_mode(world: World, mode: str, template: Template) -> dict[str, P
     raise ValueError(f"unknown context mode {mode!r}; allowed: {list(CONTEXT_MODES)}")
 
 
+def demo_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The demonstrations' own stream per example: adding shots never changes the worlds asked about."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, SPLITS.index(split), index, 1])))
+
+
+def demonstrations(world: World, rng: np.random.Generator, shots: int, template: Template) -> str:
+    """``shots`` solved questions on fresh worlds of the same shape (full context, the answer written after
+    the question), each followed by :data:`SHOT_SEPARATOR`. A demonstration world shares no name with
+    ``world`` nor with another demonstration, so no fact of the question's world is shown solved."""
+    taken = {name for chain in world.chains() for name in chain.entities}
+    pieces = []
+    while len(pieces) < shots:
+        demo = sample_world(rng, world.hops, len(world.distractors))
+        names = {name for chain in demo.chains() for name in chain.entities}
+        if names & taken:
+            continue
+        taken |= names
+        question = template.question(demo.focus.entities[0], demo.focus.relations)
+        solved = render_prompt(template, demo.fact_order, question, demo.focus.entities[0], demo.bridge_entity,
+                               demo.focus.relations[0])
+        pieces.append(f"{solved.text} {demo.focus.answer}{SHOT_SEPARATOR}")
+    return "".join(pieces)
+
+
+def after(prefix: str, prompt: Prompt) -> Prompt:
+    """``prompt`` behind ``prefix``, its spans moved along."""
+    def moved(span):
+        return None if span is None else (span[0] + len(prefix), span[1] + len(prefix))
+
+    return Prompt(prefix + prompt.text, moved(prompt.bridge_span), moved(prompt.subject_span),
+                  moved(prompt.relation_span))
+
+
 def counterfactual_world(world: World) -> World | None:
     """The same world with the focus's first-hop object swapped for the first distractor chain's: a new bridge
     entity and a new answer, every other fact and the question unchanged (None without a later hop or a distractor).
@@ -401,12 +440,15 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
         world = sample_world(rng, hops, n_distractors)
         extra = training_questions(world, rng, config.train_questions, template) if split == "lm_train" else []
         candidates = sorted(chain.answer for chain in world.chains())
+        shown = (demonstrations(world, demo_rng(config.seed, split, index), config.shots, template)
+                 if config.shots and split != "lm_train" else "")
         for mode in config.context_modes:
             if not mode_applies(mode, hops, split):
                 continue
-            prompts = prompts_for_mode(world, mode, template)
+            prompts = {side: after(shown, p) for side, p in prompts_for_mode(world, mode, template).items()}
             counterfactual = counterfactual_world(world) if mode == "shared" and split != "lm_train" else None
-            alternative = prompts_for_mode(counterfactual, "shared", template)["full"] if counterfactual else None
+            alternative = (after(shown, prompts_for_mode(counterfactual, "shared", template)["full"])
+                           if counterfactual else None)
             yield {
                 "example_id": f"{split}-{index:06d}",
                 "split": split,

@@ -63,6 +63,7 @@ def data_params(split):
         params["train_questions"] = data["train_questions"]
     else:
         params["context_modes"] = data["context_modes"]
+        params["shots"] = data["shots"]
     return params
 
 

@@ -7,8 +7,6 @@ from actbridge.logs import log_to_file
 log_to_file(snakemake.log[0])
 p = snakemake.params.data
 split = snakemake.wildcards.split
-config = DataConfig(seed=p["seed"], hops=tuple(p["hops"]), distractors=p["distractors"],
-                    context_modes=tuple(p.get("context_modes", ("shared",))),
-                    sizes={split: p["size"]}, train_questions=p.get("train_questions", 6),
-                    template=p["template"])
+config = DataConfig.from_config({"seed": p["seed"], "data": {**{k: v for k, v in p.items() if k not in ("seed", "size")},
+                                                            "sizes": {split: p["size"]}}})
 write_parquet(build_split(config, split), snakemake.output[0])

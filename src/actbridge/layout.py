@@ -72,3 +72,12 @@ def recorded_shape(model_dir: str | Path) -> dict[str, int] | None:
         raise FileNotFoundError(f"{record_path} missing: rerun the rule that builds {model_dir}")
     shape = json.loads(record_path.read_text()).get("shape")
     return None if shape is None else {key: int(value) for key, value in shape.items()}
+
+
+def recorded_weights_mb(model_dir: str | Path) -> int | None:
+    """Size of a named model's weights on disk in MB, from its ``model.json`` (None where not recorded or not built)."""
+    record_path = Path(model_dir) / MODEL_RECORD
+    if not record_path.is_file():
+        return None
+    size = json.loads(record_path.read_text()).get("weights_bytes")
+    return None if size is None else int(size) // 2**20

@@ -217,6 +217,9 @@ def build_named_model(spec: dict, key: str, out_dir: str | Path) -> dict[str, An
             record["shape"] = convert_gguf(Path(record["path"]), record["gguf_file"], tmp / CONVERTED_DIR, key)
             record["converted"] = CONVERTED_DIR
         check_tokenizer(tmp, record, key)
+        load_dir, gguf_file = _location(tmp, record)
+        record["weights_bytes"] = sum(f.stat().st_size for f in ([load_dir / gguf_file] if gguf_file
+                                                               else load_dir.glob("*.safetensors")))
         write_model_record(tmp, record)
     return record
 

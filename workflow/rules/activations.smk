@@ -20,7 +20,7 @@ rule activations:
     threads: 1
     priority: 1
     resources:
-        mem_mb=4000,
+        mem_mb=model_memory(base_mb=4000),
         gpu=GPUS,
     log:
         "logs/activations/{model}/{split}.log",

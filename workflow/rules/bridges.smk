@@ -13,7 +13,8 @@ rule bridge:
         code=bridge_code,
     threads: 1
     resources:
-        mem_mb=2000,
+        # the trained bridge runs the receiver; the offline fits read shards only
+        mem_mb=lambda wildcards: model_memory("receiver", 2000)(wildcards) if wildcards.method == "trained" else 2000,
         gpu=lambda wildcards: GPUS if wildcards.method == "trained" else 0,
     log:
         "logs/bridges/{pair}/{method}/seed{seed}.log",

@@ -5,6 +5,8 @@
 rule sender_causal:
     input:
         model=f"{RESULTS}/models/sender",
+        # its layers are the bridged pairs' sender ends, which follow both models' depths (relative_depth)
+        receiver=f"{RESULTS}/models/receiver",
         eval=f"{RESULTS}/data/eval.parquet",
         eval_states=f"{RESULTS}/activations/sender/eval",
         train_states=f"{RESULTS}/activations/sender/bridge_train",
@@ -22,7 +24,7 @@ rule sender_causal:
                           "conditions", "models", "padding", "dataset", "schemas", "summaries"),
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=model_memory("sender"),
         gpu=GPUS,
     log:
         "logs/causal/sender.log",
@@ -37,6 +39,8 @@ rule sender_causal:
 rule receiver_causal:
     input:
         model=f"{RESULTS}/models/receiver",
+        # its layers are the bridged pairs' receiver ends, which follow both models' depths (relative_depth)
+        sender=f"{RESULTS}/models/sender",
         eval=f"{RESULTS}/data/eval.parquet",
     output:
         patching=f"{RESULTS}/causal/receiver_patching_examples.parquet",
@@ -52,7 +56,7 @@ rule receiver_causal:
                           "conditions", "models", "padding", "dataset", "schemas", "summaries"),
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=model_memory("receiver"),
         gpu=GPUS,
     log:
         "logs/causal/receiver.log",

@@ -10,7 +10,8 @@ if SRC not in sys.path:
 from actbridge.config import ConfigError, model_kind, replace_model_specs, validate_config
 from actbridge.dataset import SPLITS
 from actbridge.fingerprint import code_fingerprint
-from actbridge.layout import layer_pairs, layers_for, pair_name, parse_pair, recorded_shape, resolve_layers
+from actbridge.layout import (layer_pairs, layers_for, pair_name, parse_pair, recorded_shape, recorded_weights_mb,
+                              resolve_layers)
 
 try:
     # --configfile config/pythia.yaml names models by hub id: that replaces the default micro specs
@@ -43,6 +44,22 @@ def library_code(*modules):
     script would; editing comments and docstrings does not.
     """
     return code_fingerprint(Path(SRC) / "actbridge" / f"{module}.py" for module in modules)
+
+
+# What a model-running job needs beside its model's weights: activations are bounded by batch_tokens and the
+# logits by actbridge.heads.LOGIT_BUDGET_BYTES, whatever the vocabulary (benchmarks/scoring_memory.py).
+JOB_MEMORY_BESIDE_WEIGHTS_MB = 2500
+
+
+def model_memory(model=None, base_mb=3000):
+    """``mem_mb`` of a job that runs ``model`` (default: the job's ``{model}`` wildcard): ``base_mb`` for micro
+    models, a named model's recorded weights plus what the job needs beside them."""
+
+    def mem_mb(wildcards):
+        weights = recorded_weights_mb(f"{RESULTS}/models/{model or wildcards.model}")
+        return base_mb if weights is None else max(base_mb, weights + JOB_MEMORY_BESIDE_WEIGHTS_MB)
+
+    return mem_mb
 
 
 def micro_models():

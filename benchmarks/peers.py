@@ -306,7 +306,8 @@ def main() -> None:
                         elif sweep_name == "actbridge":
                             cells.append(f"{base[0] * 1e3:>14.0f} ms")
                         else:
-                            cells.append(f"{results[sweep_name][0] * 1e3:>8.0f} ms {results[sweep_name][0] / base[0]:>5.1f}x")
+                            seconds = results[sweep_name][0]
+                            cells.append(f"{seconds * 1e3:>8.0f} ms {seconds / base[0]:>5.1f}x")
                     gaps = {n: max(float(np.abs(a - b).max()) for a, b in zip(r[1], base[1]))
                             for n, r in results.items() if n != "actbridge"}
                     ideal = k * (tokens + 1) / (tokens - 1 + k)

@@ -160,8 +160,8 @@ def _donor_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerB
         raise ValueError(f"fewer than two examples have a {donor_side} prompt and role {role!r}")
     donors = table.column(f"{donor_side}_prompt").to_pylist()
     edits = donor_edits(model, tokenizer, [donors[i] for i in keep], donor_positions[keep], layer, batch_tokens)
-    return _score_rows(model, tokenizer, table, keep, positions, layer, role, edits, ("none", condition), batch_tokens,
-                       side=side)
+    return _score_rows(model, tokenizer, table, keep, positions, layer, role, edits, ("none", condition),
+                       batch_tokens, side=side)
 
 
 def patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
@@ -192,7 +192,8 @@ def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBas
 
 def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
                          layers: Sequence[int], roles: Sequence[str], eval_store: ActivationStore,
-                         train_store: ActivationStore, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> tuple[pa.Table, pa.Table]:
+                         train_store: ActivationStore, batch_tokens: int = DEFAULT_BATCH_TOKENS
+                         ) -> tuple[pa.Table, pa.Table]:
     """(ablation rows, patching rows) for every layer and role; patching where counterfactual prompts exist."""
     ablations, patches = [], []
     has_counterfactuals = ("counterfactual_prompt" in examples.column_names

@@ -19,7 +19,7 @@ rule sender_causal:
         stats=config["stats"],
         dtype=config["dtype"],
         code=library_code("causal", "statistics", "interventions", "evaluation", "roles", "activations",
-                          "conditions", "models", "padding", "dataset", "schemas", "summaries"),
+                          "conditions", "models", "padding", "dataset", "schemas", "summaries", "heads", "encoding"),
     threads: 1
     resources:
         mem_mb=model_memory("sender"),
@@ -48,7 +48,7 @@ rule receiver_causal:
         stats=config["stats"],
         dtype=config["dtype"],
         code=library_code("causal", "statistics", "interventions", "evaluation", "roles", "activations",
-                          "conditions", "models", "padding", "dataset", "schemas", "summaries"),
+                          "conditions", "models", "padding", "dataset", "schemas", "summaries", "heads", "encoding"),
     threads: 1
     resources:
         mem_mb=model_memory("receiver"),

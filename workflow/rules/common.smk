@@ -233,7 +233,7 @@ def bridge_code(wildcards):
     """The offline fits depend on the bridge modules only; the trained bridge also on the receiver's code."""
     modules = ["bridges", "bridge_runs", "alignment", "activations", "layout"]
     if wildcards.method == "trained":
-        modules += ["trained", "interventions", "evaluation", "roles", "padding", "models"]
+        modules += ["trained", "interventions", "evaluation", "roles", "padding", "models", "heads", "encoding"]
     return library_code(*modules)
 
 

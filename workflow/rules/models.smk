@@ -53,7 +53,7 @@ rule model_accuracy:
         f"{RESULTS}/models/accuracy_{{model}}.parquet",
     params:
         dtype=config["dtype"],
-        code=library_code("evaluation", "models", "padding", "dataset"),
+        code=library_code("evaluation", "models", "padding", "dataset", "interventions", "heads", "encoding"),
     threads: 1  # as model and activations: beside other 1-thread jobs rather than alone on both cores
     resources:
         mem_mb=model_memory(),

@@ -35,7 +35,6 @@ import argparse
 import copy
 import sys
 import tempfile
-import time
 import traceback
 from importlib import metadata
 from pathlib import Path
@@ -50,22 +49,12 @@ import torch  # noqa: E402
 
 from actbridge.interventions import Edits, Example, fast_scores  # noqa: E402
 from actbridge.padding import right_padded  # noqa: E402
+from injection import edits_for, timed  # noqa: E402  (benchmarks/injection.py: the same conditions, cycled)
 
 MICRO_RECEIVER = ROOT / "resources" / "models" / "4677864331655e2d"
 PEERS = ("transformer_lens", "nnsight", "pyvene")
 PACKAGES = {"transformer_lens": "transformer-lens", "nnsight": "nnsight", "pyvene": "pyvene"}
 Sweep = Callable[[Sequence[Example], int, Sequence[Edits]], list[np.ndarray]]
-
-
-def edits_for(d: int, k: int, generator: torch.Generator) -> Edits:
-    """K edits of one example: the injection conditions' forms, cycled, on a random bridged vector."""
-    vector = torch.randn(d, generator=generator)
-    unit = vector / vector.norm()
-    kinds = [(1.0, 0 * vector, False), (1.0, 0.5 * vector, False), (1.0, 0.5 * unit, True),
-             (0.0, vector, False), (0.0, unit, True), (0.7, 0.3 * vector, False)]
-    chosen = [kinds[i % len(kinds)] for i in range(k)]
-    return Edits(torch.tensor([c[0] for c in chosen]), torch.stack([c[1] for c in chosen]),
-                 torch.tensor([c[2] for c in chosen]))
 
 
 def sweep_examples(tokenizer, n_examples: int, n_candidates: int = 4) -> list[Example]:
@@ -252,15 +241,6 @@ def pythia_160m_dir(directory: Path) -> Path:
     return directory
 
 
-def timed(function, repeats: int = 1):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - started)
-    return best, result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["pythia-160m", "micro"])
@@ -294,7 +274,7 @@ def main() -> None:
                     results = {}
                     for sweep_name, sweep in sweeps.items():
                         try:
-                            seconds, scores = timed(lambda: sweep(examples, layer, edits))
+                            seconds, scores = timed(lambda: sweep(examples, layer, edits), 1)
                             results[sweep_name] = (seconds / len(examples), scores)
                         except Exception:
                             print(f"{sweep_name} failed:\n{traceback.format_exc(limit=3)}")

@@ -188,8 +188,11 @@ def train_bridge(receiver: "PreTrainedModel", layer: int, start: Bridge, train: 
     history = [_mean_loss(receiver, layer, val, bridge_map, settings, pad_id)]
     log.info("trained bridge epoch 0 (the %s start): val answer loss %.4f", start.method, history[0])
     best = (history[0], 0, {k: v.detach().clone() for k, v in bridge_map.state_dict().items()})
+    from actbridge.logs import Progress
+
     for epoch in range(1, settings.epochs + 1):
         order = rng.permutation(rows)
+        progress = Progress(len(order), f"trained bridge epoch {epoch}")
         for begin in range(0, len(order), settings.batch_size):
             index = order[begin:begin + settings.batch_size]
             bridged = bridge_map(torch.as_tensor(train.sender_states[index], dtype=torch.float32, device=device))
@@ -197,6 +200,7 @@ def train_bridge(receiver: "PreTrainedModel", layer: int, start: Bridge, train: 
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            progress.update(len(index))
         history.append(_mean_loss(receiver, layer, val, bridge_map, settings, pad_id))
         log.info("trained bridge epoch %d: val answer loss %.4f", epoch, history[-1])
         if history[-1] < best[0]:

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from actbridge.encoding import prompt_token_ids
 from actbridge.io import atomic_directory, sha256_file, write_json
+from actbridge.logs import Progress
 from actbridge.roles import role_positions_for_table
 
 if TYPE_CHECKING:  # hints only: importing torch and transformers costs seconds in jobs that only read shards
@@ -143,8 +144,7 @@ def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     shards = []
     chunks = example_chunks(len(prompts), len(plan.roles), plan.shard_rows)
-    from actbridge.logs import Progress
-    from actbridge.memory import batches_sized_by, check_batch_fits
+    from actbridge.memory import batches_sized_by, check_batch_fits  # imports torch: the shard readers never need it
 
     progress = Progress(len(prompts), f"extract {plan.prompt} prompts", unit="prompts")
     longest = max((len(ids) for ids in token_ids), default=1)

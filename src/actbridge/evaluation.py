@@ -23,12 +23,11 @@ import torch
 from actbridge.dataset import ACCURACY_VIEWS
 from actbridge.encoding import encode_continuations, prompt_token_ids, with_gold
 from actbridge.interventions import Edits, score_under_edits
+from actbridge.logs import Progress
 from actbridge.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-    from actbridge.logs import Progress
 
 DEFAULT_BATCH_TOKENS = 4096
 
@@ -129,7 +128,6 @@ def evaluate_model_accuracy(model: "PreTrainedModel", tokenizer: "PreTrainedToke
                             model_name: str, *, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
     """Accuracy by mode, prompt side and hops: shared prompts, each half of asymmetric ones, and the
     receiver's half of relay ones. Batches are sized by config key ``batch_tokens``."""
-    from actbridge.logs import Progress
 
     modes = np.asarray(examples.column("mode").to_pylist())
     views = [(mode, side, examples.filter(pa.array(modes == mode))) for mode, side in ACCURACY_VIEWS]

@@ -23,8 +23,8 @@ from actbridge.conditions import (ConditionInputs, build_edits, condition_labels
                                   random_directions)
 from actbridge.evaluation import DEFAULT_BATCH_TOKENS
 from actbridge.interventions import Edits, score_under_edits
-from actbridge.logs import Progress
 from actbridge.layout import pair_name
+from actbridge.logs import Progress
 from actbridge.roles import ROLES, role_positions_for_table
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
 

@@ -338,7 +338,7 @@ def _to(mask: "torch.Tensor | dict[str, torch.Tensor]", device) -> "torch.Tensor
 
 def sliding_window(model: "PreTrainedModel") -> int | None:
     """The window of the model's sliding-attention layers, if it has any."""
-    config = getattr(model.config, "text_config", None) or model.config
+    config = model.config.get_text_config()
     if "sliding_attention" not in (getattr(config, "layer_types", None) or ()):
         return None
     return getattr(config, "sliding_window", None)

@@ -50,7 +50,7 @@ def available_bytes(device: "torch.device | str") -> int | None:
 
 def _shape(model: "PreTrainedModel") -> tuple[int, int, int, int, int, int]:
     """layers, width, attention heads, query width, key+value width per token per layer, MLP width."""
-    config = getattr(model.config, "text_config", None) or model.config
+    config = model.config.get_text_config()
     hidden = int(config.hidden_size)
     heads = int(config.num_attention_heads)
     head_dim = int(getattr(config, "head_dim", None) or hidden // heads)

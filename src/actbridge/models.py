@@ -151,9 +151,13 @@ def check_local_model(path: Path, key: str, gguf_file: str | None = None) -> Non
             "(convert with model.save_pretrained(dir, safe_serialization=True))")
 
 
+def weight_files(path: Path, gguf_file: str | None = None) -> list[Path]:
+    """The files that hold a model's weights: its GGUF file, or its safetensors shards."""
+    return [path / gguf_file] if gguf_file else sorted(path.glob("*.safetensors"))
+
+
 def weights_fingerprint(path: Path, gguf_file: str | None = None) -> dict[str, str]:
-    files = [path / gguf_file] if gguf_file else sorted(path.glob("*.safetensors"))
-    return {f.name: sha256_file(f) for f in files}
+    return {f.name: sha256_file(f) for f in weight_files(path, gguf_file)}
 
 
 def describe_named_model(spec: dict, key: str) -> dict[str, Any]:
@@ -217,9 +221,7 @@ def build_named_model(spec: dict, key: str, out_dir: str | Path) -> dict[str, An
             record["shape"] = convert_gguf(Path(record["path"]), record["gguf_file"], tmp / CONVERTED_DIR, key)
             record["converted"] = CONVERTED_DIR
         check_tokenizer(tmp, record, key)
-        load_dir, gguf_file = _location(tmp, record)
-        record["weights_bytes"] = sum(f.stat().st_size for f in ([load_dir / gguf_file] if gguf_file
-                                                               else load_dir.glob("*.safetensors")))
+        record["weights_bytes"] = sum(f.stat().st_size for f in weight_files(*_location(tmp, record)))
         write_model_record(tmp, record)
     return record
 
@@ -334,7 +336,7 @@ def parsed_shape(path: Path, gguf_file: str | None = None) -> dict[str, int]:
 
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False, **kwargs)
-    config = getattr(config, "text_config", None) or config  # multimodal wrappers keep the LM's shape there
+    config = config.get_text_config()  # multimodal wrappers keep the LM's shape there
     return {"num_layers": int(config.num_hidden_layers), "hidden_size": int(config.hidden_size),
             "vocab_size": int(config.vocab_size)}
 

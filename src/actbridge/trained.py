@@ -33,6 +33,7 @@ from actbridge.bridges import Bridge
 from actbridge.encoding import encode_continuations
 from actbridge.heads import token_scores
 from actbridge.interventions import Edits, Example, packed_token_logprobs, residual_edit
+from actbridge.logs import Progress
 from actbridge.padding import right_padded
 from actbridge.roles import role_positions_for_table
 
@@ -188,8 +189,6 @@ def train_bridge(receiver: "PreTrainedModel", layer: int, start: Bridge, train: 
     history = [_mean_loss(receiver, layer, val, bridge_map, settings, pad_id)]
     log.info("trained bridge epoch 0 (the %s start): val answer loss %.4f", start.method, history[0])
     best = (history[0], 0, {k: v.detach().clone() for k, v in bridge_map.state_dict().items()})
-    from actbridge.logs import Progress
-
     for epoch in range(1, settings.epochs + 1):
         order = rng.permutation(rows)
         progress = Progress(len(order), f"trained bridge epoch {epoch}")

@@ -7,6 +7,6 @@ from actbridge.logs import log_to_file
 log_to_file(snakemake.log[0])
 p = snakemake.params.data
 split = snakemake.wildcards.split
-config = DataConfig.from_config({"seed": p["seed"], "data": {**{k: v for k, v in p.items() if k not in ("seed", "size")},
-                                                            "sizes": {split: p["size"]}}})
+data = {key: value for key, value in p.items() if key not in ("seed", "size")}
+config = DataConfig.from_config({"seed": p["seed"], "data": {**data, "sizes": {split: p["size"]}}})
 write_parquet(build_split(config, split), snakemake.output[0])

@@ -5,7 +5,7 @@ in shared and relay mode the state a bridge must deliver is the state it reads. 
 context mode the ridge bridge must be the identity there: normalized cosine 1, replacing the
 receiver's state with its own bridged state changes no answer, and in relay mode (the receiver reads
 the question alone) the bridged state recovers all that self-patching from the full prompt recovers.
-A fit pooled with the asymmetric rows fails all three (README, "One bridge per context mode").
+A fit pooled with the asymmetric rows fails all three (docs/findings.md, "One bridge per context mode").
 """
 
 from __future__ import annotations

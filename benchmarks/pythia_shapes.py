@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from extraction import pythia_shaped  # noqa: E402
 
-from actbridge.dataset import DataConfig, build_split  # noqa: E402
-from actbridge.tokenization import train_bpe_tokenizer  # noqa: E402
+from actbridge.data.worlds import DataConfig, build_split  # noqa: E402
+from actbridge.models.tokenizer import train_bpe_tokenizer  # noqa: E402
 
 COPIED = ("workflow", "config", "profiles", "src")
 PAIRS = {"ends": [[0, 0], [6, 12], [12, 24]], "relative_depth": "relative_depth"}

@@ -8,7 +8,7 @@
 ``--shots`` demonstrations), each with its candidates. Every measurement runs in a fresh process, so each
 peak RSS is its own:
 
-* **bounded**: ``actbridge.evaluation.score_answers`` (the prompt once per example, its key/value cache
+* **bounded**: ``actbridge.models.scoring.score_answers`` (the prompt once per example, its key/value cache
   shared by every candidate, the vocabulary projected only where an answer token is predicted, batches of
   ``batch_tokens``), at N and 4N examples: peak RSS against the weights' size (float32), which must stay
   within weights + 2 GB and flat in N.
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def examples(n: int, shots: int):
-    from actbridge.dataset import DataConfig, build_split
+    from actbridge.data.worlds import DataConfig, build_split
 
     config = DataConfig(seed=5, hops=(1, 2), distractors=1, context_modes=("shared",), template="english",
                         shots=shots, sizes={"eval": n})
@@ -50,10 +50,10 @@ def measure(args) -> dict:
     import numpy as np
     import torch
 
-    from actbridge.encoding import continuation_ids, prompt_token_ids, with_gold
-    from actbridge.evaluation import naive_answer_scores, score_answers
-    from actbridge.heads import token_scores
-    from actbridge.models import load_for_job
+    from actbridge.models.encoding import continuation_ids, prompt_token_ids, with_gold
+    from actbridge.models.scoring import naive_answer_scores, score_answers
+    from actbridge.models.heads import token_scores
+    from actbridge.models.loading import load_for_job
 
     model, tokenizer, _ = load_for_job(args.model, "cpu", "float32", args.threads)
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
@@ -66,7 +66,7 @@ def measure(args) -> dict:
         logprob = naive_answer_scores(model, tokenizer, prompts, answers, candidates,
                                       batch_size=args.naive_batch).gold_logprob
     else:  # ideal: prompt then every candidate's tokens in one sequence, the head where a candidate token is predicted
-        from actbridge.padding import right_padded
+        from actbridge.models.padding import right_padded
 
         logprob = np.zeros(len(prompts))
         rows = []

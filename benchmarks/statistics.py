@@ -6,7 +6,7 @@ A default injection job yields, per role and mode, about 34 contrasts x 2
 metrics on the same examples. The naive way calls
 ``scipy.stats.bootstrap(method="BCa")`` once per contrast; actbridge draws one
 matrix of resample counts and gets every bootstrap distribution from one
-matrix product (:func:`actbridge.statistics.bca_intervals`). The script times
+matrix product (:func:`actbridge.stats.paired.bca_intervals`). The script times
 both on the same planted differences and prints the ratio and the largest
 gap between the two sets of interval endpoints, relative to the interval's
 width (Monte Carlo noise of two independent resamplings).
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
-from actbridge.statistics import bca_intervals, bootstrap_means  # noqa: E402
+from actbridge.stats.paired import bca_intervals, bootstrap_means  # noqa: E402
 
 
 def planted(n: int, k: int, rng: np.random.Generator) -> np.ndarray:

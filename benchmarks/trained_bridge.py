@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from actbridge.models import load_for_job  # noqa: E402
-from actbridge.trained import (AnswerRows, answer_rows, cached_prefix_answer_loss,  # noqa: E402
+from actbridge.models.loading import load_for_job  # noqa: E402
+from actbridge.bridges.through_receiver import (AnswerRows, answer_rows, cached_prefix_answer_loss,  # noqa: E402
                               whole_sequence_answer_loss)
 
 BATCH = 16

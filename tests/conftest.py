@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from actbridge.dataset import DataConfig, build_split
-from actbridge.tokenization import train_bpe_tokenizer
+from actbridge.data.worlds import DataConfig, build_split
+from actbridge.models.tokenizer import train_bpe_tokenizer
 
 SMALL_SIZES = {"lm_train": 300, "bridge_train": 20, "bridge_val": 10, "eval": 30}
 

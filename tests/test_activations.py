@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import GPTNeoXForCausalLM
 
-from actbridge.activations import (ActivationStore, ActivationStoreError, ExtractionPlan, extract_activations,
+from actbridge.activations.store import (ActivationStore, ActivationStoreError, ExtractionPlan, extract_activations,
                                    hidden_states_at, iter_aligned)
-from actbridge.layout import resolve_layers
-from actbridge.roles import role_positions_for_table
-from actbridge.training import MicroModelConfig, build_gpt_neox_config
+from actbridge.activations.layers import resolve_layers
+from actbridge.activations.roles import role_positions_for_table
+from actbridge.models.micro_training import MicroModelConfig, build_gpt_neox_config
 
 IDENTITY = {"kind": "test"}
 
@@ -159,7 +159,7 @@ def test_aligned_streams_recut_different_shard_boundaries():
 
 def test_peak_memory_is_one_chunk(tmp_path, model, tokenizer, eval_table, monkeypatch):
     """Streaming: the largest states buffer ever allocated holds one shard's examples, not the split."""
-    import actbridge.activations as activations
+    import actbridge.activations.store as activations
 
     sizes = []
     real_zeros = np.zeros

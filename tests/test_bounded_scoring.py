@@ -13,13 +13,13 @@ from tokenizers import processors
 from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPTNeoXForCausalLM, LlamaConfig,
                           LlamaForCausalLM)
 
-from actbridge.encoding import prompt_token_ids, special_prefix
-from actbridge.evaluation import naive_answer_scores, score_answers
-from actbridge.heads import check_output_head, output_logits, token_scores
-from actbridge.interventions import Edits, Example, fast_scores, naive_scores
-from actbridge.roles import role_positions_for_table
-from actbridge.tokenization import EOS_TOKEN, train_bpe_tokenizer
-from actbridge.training import MicroModelConfig, build_gpt_neox_config
+from actbridge.models.encoding import prompt_token_ids, special_prefix
+from actbridge.models.scoring import naive_answer_scores, score_answers
+from actbridge.models.heads import check_output_head, output_logits, token_scores
+from actbridge.injection.engine import Edits, Example, fast_scores, naive_scores
+from actbridge.activations.roles import role_positions_for_table
+from actbridge.models.tokenizer import EOS_TOKEN, train_bpe_tokenizer
+from actbridge.models.micro_training import MicroModelConfig, build_gpt_neox_config
 
 TOLERANCE = 1e-4
 
@@ -153,7 +153,7 @@ def test_an_unknown_logit_post_processing_fails_loudly(tokenizer):
 
 
 def test_a_batch_that_cannot_fit_fails_before_it_runs_naming_the_key(tokenizer, eval_table, monkeypatch):
-    import actbridge.memory as memory
+    import actbridge.models.memory as memory
 
     model = micro_model(tokenizer)
     prompts, answers, candidates = prompts_and_candidates(eval_table, n=4)
@@ -163,7 +163,7 @@ def test_a_batch_that_cannot_fit_fails_before_it_runs_naming_the_key(tokenizer, 
 
 
 def test_running_out_of_memory_names_the_key(tokenizer):
-    import actbridge.memory as memory
+    import actbridge.models.memory as memory
 
     with pytest.raises(memory.BatchMemoryError, match="lower config key activations.batch_size \\(now 32\\)"):
         with memory.batches_sized_by("activations.batch_size", 32):

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from actbridge.activations import ActivationStore, ExtractionPlan, extract_activations
-from actbridge.alignment import alignment_metrics, alignment_metrics_by_predictor, identity_predictor, mean_predictor
-from actbridge.bridge_runs import fit_groups, load_bridges, run_bridge_job
-from actbridge.layout import layer_pairs, parse_pair, relative_depth_pairs
-from actbridge.bridges import (Bridge, BridgeSettings, IterativeSettings, Moments, Normalizer, fit_bridge,
+from actbridge.activations.store import ActivationStore, ExtractionPlan, extract_activations
+from actbridge.bridges.alignment import alignment_metrics, alignment_metrics_by_predictor, identity_predictor, mean_predictor
+from actbridge.bridges.jobs import fit_groups, load_bridges, run_bridge_job
+from actbridge.activations.layers import layer_pairs, parse_pair, relative_depth_pairs
+from actbridge.bridges.maps import (Bridge, BridgeSettings, IterativeSettings, Moments, Normalizer, fit_bridge,
                                fit_normalizers, fit_ridge, ridge_path, ridge_weights)
 from tests.test_activations import tiny_model
 
@@ -182,7 +182,7 @@ def test_pairs():
 def self_bridge_stores(tmp_path_factory, tokenizer):
     """One model on both sides, extracted as the workflow extracts: the sender on its own prompt (without the
     second-hop facts in asymmetric mode), the receiver on the full one."""
-    from actbridge.dataset import DataConfig, build_split
+    from actbridge.data.worlds import DataConfig, build_split
 
     root = tmp_path_factory.mktemp("self_bridge")
     model = tiny_model(tokenizer, layers=2, hidden=32)
@@ -296,7 +296,7 @@ def test_adam_is_torch_adam_bit_for_bit(weight_decay):
     torch.optim.Adam's steps: identical parameters after 60 steps of an mlp on random data."""
     import torch
 
-    from actbridge.bridges import Adam
+    from actbridge.bridges.maps import Adam
 
     def module():
         torch.manual_seed(0)

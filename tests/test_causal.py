@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from actbridge.activations import ActivationStore, ExtractionPlan, extract_activations
-from actbridge.causal import EXAMPLE_SCHEMA, ablation_effects, sender_ablation_rows
-from actbridge.dataset import DataConfig, build_split
-from actbridge.evaluation import score_answers
-from actbridge.statistics import StatsSettings
+from actbridge.activations.store import ActivationStore, ExtractionPlan, extract_activations
+from actbridge.causal.profiles import EXAMPLE_SCHEMA, ablation_effects, sender_ablation_rows
+from actbridge.data.worlds import DataConfig, build_split
+from actbridge.models.scoring import score_answers
+from actbridge.stats.paired import StatsSettings
 from tests.test_activations import tiny_model
 
 
@@ -74,7 +74,7 @@ def test_planted_ablation_effects():
 def test_patching_the_final_state_makes_the_prompt_answer_like_its_counterfactual(sender_setup, big_tokenizer):
     """Planted: at the last layer the last token's state alone decides a one-token answer, so patching it in
     from the counterfactual prompt gives the counterfactual prompt's scores exactly."""
-    from actbridge.causal import patching_rows
+    from actbridge.causal.profiles import patching_rows
 
     model, table, _ = sender_setup
     rows = patching_rows(model, big_tokenizer, table, 2, "last").to_pylist()
@@ -97,7 +97,7 @@ def test_self_patching_the_final_state_gives_the_full_prompts_scores(sender_setu
     """Planted upper bound: in asymmetric and relay mode, the receiver's final last-token state taken from its
     own full-context prompt makes its scores those of the full prompt (one-token answers), while the clean
     rows are those of its own prompt, which lacks facts."""
-    from actbridge.causal import receiver_causal_tables, self_patch_effects
+    from actbridge.causal.profiles import receiver_causal_tables, self_patch_effects
 
     model, table, _ = sender_setup
     patches, self_patches = receiver_causal_tables(model, big_tokenizer, table, [2], ["last"])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from actbridge.conditions import (CONDITIONS, ConditionInputs, build_edits, condition_labels, derangement,
+from actbridge.injection.conditions import (CONDITIONS, ConditionInputs, build_edits, condition_labels, derangement,
                                   random_directions)
-from actbridge.interventions import apply_edits
+from actbridge.injection.engine import apply_edits
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from actbridge.dataset import (DataConfig, name_pool, FACTS_MARK, QUESTION_MARK, TEMPLATES, Template, build_split,
+from actbridge.data.worlds import (DataConfig, name_pool, FACTS_MARK, QUESTION_MARK, TEMPLATES, Template, build_split,
                                counterfactual_world, iter_split_rows, prompts_for_mode, sample_world)
 from actbridge.io import write_parquet
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actbridge.datastats import dataset_statistics, relative_answer_position, statistics_markdown
+from actbridge.data.statistics import dataset_statistics, relative_answer_position, statistics_markdown
 
 
 def test_statistics_match_a_direct_count(eval_table, tokenizer, big_tokenizer):

@@ -148,7 +148,7 @@ def test_shard_readers_and_closed_form_bridges_do_not_import_torch():
     import subprocess
 
     code = ("import sys; sys.path.insert(0, 'src')\n"
-            "import actbridge.activations, actbridge.bridge_runs, actbridge.bridges, actbridge.io\n"
+            "import actbridge.activations.store, actbridge.bridges.jobs, actbridge.bridges.maps, actbridge.io\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from transformers import GPTNeoXForCausalLM
 
-from actbridge.evaluation import evaluate_model_accuracy, score_answers
-from actbridge.summaries import accuracy_markdown
-from actbridge.training import MicroModelConfig, build_gpt_neox_config
+from actbridge.models.scoring import evaluate_model_accuracy, score_answers
+from actbridge.stats.summaries import accuracy_markdown
+from actbridge.models.micro_training import MicroModelConfig, build_gpt_neox_config
 
 
 def tiny_model(tokenizer, seed=0):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actbridge.activations import ActivationStore, ExtractionPlan, extract_activations
-from actbridge.bridges import Bridge, Normalizer
-from actbridge.dataset import DataConfig, build_split
-from actbridge.evaluation import score_answers
-from actbridge.injection import InjectionSite, run_injection
+from actbridge.activations.store import ActivationStore, ExtractionPlan, extract_activations
+from actbridge.bridges.maps import Bridge, Normalizer
+from actbridge.data.worlds import DataConfig, build_split
+from actbridge.models.scoring import score_answers
+from actbridge.injection.jobs import InjectionSite, run_injection
 from tests.test_activations import tiny_model
 
 D = 32
@@ -78,7 +78,7 @@ def test_self_patch_at_the_last_layer_recovers_the_full_context_answer(setup, bi
 
 
 def test_shuffled_control_takes_another_example_of_the_same_mode():
-    from actbridge.injection import within_mode_derangement
+    from actbridge.injection.jobs import within_mode_derangement
 
     modes = ["shared"] * 5 + ["asymmetric"] * 4 + ["lonely"]
     permutation = within_mode_derangement(modes, seed=3)
@@ -88,8 +88,8 @@ def test_shuffled_control_takes_another_example_of_the_same_mode():
 
 
 def test_perturbation_is_relative_to_the_clean_state():
-    from actbridge.conditions import ConditionInputs, build_edits, condition_labels
-    from actbridge.injection import relative_perturbation
+    from actbridge.injection.conditions import ConditionInputs, build_edits, condition_labels
+    from actbridge.injection.jobs import relative_perturbation
 
     rng = np.random.default_rng(0)
     h, b = rng.normal(size=8), rng.normal(size=8)

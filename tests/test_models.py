@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from actbridge.models import (ModelUnavailableError, describe_named_model, load_model, load_tokenizer,
+from actbridge.models.loading import (ModelUnavailableError, describe_named_model, load_model, load_tokenizer,
                               resolve_device, write_model_record)
 
 PYTHIA_SHAPES = {  # name: (layers, hidden, heads, ffn, parameters)
@@ -65,7 +65,7 @@ def test_random_pythia_shapes_load_through_the_path_route(tmp_path, tokenizer, n
 
 HUB_SCRIPT = textwrap.dedent("""
     import sys
-    from actbridge.models import ModelUnavailableError, describe_named_model
+    from actbridge.models.loading import ModelUnavailableError, describe_named_model
     try:
         record = describe_named_model({"hf_id": sys.argv[1], "revision": "main"}, key="models.sender")
         print("RESOLVED:", record["path"])
@@ -99,7 +99,7 @@ def test_unreachable_hub_fails_at_once_without_the_offline_switch(tmp_path):
 
 
 def tiny_gpt_neox(tokenizer):
-    from actbridge.training import MicroModelConfig, build_gpt_neox_config
+    from actbridge.models.micro_training import MicroModelConfig, build_gpt_neox_config
 
     return GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=1, hidden=16, heads=2), tokenizer))
 
@@ -107,7 +107,7 @@ def tiny_gpt_neox(tokenizer):
 def test_offline_hub_model_fails_at_once_naming_the_key(tmp_path):
     # A fresh interpreter so the offline switch is read at import time, with an empty cache.
     script = textwrap.dedent("""
-        from actbridge.models import ModelUnavailableError, describe_named_model
+        from actbridge.models.loading import ModelUnavailableError, describe_named_model
         try:
             describe_named_model({"hf_id": "EleutherAI/pythia-160m", "revision": "main"}, key="models.sender")
         except ModelUnavailableError as error:
@@ -172,8 +172,8 @@ def test_cuda_without_a_gpu_names_the_device_key():
 def test_the_record_keeps_the_shape_so_the_dag_never_parses_the_weights(tmp_path, tokenizer):
     """The workflow asks for layer counts in every input function after the model checkpoint: they come from
     ``model.json``, written once by the model rule, not from the config or weights (a GGUF file is parsed whole)."""
-    from actbridge.layout import recorded_shape
-    from actbridge.models import layer_count
+    from actbridge.activations.layers import recorded_shape
+    from actbridge.models.loading import layer_count
 
     GPTNeoXForCausalLM(pythia_config(3, 64, 4, 256)).save_pretrained(tmp_path / "weights", safe_serialization=True)
     tokenizer.save_pretrained(tmp_path / "weights")
@@ -198,7 +198,7 @@ def test_a_gguf_file_with_weights_is_dequantized_once_and_scores_as_the_original
     pytest.importorskip("accelerate")  # transformers needs it to load a GGUF file
     from tests.gguf_writer import tiny_llama, write_llama_gguf
 
-    from actbridge.models import CONVERTED_DIR, build_named_model, load_for_job
+    from actbridge.models.loading import CONVERTED_DIR, build_named_model, load_for_job
 
     original = tiny_llama(tokenizer)
     (tmp_path / "gguf").mkdir()

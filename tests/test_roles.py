@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actbridge.roles import resolve_role_positions, role_positions_for_table
+from actbridge.activations.roles import resolve_role_positions, role_positions_for_table
 
 
 @pytest.mark.parametrize("which", ["tokenizer", "big_tokenizer"])

@@ -8,9 +8,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from actbridge.schemas import RESULT_SCHEMA
-from actbridge.statistics import (StatsSettings, bca_intervals, bootstrap_means, condition_statistics, crossed_bootstrap, holm,
+from actbridge.stats.paired import (StatsSettings, bca_intervals, bootstrap_means, condition_statistics, crossed_bootstrap, holm,
                                   mcnemar_exact, paired_outcomes, resample_counts)
-from actbridge.summaries import stats_markdown
+from actbridge.stats.summaries import stats_markdown
 
 
 @pytest.mark.parametrize("kind", ["binary", "skewed"])

@@ -7,15 +7,15 @@ import pyarrow as pa
 import pytest
 import torch
 
-from actbridge.activations import hidden_states_at
-from actbridge.bridges import BridgeSettings, fit_bridge, fit_normalizers
-from actbridge.dataset import DataConfig, build_split
-from actbridge.injection import InjectionSite, run_injection, tag_rows
+from actbridge.activations.store import hidden_states_at
+from actbridge.bridges.maps import BridgeSettings, fit_bridge, fit_normalizers
+from actbridge.data.worlds import DataConfig, build_split
+from actbridge.injection.jobs import InjectionSite, run_injection, tag_rows
 from actbridge.schemas import EFFECT_SCHEMA
-from actbridge.statistics import StatsSettings, condition_statistics
-from actbridge.trained import (AnswerRows, TrainedSettings, answer_loss, answer_rows, cached_prefix_answer_loss,
+from actbridge.stats.paired import StatsSettings, condition_statistics
+from actbridge.bridges.through_receiver import (AnswerRows, TrainedSettings, answer_loss, answer_rows, cached_prefix_answer_loss,
                                train_bridge, whole_sequence_answer_loss)
-from actbridge.verdict import verdict_table
+from actbridge.stats.verdict import verdict_table
 from tests.test_activations import tiny_model
 
 LAYERS = 2  # the edit site hidden_states[2] of a 2-block model is the final, normed state: logits = W_U h
@@ -145,7 +145,7 @@ def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_help
 def test_training_stops_after_patience_epochs_without_a_better_val_loss(channel, big_tokenizer, monkeypatch):
     """Scripted bridge_val losses: the best is epoch 1; with patience 2, epochs 2 and 3 fail to beat it and
     training stops there instead of running all 8, keeping epoch 1's weights."""
-    import actbridge.trained as trained_module
+    import actbridge.bridges.through_receiver as trained_module
 
     receiver, splits = channel
     start = offline_start(splits)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import GPTNeoXForCausalLM
 
-from actbridge.dataset import Template, build_split, fact_lookup, first_relation_span, sample_world
-from actbridge.training import (MicroModelConfig, build_gpt_neox_config, lm_and_hop_loss, tokenize_lm_split,
+from actbridge.data.worlds import Template, build_split, fact_lookup, first_relation_span, sample_world
+from actbridge.models.micro_training import (MicroModelConfig, build_gpt_neox_config, lm_and_hop_loss, tokenize_lm_split,
                                 train_micro_model)
 
 

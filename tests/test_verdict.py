@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from actbridge.schemas import EFFECT_SCHEMA
-from actbridge.statistics import ACROSS_SEEDS_SCHEMA
-from actbridge.verdict import verdict_markdown, verdict_table
+from actbridge.stats.paired import ACROSS_SEEDS_SCHEMA
+from actbridge.stats.verdict import verdict_markdown, verdict_table
 
 
 def across(pair, condition, delta, half_width, p_holm, mode="asymmetric", alpha=None, method="ridge", role="last"):

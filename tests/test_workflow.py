@@ -132,7 +132,7 @@ def test_end_to_end_outputs(finished_run):
 
 
 def test_end_to_end_activations_and_bridges(finished_run):
-    from actbridge.activations import ActivationStore
+    from actbridge.activations.store import ActivationStore
 
     results = finished_run / "results"
     for model, layers in (("sender", 3), ("receiver", 4)):
@@ -250,7 +250,7 @@ def test_changing_the_resamples_reruns_only_statistics(finished_run):
 
 
 def test_data_files_are_byte_identical_across_runs(finished_run):
-    from actbridge.dataset import DataConfig, build_split
+    from actbridge.data.worlds import DataConfig, build_split
     from actbridge.io import write_parquet
 
     config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())

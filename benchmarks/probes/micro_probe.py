@@ -28,8 +28,8 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer, GPTNeoXForCausalLM  # noqa: E402
 
-from actbridge import training  # noqa: E402
-from actbridge.training import MicroModelConfig, heldout_evaluator, split_heldout, train_micro_model  # noqa: E402
+from actbridge.models import micro_training  # noqa: E402
+from actbridge.models.micro_training import MicroModelConfig, heldout_evaluator, split_heldout, train_micro_model  # noqa: E402
 
 
 def with_moved_entity(tokenize):

@@ -2,7 +2,7 @@
 
 How the shipped weights under ``resources/models/`` were searched for (see its
 README). Every variant is trained by the pipeline's own code path
-(:func:`actbridge.micro.build_micro_model`, the ``model`` rule's), so a
+(:func:`actbridge.models.micro.build_micro_model`, the ``model`` rule's), so a
 variant's output directory is exactly what the rule would build from the same
 recipe and can be shipped with ``python -m actbridge ship``.
 
@@ -53,9 +53,9 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-from actbridge.evaluation import score_answers  # noqa: E402
-from actbridge.micro import build_micro_model, micro_recipe  # noqa: E402
-from actbridge.training import MicroModelConfig, tokenize_lm_split, train_micro_model  # noqa: E402
+from actbridge.models.scoring import score_answers  # noqa: E402
+from actbridge.models.micro import build_micro_model, micro_recipe  # noqa: E402
+from actbridge.models.micro_training import MicroModelConfig, tokenize_lm_split, train_micro_model  # noqa: E402
 
 CALIBRATION_STEPS = 60
 PART_BYTES = 15 * 2**20

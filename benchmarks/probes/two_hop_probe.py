@@ -3,7 +3,7 @@
     python benchmarks/probes/two_hop_probe.py NAME [--init MODEL_DIR] [--p2 1.0] [--nq2 3] [--ordered]
                                                    [--share 2 --tied] [--steps N] [--batch B] [--lr LR]
 
-Worlds come from the pipeline's own sampler (``actbridge.dataset.sample_world``),
+Worlds come from the pipeline's own sampler (``actbridge.data.worlds.sample_world``),
 written as the ``compact`` template writes them, a new world for every
 training sequence (no world repeats). Training sequences hold the facts and
 ``--nq`` questions: with probability ``--p2`` the world is 2-hop and ``--nq2``
@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM  # noqa: E402
 
-from actbridge.dataset import RELATIONS, World, name_pool, sample_world  # noqa: E402
+from actbridge.data.worlds import RELATIONS, World, name_pool, sample_world  # noqa: E402
 
 Question = tuple[str, tuple[str, ...], str]  # (subject, relations, answer)
 

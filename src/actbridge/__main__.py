@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from actbridge.models import ship_model
+from actbridge.models.loading import ship_model
 
 
 def main(argv: list[str] | None = None) -> None:

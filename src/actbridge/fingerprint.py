@@ -39,3 +39,72 @@ def code_fingerprint(paths: Iterable[str | Path]) -> str:
         digest.update(code_text(Path(path).read_text()).encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+# A package whose __init__ calls this imports every module beside it (actbridge.registry): all of them are in
+# the closure, though no import statement names them.
+IMPORT_ALL = "import_all"
+
+
+def _module_path(name: str, package_root: Path) -> Path | None:
+    """The file of ``actbridge.a.b`` (a module or a package's ``__init__``), if it is one of ours."""
+    parts = name.split(".")
+    if parts[0] != package_root.name:
+        return None
+    base = package_root.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(path: Path, package_root: Path) -> str:
+    parts = path.relative_to(package_root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, package_root: Path) -> set[str]:
+    """Every ``actbridge`` module a file names in an import, at any depth of its code."""
+    own = _module_name(path, package_root) if path.is_relative_to(package_root) else ""
+    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    names: set[str] = set()
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            names.add(module)
+            names |= {f"{module}.{alias.name}" for alias in node.names}  # `from actbridge.x import module`
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == IMPORT_ALL
+              and path.name == "__init__.py"):
+            names |= {f"{own}.{p.stem}" for p in path.parent.glob("*.py") if p.name != "__init__.py"}
+    return names
+
+
+def import_closure(path: str | Path, package_root: Path = PACKAGE_ROOT) -> list[Path]:
+    """The ``actbridge`` modules a file runs when imported: every module it imports, theirs in turn, and the
+    ``__init__`` of each package on the way; sorted. Imports inside functions count (they may run)."""
+    seen: set[Path] = set()
+    queue = [Path(path).resolve()]
+    while queue:
+        current = queue.pop()
+        for name in _imports(current, package_root):
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):
+                found = _module_path(".".join(parts[:depth]), package_root)
+                if found is not None and found not in seen:
+                    seen.add(found)
+                    queue.append(found)
+    return sorted(seen, key=lambda p: p.relative_to(package_root).as_posix())
+
+
+def script_fingerprint(script: str | Path, package_root: Path = PACKAGE_ROOT) -> str:
+    """The fingerprint of the library code a script runs: its whole import closure (not the script itself,
+    which Snakemake's own code trigger covers)."""
+    return code_fingerprint(import_closure(script, package_root))

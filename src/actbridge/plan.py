@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import yaml
 
 from actbridge.config import merge_config, model_kind, validate_config
-from actbridge.dataset import ACCURACY_VIEWS, DataConfig, iter_split_rows
-from actbridge.layout import layer_pairs, layers_for, resolve_layers
+from actbridge.data.worlds import ACCURACY_VIEWS, DataConfig, iter_split_rows
+from actbridge.activations.layers import layer_pairs, layers_for, resolve_layers
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
@@ -139,7 +139,7 @@ class SplitSample:
     """Rows of a split and the mean prompt length each side reads, from a sample of generated rows."""
 
     rows: int
-    scored_prompts: float  # prompts per row the accuracy table scores (actbridge.dataset.ACCURACY_VIEWS)
+    scored_prompts: float  # prompts per row the accuracy table scores (actbridge.data.worlds.ACCURACY_VIEWS)
     mean_tokens: dict[str, float]  # prompt column -> tokens
     mean_candidates: float
     mean_candidate_tokens: float

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# one row per example x role x condition x alpha, as scored by :func:`actbridge.injection.run_injection`
+# one row per example x role x condition x alpha, as scored by :func:`actbridge.injection.jobs.run_injection`
 RESULT_SCHEMA = pa.schema([
     ("example_id", pa.string()), ("mode", pa.string()), ("hops", pa.int8()), ("role", pa.string()),
     ("condition", pa.string()), ("alpha", pa.float64()), ("exact_match", pa.bool_()),
@@ -16,7 +16,7 @@ RESULT_SCHEMA = pa.schema([
 JOB_SCHEMA = pa.schema([("pair", pa.string()), ("sender_layer", pa.int16()), ("receiver_layer", pa.int16()),
                         ("method", pa.string()), ("seed", pa.int32()), *RESULT_SCHEMA])
 
-# Causal effects (actbridge.causal): Δ of an intervention against the clean run, per context mode, layer, role
+# Causal effects (actbridge.causal.profiles): Δ of an intervention against the clean run, per context mode, layer, role
 # and hop subset.
 EFFECT_SCHEMA = pa.schema([
     ("mode", pa.string()), ("layer", pa.int16()), ("role", pa.string()), ("hops", pa.string()), ("condition", pa.string()),

@@ -11,7 +11,7 @@ rule activations:
         layers=activation_layers,
         settings=activation_settings,
         dtype=config["dtype"],
-        code=library_code("activations", "roles", "layout", "models", "io", "padding", "encoding"),
+        code=script_code("extract_activations"),
     wildcard_constraints:
         split="|".join(BRIDGE_SPLITS),
     # One thread per job, and ahead of the causal jobs (the bridges and injections wait for the shards): a

@@ -10,7 +10,7 @@ rule bridge:
         settings=bridge_settings,
         roles=config["activations"]["roles"],
         fit=bridge_fit,
-        code=bridge_code,
+        code=script_code("fit_bridge"),
     threads: 1
     resources:
         # the trained bridge runs the receiver; the offline fits read shards only
@@ -34,7 +34,7 @@ rule bridge_metrics:
         markdown=report(f"{RESULTS}/bridges/metrics.md", caption="../report/bridge_metrics.rst",
                         category="Bridges"),
     params:
-        code=library_code("bridge_runs"),
+        code=script_code("bridge_metrics"),
     log:
         "logs/bridges/metrics.log",
     conda:

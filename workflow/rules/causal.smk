@@ -18,8 +18,7 @@ rule sender_causal:
         roles=config["activations"]["roles"],
         stats=config["stats"],
         dtype=config["dtype"],
-        code=library_code("causal", "statistics", "interventions", "evaluation", "roles", "activations",
-                          "conditions", "models", "padding", "dataset", "schemas", "summaries", "heads", "encoding"),
+        code=script_code("sender_causal"),
     threads: 1
     resources:
         mem_mb=model_memory("sender"),
@@ -47,8 +46,7 @@ rule receiver_causal:
         roles=config["injection"]["roles"],
         stats=config["stats"],
         dtype=config["dtype"],
-        code=library_code("causal", "statistics", "interventions", "evaluation", "roles", "activations",
-                          "conditions", "models", "padding", "dataset", "schemas", "summaries", "heads", "encoding"),
+        code=script_code("receiver_causal"),
     threads: 1
     resources:
         mem_mb=model_memory("receiver"),

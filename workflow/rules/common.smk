@@ -8,9 +8,9 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
 from actbridge.config import ConfigError, model_kind, replace_model_specs, validate_config
-from actbridge.dataset import SPLITS
-from actbridge.fingerprint import code_fingerprint
-from actbridge.layout import (layer_pairs, layers_for, pair_name, parse_pair, recorded_shape, recorded_weights_mb,
+from actbridge.data.worlds import SPLITS
+from actbridge.fingerprint import script_fingerprint
+from actbridge.activations.layers import (layer_pairs, layers_for, pair_name, parse_pair, recorded_shape, recorded_weights_mb,
                               resolve_layers)
 
 try:
@@ -36,18 +36,17 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def library_code(*modules):
-    """Fingerprint of the library modules a rule runs (see actbridge.fingerprint).
+def script_code(script):
+    """Fingerprint of the library code a rule's script runs: its import closure (see actbridge.fingerprint).
 
-    Snakemake's code trigger sees only the rule's own script, so a rule passes
-    this as a param: changing the science it calls reruns it, as editing its
-    script would; editing comments and docstrings does not.
+    Snakemake's code trigger sees only the rule's own script, so a rule passes this as a param: changing
+    the science it calls reruns it, as editing its script would; editing comments and docstrings does not.
     """
-    return code_fingerprint(Path(SRC) / "actbridge" / f"{module}.py" for module in modules)
+    return script_fingerprint(Path(workflow.basedir) / "scripts" / f"{script}.py")
 
 
 # What a model-running job needs beside its model's weights: activations are bounded by batch_tokens and the
-# logits by actbridge.heads.LOGIT_BUDGET_BYTES, whatever the vocabulary (benchmarks/scoring_memory.py).
+# logits by actbridge.models.heads.LOGIT_BUDGET_BYTES, whatever the vocabulary (benchmarks/scoring_memory.py).
 JOB_MEMORY_BESIDE_WEIGHTS_MB = 2500
 
 
@@ -134,7 +133,7 @@ def model_layer_count(model):
     # a record from before shapes were recorded: models.layer_count parses the config (a GGUF file whole); only
     # then is torch imported, which layout (imported by torch-free rule scripts too) must not pull in
     if shape is None:
-        from actbridge.models import layer_count
+        from actbridge.models.loading import layer_count
 
         return layer_count(model_dir)
     return shape["num_layers"]
@@ -227,14 +226,6 @@ def bridge_fit(wildcards):
     if fit["strategy"] == "pooled":
         fit["pooled_modes"] = config["bridge"]["fit_modes"]
     return fit
-
-
-def bridge_code(wildcards):
-    """The offline fits depend on the bridge modules only; the trained bridge also on the receiver's code."""
-    modules = ["bridges", "bridge_runs", "alignment", "activations", "layout"]
-    if wildcards.method == "trained":
-        modules += ["trained", "interventions", "evaluation", "roles", "padding", "models", "heads", "encoding"]
-    return library_code(*modules)
 
 
 def injected_runs():

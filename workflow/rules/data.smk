@@ -6,7 +6,7 @@ rule dataset_split:
         f"{RESULTS}/data/{{split}}.parquet",
     params:
         data=split_params,
-        code=library_code("dataset", "io"),
+        code=script_code("dataset_split"),
     log:
         "logs/data/{split}.log",
     conda:
@@ -23,7 +23,7 @@ rule dataset_stats:
         table=report(f"{RESULTS}/data/stats.parquet", caption="../report/dataset_stats.rst", category="Data"),
         markdown=report(f"{RESULTS}/data/stats.md", caption="../report/dataset_stats.rst", category="Data"),
     params:
-        code=library_code("datastats"),
+        code=script_code("dataset_stats"),
     log:
         "logs/data/stats.log",
     conda:

@@ -9,7 +9,7 @@ rule figure_dataset:
         pdf=f"{RESULTS}/figures/dataset.pdf",
         png=report(f"{RESULTS}/figures/dataset.png", caption="../report/figure_dataset.rst", category="Figures"),
     params:
-        code=library_code("plots", "summaries", "io"),
+        code=script_code("figure"),
     log:
         "logs/figures/dataset.log",
     conda:
@@ -26,7 +26,7 @@ rule figure_bridge_quality:
         png=report(f"{RESULTS}/figures/bridge_quality.png", caption="../report/figure_bridge_quality.rst",
                    category="Figures"),
     params:
-        code=library_code("plots", "summaries", "io"),
+        code=script_code("figure"),
     log:
         "logs/figures/bridge_quality.log",
     conda:
@@ -44,7 +44,7 @@ rule figure_injection_sweep:
                    category="Figures"),
     params:
         method=config["figures"]["method"],
-        code=library_code("plots", "summaries", "io"),
+        code=script_code("figure"),
     log:
         "logs/figures/injection_sweep.log",
     conda:
@@ -62,7 +62,7 @@ rule figure_replacement:
                    category="Figures"),
     params:
         method=config["figures"]["method"],
-        code=library_code("plots", "summaries", "io"),
+        code=script_code("figure"),
     log:
         "logs/figures/replacement.log",
     conda:
@@ -79,7 +79,7 @@ rule figure_causal_sender:
         png=report(f"{RESULTS}/figures/causal_sender.png", caption="../report/figure_causal_sender.rst",
                    category="Figures"),
     params:
-        code=library_code("plots", "summaries", "io"),
+        code=script_code("figure"),
     log:
         "logs/figures/causal_sender.log",
     conda:
@@ -96,7 +96,7 @@ rule figure_causal_receiver:
         png=report(f"{RESULTS}/figures/causal_receiver.png", caption="../report/figure_causal_receiver.rst",
                    category="Figures"),
     params:
-        code=library_code("plots", "summaries", "io"),
+        code=script_code("figure"),
     log:
         "logs/figures/causal_receiver.log",
     conda:
@@ -113,7 +113,7 @@ rule figure_asymmetric:
         png=report(f"{RESULTS}/figures/asymmetric.png", caption="../report/figure_asymmetric.rst", category="Figures"),
     params:
         methods=config["injection"]["methods"],
-        code=library_code("plots", "summaries", "io"),
+        code=script_code("figure"),
     log:
         "logs/figures/asymmetric.log",
     conda:
@@ -130,7 +130,7 @@ rule figure_relay:
         png=report(f"{RESULTS}/figures/relay.png", caption="../report/figure_relay.rst", category="Figures"),
     params:
         methods=config["injection"]["methods"],
-        code=library_code("plots", "summaries", "io"),
+        code=script_code("figure"),
     log:
         "logs/figures/relay.log",
     conda:

@@ -9,9 +9,7 @@ rule injection:
     params:
         settings=injection_settings,
         dtype=config["dtype"],
-        code=library_code("injection", "conditions", "interventions", "evaluation", "roles", "bridges",
-                          "bridge_runs", "alignment", "activations", "models", "padding", "layout", "schemas", "io",
-                          "heads", "encoding"),
+        code=script_code("inject"),
     threads: 1
     resources:
         mem_mb=model_memory("receiver", base_mb=3000),

@@ -8,7 +8,7 @@ rule micro_tokenizer:
         directory(f"{RESULTS}/models/tokenizer"),
     params:
         vocab_size=config["models"]["tokenizer"]["vocab_size"],
-        code=library_code("tokenization"),
+        code=script_code("micro_tokenizer"),
     log:
         "logs/models/tokenizer.log",
     conda:
@@ -27,7 +27,7 @@ checkpoint model:
         lm_train=lm_train_params,
         tokenizer=config["models"]["tokenizer"],
         shipped=shipped_weights,
-        code=library_code("training", "micro", "models"),
+        code=script_code("build_model"),
     # One thread: with shipped weights this job only copies them, and at 2 threads the receiver's copy waited
     # for both cores behind a 1-thread job (56 s of the default run with one core idle); two trainings from
     # scratch run side by side at one thread each (that is how the shipped weights were trained).
@@ -53,7 +53,7 @@ rule model_accuracy:
         f"{RESULTS}/models/accuracy_{{model}}.parquet",
     params:
         dtype=config["dtype"],
-        code=library_code("evaluation", "models", "padding", "dataset", "interventions", "heads", "encoding"),
+        code=script_code("model_accuracy"),
     threads: 1  # as model and activations: beside other 1-thread jobs rather than alone on both cores
     resources:
         mem_mb=model_memory(),
@@ -75,7 +75,7 @@ rule accuracy_summary:
         table=f"{RESULTS}/models/accuracy.parquet",
         markdown=report(f"{RESULTS}/models/accuracy.md", caption="../report/accuracy.rst", category="Models"),
     params:
-        code=library_code("summaries", "dataset", "io"),
+        code=script_code("accuracy_summary"),
     log:
         "logs/models/accuracy_summary.log",
     conda:

@@ -9,7 +9,7 @@ rule condition_stats:
         across_seeds=f"{RESULTS}/stats/{{pair}}/{{method}}/across_seeds.parquet",
     params:
         settings=config["stats"],
-        code=library_code("statistics", "schemas", "io"),
+        code=script_code("condition_stats"),
     threads: 1
     resources:
         mem_mb=3000,
@@ -33,7 +33,7 @@ rule stats_summary:
         markdown=report(f"{RESULTS}/stats/summary.md", caption="../report/stats_summary.rst", category="Injection"),
     params:
         confidence=config["stats"]["confidence"],
-        code=library_code("statistics", "summaries", "io"),
+        code=script_code("stats_summary"),
     log:
         "logs/stats/summary.log",
     conda:
@@ -52,7 +52,7 @@ rule verdict:
         markdown=report(f"{RESULTS}/stats/verdict.md", caption="../report/verdict.rst", category="Injection"),
     params:
         confidence=config["stats"]["confidence"],
-        code=library_code("verdict", "summaries", "layout", "dataset", "io"),
+        code=script_code("verdict"),
     log:
         "logs/stats/verdict.log",
     conda:

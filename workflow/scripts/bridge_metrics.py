@@ -3,7 +3,7 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actbridge.bridge_runs import metrics_markdown
+from actbridge.bridges.jobs import metrics_markdown
 from actbridge.io import write_parquet, write_text
 from actbridge.logs import log_to_file
 

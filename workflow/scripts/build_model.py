@@ -5,8 +5,8 @@ from pathlib import Path
 
 from actbridge.config import model_kind
 from actbridge.logs import log_to_file
-from actbridge.micro import build_micro_model, micro_recipe
-from actbridge.models import build_named_model, configure_threads, resolve_device
+from actbridge.models.micro import build_micro_model, micro_recipe
+from actbridge.models.loading import build_named_model, configure_threads, resolve_device
 
 log_to_file(snakemake.log[0])
 # device and threads change where and how fast a job runs, not what it means: read them from the

@@ -1,6 +1,6 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
-from actbridge.dataset import DataConfig, build_split
+from actbridge.data.worlds import DataConfig, build_split
 from actbridge.io import write_parquet
 from actbridge.logs import log_to_file
 

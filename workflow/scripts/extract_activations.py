@@ -2,10 +2,10 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 
 import pyarrow.parquet as pq
 
-from actbridge.activations import PROMPT_FOR_MODEL, ExtractionPlan, extract_activations
-from actbridge.layout import resolve_layers
+from actbridge.activations.store import PROMPT_FOR_MODEL, ExtractionPlan, extract_activations
+from actbridge.activations.layers import resolve_layers
 from actbridge.logs import log_to_file
-from actbridge.models import load_for_job, read_model_record
+from actbridge.models.loading import load_for_job, read_model_record
 
 log_to_file(snakemake.log[0])
 model, tokenizer, device = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,

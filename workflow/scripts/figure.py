@@ -3,7 +3,7 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 import matplotlib
 
 matplotlib.use("Agg")
-from actbridge import plots  # noqa: E402
+from actbridge.report import plots  # noqa: E402
 from actbridge.io import read_parquet_output  # noqa: E402
 from actbridge.logs import log_to_file  # noqa: E402
 

@@ -2,11 +2,11 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 
 import pyarrow.parquet as pq
 
-from actbridge.activations import ActivationStore
-from actbridge.bridge_runs import fit_groups, run_bridge_job
-from actbridge.bridges import CLOSED_FORM, BridgeSettings
+from actbridge.activations.store import ActivationStore
+from actbridge.bridges.jobs import fit_groups, run_bridge_job
+from actbridge.bridges.maps import CLOSED_FORM, BridgeSettings
 from actbridge.io import atomic_directory, write_parquet
-from actbridge.layout import parse_pair
+from actbridge.activations.layers import parse_pair
 from actbridge.logs import log_to_file
 
 log_to_file(snakemake.log[0])
@@ -23,8 +23,8 @@ provenance = {"settings": snakemake.params.settings, "seed": seed,
               "receiver": stores["receiver"]["bridge_train"].manifest["model"]}
 trainer = None
 if method == "trained":  # the one method that runs the receiver (transformers is imported only here)
-    from actbridge.models import load_for_job
-    from actbridge.trained import TrainedSettings, receiver_trainer
+    from actbridge.models.loading import load_for_job
+    from actbridge.bridges.through_receiver import TrainedSettings, receiver_trainer
 
     receiver, tokenizer, _ = load_for_job(snakemake.input.receiver, snakemake.config["device"],
                                           snakemake.params.settings["dtype"])

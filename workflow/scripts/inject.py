@@ -2,12 +2,12 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 
 import pyarrow.parquet as pq
 
-from actbridge.activations import ActivationStore
-from actbridge.injection import run_injection_job
+from actbridge.activations.store import ActivationStore
+from actbridge.injection.jobs import run_injection_job
 from actbridge.io import write_parquet
-from actbridge.layout import parse_pair
+from actbridge.activations.layers import parse_pair
 from actbridge.logs import log_to_file
-from actbridge.models import load_for_job
+from actbridge.models.loading import load_for_job
 
 log_to_file(snakemake.log[0])
 model, tokenizer, _ = load_for_job(snakemake.input.receiver, snakemake.config["device"], snakemake.params.dtype,

@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 
 from actbridge.io import atomic_directory
 from actbridge.logs import log_to_file
-from actbridge.tokenization import train_bpe_tokenizer
+from actbridge.models.tokenizer import train_bpe_tokenizer
 
 log_to_file(snakemake.log[0])
 lm_train = pq.read_table(snakemake.input[0], columns=["full_prompt"])

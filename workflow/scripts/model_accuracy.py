@@ -2,10 +2,10 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 
 import pyarrow.parquet as pq
 
-from actbridge.evaluation import evaluate_model_accuracy
+from actbridge.models.scoring import evaluate_model_accuracy
 from actbridge.io import write_parquet
 from actbridge.logs import log_to_file
-from actbridge.models import load_for_job
+from actbridge.models.loading import load_for_job
 
 log_to_file(snakemake.log[0])
 model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,

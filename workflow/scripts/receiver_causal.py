@@ -3,12 +3,12 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actbridge.causal import (EFFECT_SCHEMA, patching_effects, receiver_causal_markdown, receiver_causal_tables,
+from actbridge.causal.profiles import (EFFECT_SCHEMA, patching_effects, receiver_causal_markdown, receiver_causal_tables,
                               self_patch_effects)
 from actbridge.io import write_parquet, write_text
 from actbridge.logs import log_to_file
-from actbridge.models import load_for_job
-from actbridge.statistics import StatsSettings
+from actbridge.models.loading import load_for_job
+from actbridge.stats.paired import StatsSettings
 
 log_to_file(snakemake.log[0])
 model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,

@@ -3,12 +3,12 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actbridge.activations import ActivationStore
-from actbridge.causal import ablation_effects, causal_markdown, patching_effects, sender_causal_tables
+from actbridge.activations.store import ActivationStore
+from actbridge.causal.profiles import ablation_effects, causal_markdown, patching_effects, sender_causal_tables
 from actbridge.io import write_parquet, write_text
 from actbridge.logs import log_to_file
-from actbridge.models import load_for_job
-from actbridge.statistics import StatsSettings
+from actbridge.models.loading import load_for_job
+from actbridge.stats.paired import StatsSettings
 
 log_to_file(snakemake.log[0])
 model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,

@@ -4,8 +4,8 @@ import pyarrow as pa
 
 from actbridge.io import read_parquet_output, write_parquet, write_text
 from actbridge.logs import log_to_file
-from actbridge.statistics import ACROSS_SEEDS_SCHEMA, PER_SEED_SCHEMA
-from actbridge.summaries import stats_markdown
+from actbridge.stats.paired import ACROSS_SEEDS_SCHEMA, PER_SEED_SCHEMA
+from actbridge.stats.summaries import stats_markdown
 
 log_to_file(snakemake.log[0])
 per_seed = pa.concat_tables([read_parquet_output(path, PER_SEED_SCHEMA) for path in snakemake.input.per_seed])

@@ -3,8 +3,8 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 from actbridge.io import read_parquet_output, write_parquet, write_text
 from actbridge.logs import log_to_file
 from actbridge.schemas import EFFECT_SCHEMA
-from actbridge.statistics import ACROSS_SEEDS_SCHEMA
-from actbridge.verdict import verdict_markdown, verdict_table
+from actbridge.stats.paired import ACROSS_SEEDS_SCHEMA
+from actbridge.stats.verdict import verdict_markdown, verdict_table
 
 log_to_file(snakemake.log[0])
 table = verdict_table(read_parquet_output(snakemake.input.across_seeds, ACROSS_SEEDS_SCHEMA),

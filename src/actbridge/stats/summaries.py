@@ -7,7 +7,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from actbridge.dataset import PARTIAL_MODES
+from actbridge.data.worlds import PARTIAL_MODES
 
 # (title, scale, decimals)
 METRIC_TITLES = {"accuracy": ("Δ exact-match accuracy, points", 100.0, 2),

@@ -43,9 +43,9 @@ def resolve_role_positions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence
     """Token index of each role in each prompt; -1 where the role is absent (no bridge in 1-hop).
 
     ``spans[role][i]`` is the ``[start, end)`` character span for ``prompts[i]``. Indices count the
-    tokenizer's leading special tokens (a BOS), as :func:`actbridge.encoding.prompt_token_ids` encodes.
+    tokenizer's leading special tokens (a BOS), as :func:`actbridge.models.encoding.prompt_token_ids` encodes.
     """
-    from actbridge.encoding import special_prefix
+    from actbridge.models.encoding import special_prefix
 
     lead = len(special_prefix(tokenizer))
     unknown = set(roles) - set(ROLES)

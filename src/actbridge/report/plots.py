@@ -15,7 +15,7 @@ import pyarrow as pa
 from matplotlib.figure import Figure
 
 from actbridge.io import atomic_path
-from actbridge.summaries import pooled
+from actbridge.stats.summaries import pooled
 
 ALPHA_CONDITIONS = {"add": ("tab:blue", "-"), "add_rescaled": ("tab:orange", "-"),
                     "random": ("0.45", ":"), "shuffled": ("0.65", "--")}

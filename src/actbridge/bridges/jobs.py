@@ -21,11 +21,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from actbridge.activations import ActivationStore, iter_aligned
-from actbridge.alignment import METRICS, alignment_metrics_by_predictor, identity_predictor, mean_predictor
+from actbridge.activations.store import ActivationStore, iter_aligned
+from actbridge.bridges.alignment import METRICS, alignment_metrics_by_predictor, identity_predictor, mean_predictor
 from actbridge.io import write_json
-from actbridge.layout import pair_name
-from actbridge.bridges import (Bridge, BridgeSettings, PairStream, fit_bridge, fit_normalizers,
+from actbridge.activations.layers import pair_name
+from actbridge.bridges.maps import (Bridge, BridgeSettings, PairStream, fit_bridge, fit_normalizers,
                                shuffled_pairs)
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: 
     rows of the modes it serves. Returns the metrics table (one row per role x eval mode x predictor).
     A group without training rows for a role (a relay prompt names no bridge entity) is skipped.
     ``method == "trained"`` fits the ``TRAINED_START`` bridge offline, then hands it to
-    ``train_through_receiver(role, bridge, train_modes)`` (see :mod:`actbridge.trained`).
+    ``train_through_receiver(role, bridge, train_modes)`` (see :mod:`actbridge.bridges.through_receiver`).
     """
     if method == "trained" and train_through_receiver is None:
         raise ValueError("the trained bridge needs the receiver: pass train_through_receiver")

@@ -3,7 +3,7 @@
 Gemma and Llama tokenizers put ``<bos>`` before every text and their models are trained with
 it; GPT-NeoX ones (Pythia, our micro models) add nothing. Every stage that runs a model
 encodes a prompt through :func:`prompt_token_ids`, and a role's token index counts the same
-leading tokens (:func:`actbridge.roles.resolve_role_positions`), so extraction, scoring,
+leading tokens (:func:`actbridge.activations.roles.resolve_role_positions`), so extraction, scoring,
 injection, the causal jobs and the trained bridge all read the same tokens at the same
 positions. A tokenizer's *trailing* special tokens (an ``</s>`` some add after a text) are
 never used: a prompt is continued by its answer, not ended.

@@ -11,7 +11,7 @@ the sender's answer:
 * ``patch`` (counterfactual activation patching): the state replaced by the
   sender's state at the same role on the example's counterfactual prompt
   (the same facts but the first hop's object, so another bridge entity and
-  another answer; see :func:`actbridge.dataset.counterfactual_world`). The
+  another answer; see :func:`actbridge.data.worlds.counterfactual_world`). The
   ``moved`` metric is the rate at which the answer moves to the
   counterfactual's answer: how much of the answer the state carries.
 
@@ -39,17 +39,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from actbridge.activations import ActivationStore, hidden_states_at
-from actbridge.conditions import derangement
-from actbridge.dataset import PARTIAL_MODES
-from actbridge.encoding import prompt_token_ids
-from actbridge.evaluation import DEFAULT_BATCH_TOKENS
-from actbridge.interventions import Edits, score_under_edits
+from actbridge.activations.store import ActivationStore, hidden_states_at
+from actbridge.injection.conditions import derangement
+from actbridge.data.worlds import PARTIAL_MODES
+from actbridge.models.encoding import prompt_token_ids
+from actbridge.models.scoring import DEFAULT_BATCH_TOKENS
+from actbridge.injection.engine import Edits, score_under_edits
 from actbridge.logs import Progress
-from actbridge.roles import role_positions_for_table
+from actbridge.activations.roles import role_positions_for_table
 from actbridge.schemas import EFFECT_SCHEMA
-from actbridge.statistics import METRICS, StatsSettings, bca_intervals, bootstrap_means, paired_test, with_holm
-from actbridge.summaries import pooled
+from actbridge.stats.paired import METRICS, StatsSettings, bca_intervals, bootstrap_means, paired_test, with_holm
+from actbridge.stats.summaries import pooled
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

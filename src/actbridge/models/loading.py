@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from actbridge.config import model_kind
 from actbridge.io import sha256_file, write_json
-from actbridge.layout import MODEL_RECORD, recorded_shape
+from actbridge.activations.layers import MODEL_RECORD, recorded_shape
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu",
     model = AutoModelForCausalLM.from_pretrained(
         path, local_files_only=True, trust_remote_code=False, dtype=dtype, **kwargs)
     model = model.to(device).eval()
-    from actbridge.heads import check_output_head
+    from actbridge.models.heads import check_output_head
 
     check_output_head(model)  # the bounded scoring path computes the logits as this model's forward does
     return model

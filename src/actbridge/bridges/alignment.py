@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from actbridge.bridges import Moments, Normalizer, PairStream
+from actbridge.bridges.maps import Moments, Normalizer, PairStream
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # normalized sender [n, d_s] -> normalized receiver [n, d_r]
 METRICS: tuple[str, ...] = ("cos_normalized", "cos_raw", "r2", "mse", "cka")

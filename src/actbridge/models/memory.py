@@ -13,7 +13,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Iterator
 
-from actbridge.heads import LOGIT_BUDGET_BYTES
+from actbridge.models.heads import LOGIT_BUDGET_BYTES
 
 if TYPE_CHECKING:  # hints only
     import torch

@@ -1,4 +1,4 @@
-"""Injection conditions as edits of the receiver's state (see :mod:`actbridge.interventions`).
+"""Injection conditions as edits of the receiver's state (see :mod:`actbridge.injection.engine`).
 
 Every condition is ``h' = keep * h + (||h|| if norm_scaled else 1) * vector``:
 
@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from actbridge.interventions import Edits
+from actbridge.injection.engine import Edits
 
 CONDITIONS: tuple[str, ...] = ("none", "add", "add_rescaled", "replace", "replace_rescaled", "interpolate",
                                "random", "shuffled", "mean", "self_patch")

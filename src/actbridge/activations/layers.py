@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-# Every pipeline model directory's record of where its weights are (see actbridge.models)
+# Every pipeline model directory's record of where its weights are (see actbridge.models.loading)
 MODEL_RECORD = "model.json"
 
 PAIR_PATTERN = re.compile(r"^s(\d+)-r(\d+)$")

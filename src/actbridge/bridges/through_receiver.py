@@ -28,14 +28,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actbridge.activations import RowKey
-from actbridge.bridges import Bridge
-from actbridge.encoding import encode_continuations
-from actbridge.heads import token_scores
-from actbridge.interventions import Edits, Example, packed_token_logprobs, residual_edit
+from actbridge.activations.store import RowKey
+from actbridge.bridges.maps import Bridge
+from actbridge.models.encoding import encode_continuations
+from actbridge.models.heads import token_scores
+from actbridge.injection.engine import Edits, Example, packed_token_logprobs, residual_edit
 from actbridge.logs import Progress
-from actbridge.padding import right_padded
-from actbridge.roles import role_positions_for_table
+from actbridge.models.padding import right_padded
+from actbridge.activations.roles import role_positions_for_table
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -132,7 +132,7 @@ def cached_prefix_answer_loss(receiver: "PreTrainedModel", layer: int, rows: Ans
                               bridged: torch.Tensor, injection: str, pad_id: int) -> torch.Tensor:
     """:func:`answer_loss` with the prompt before the injection run once without a gradient (its key/value
     cache: the injection changes nothing before its token) and only the rest with one, logits only where an
-    answer token is predicted (:func:`actbridge.interventions.packed_token_logprobs`)."""
+    answer token is predicted (:func:`actbridge.injection.engine.packed_token_logprobs`)."""
     examples = [Example(rows.token_ids[i][: rows.answer_start[i]], int(rows.positions[i]),
                         [rows.token_ids[i][rows.answer_start[i]:]]) for i in index]
     keep = torch.ones(1) if injection == "add" else torch.zeros(1)
@@ -217,7 +217,7 @@ def train_bridge(receiver: "PreTrainedModel", layer: int, start: Bridge, train: 
 def receiver_trainer(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: dict[str, pa.Table],
                      sender_stores: dict, sender_layer: int, receiver_layer: int, settings: TrainedSettings,
                      seed: int):
-    """For :func:`actbridge.bridge_runs.run_bridge_job`: (role, offline start bridge, context modes) -> bridge
+    """For :func:`actbridge.bridges.jobs.run_bridge_job`: (role, offline start bridge, context modes) -> bridge
     trained through the receiver on those modes' bridge_train rows, selected on their bridge_val rows
     (``examples`` and ``sender_stores`` keyed by split)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -230,7 +230,7 @@ def receiver_trainer(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenize
         log.info("role %s, %s rows: training through the receiver on %d rows (of %d), selecting on %d", role,
                  "/".join(modes), min(settings.max_rows, len(rows["bridge_train"])), len(rows["bridge_train"]),
                  len(rows["bridge_val"]))
-        from actbridge.memory import batches_sized_by
+        from actbridge.models.memory import batches_sized_by
 
         with batches_sized_by("bridge.trained.batch_size", settings.batch_size):
             return train_bridge(receiver, receiver_layer, start, rows["bridge_train"], rows["bridge_val"], settings,

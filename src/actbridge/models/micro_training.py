@@ -28,7 +28,7 @@ import pyarrow as pa
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerBase
 
-from actbridge.dataset import QUESTION_MARK, fact_lookup, first_relation_span
+from actbridge.data.worlds import QUESTION_MARK, fact_lookup, first_relation_span
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def train_micro_model(
 def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase, device: torch.device | str = "cpu"
                       ) -> Callable[[GPTNeoXForCausalLM], dict[str, float]]:
     """Exact match by hop count on held-out ``lm_train`` worlds (full-context prompts)."""
-    from actbridge.evaluation import score_answers
+    from actbridge.models.scoring import score_answers
 
     hops = np.asarray(heldout.column("hops").to_pylist())
     prompts = heldout.column("full_prompt").to_pylist()

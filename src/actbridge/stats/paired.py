@@ -278,7 +278,7 @@ def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method
     """(per-seed table, across-seeds table) for one layer pair and bridge method.
 
     ``results_by_seed[seed]`` holds that seed's injection rows (see
-    :mod:`actbridge.injection`). Seeds must cover the same examples per role and mode.
+    :mod:`actbridge.injection.jobs`). Seeds must cover the same examples per role and mode.
     """
     seeds = sorted(results_by_seed)
     per_seed: list[dict] = []

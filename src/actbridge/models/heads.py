@@ -121,4 +121,4 @@ def check_output_head(model: "PreTrainedModel") -> None:
     if gap > tolerance * max(1.0, float(reference.abs().max())):
         raise OutputHeadMismatch(
             f"{type(model).__name__}: logits from its output head differ from its forward by {gap:.3g}; "
-            "its architecture post-processes logits in a way actbridge.heads.output_logits does not know")
+            "its architecture post-processes logits in a way actbridge.models.heads.output_logits does not know")

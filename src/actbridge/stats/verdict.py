@@ -26,9 +26,9 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from actbridge.dataset import PARTIAL_MODES
-from actbridge.layout import parse_pair
-from actbridge.summaries import pooled
+from actbridge.data.worlds import PARTIAL_MODES
+from actbridge.activations.layers import parse_pair
+from actbridge.stats.summaries import pooled
 
 VERDICT_SCHEMA = pa.schema([
     ("method", pa.string()), ("mode", pa.string()), ("role", pa.string()), ("condition", pa.string()),

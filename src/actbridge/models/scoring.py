@@ -5,7 +5,7 @@ decoding reproduces the gold answer exactly when, at each answer position, the a
 gold prefix is the gold token, so exact match needs no separate generation loop.
 
 The work is the injection engine's with one identity edit at the prompt's last token
-(:func:`actbridge.interventions.score_under_edits`): the prompt runs once per example and its
+(:func:`actbridge.injection.engine.score_under_edits`): the prompt runs once per example and its
 key/value cache serves every candidate, the vocabulary is projected only where an answer token is
 predicted, and batches are sized in tokens. ``naive_answer_scores`` is the full-vocabulary,
 whole-sequence-per-candidate reference it is tested against.
@@ -20,11 +20,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actbridge.dataset import ACCURACY_VIEWS
-from actbridge.encoding import encode_continuations, prompt_token_ids, with_gold
-from actbridge.interventions import Edits, score_under_edits
+from actbridge.data.worlds import ACCURACY_VIEWS
+from actbridge.models.encoding import encode_continuations, prompt_token_ids, with_gold
+from actbridge.injection.engine import Edits, score_under_edits
 from actbridge.logs import Progress
-from actbridge.padding import right_padded
+from actbridge.models.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -69,7 +69,7 @@ def naive_answer_scores(model: "PreTrainedModel", tokenizer: "PreTrainedTokenize
                         ) -> AnswerScores:
     """Reference for :func:`score_answers`: each whole ``prompt + candidate`` through the model's forward,
     log-softmax over the full vocabulary at every position (memory grows with vocabulary x sequence x batch)."""
-    from actbridge.interventions import score_continuation
+    from actbridge.injection.engine import score_continuation
 
     device = next(model.parameters()).device
     rows: list[tuple[int, int, list[int], int]] = []  # (example, candidate, ids, start)

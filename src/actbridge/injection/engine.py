@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from actbridge.encoding import continuation_ids, prompt_token_ids, with_gold
-from actbridge.heads import token_scores
-from actbridge.padding import right_padded
+from actbridge.models.encoding import continuation_ids, prompt_token_ids, with_gold
+from actbridge.models.heads import token_scores
+from actbridge.models.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
     from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
@@ -441,9 +441,9 @@ def score_under_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerB
     (prefix pass plus packed pass, :func:`batch_cost`; an example above it runs alone), so memory follows
     the tokens, not the rows. ``edits_for(n)`` is called as its batch is filled: the edits of a whole
     split never sit in memory. Before the first batch its peak is estimated against the free memory, and
-    running out of memory fails naming ``batch_key`` (:mod:`actbridge.memory`).
+    running out of memory fails naming ``batch_key`` (:mod:`actbridge.models.memory`).
     """
-    from actbridge.memory import batches_sized_by, check_batch_fits
+    from actbridge.models.memory import batches_sized_by, check_batch_fits
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     prompt_ids = prompt_token_ids(tokenizer, prompts)

@@ -1,0 +1,1 @@
+"""Hidden-state extraction: token roles, layers to extract and pair, Parquet shards."""

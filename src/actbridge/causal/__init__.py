@@ -1,0 +1,1 @@
+"""Causal profiles: sender ablation and patching, receiver patching and self-patching."""

@@ -1,0 +1,1 @@
+"""Models: micro GPT-NeoX training, named models (hub id, directory, GGUF), tokenizers, answer scoring."""

@@ -1,0 +1,1 @@
+"""Statistics: paired bootstrap intervals and tests, summaries, the verdict."""

@@ -205,16 +205,17 @@ def test_splits_are_independent_streams(small_config):
                                  {"context_modes": ("both",)}, {"template": "yaml"}])
 def test_data_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="data\\."):
-        DataConfig(**bad)
+        DataConfig(**{"seed": 0, "hops": (1, 2), "distractors": 3, "sizes": {"eval": 1}, **bad})
 
 
 def test_asymmetric_mode_absent_when_not_requested():
-    config = DataConfig(hops=(2,), context_modes=("shared",), sizes={"eval": 5})
+    config = DataConfig(seed=0, hops=(2,), distractors=3, context_modes=("shared",), sizes={"eval": 5})
     assert {row["mode"] for row in iter_split_rows(config, "eval")} == {"shared"}
 
 
 def test_relay_rows_only_for_one_hop_and_never_in_lm_train():
-    config = DataConfig(hops=(1, 2), context_modes=("shared", "relay"), sizes={"eval": 6, "lm_train": 6})
+    config = DataConfig(seed=0, hops=(1, 2), distractors=3, context_modes=("shared", "relay"),
+                        sizes={"eval": 6, "lm_train": 6})
     rows = list(iter_split_rows(config, "eval"))
     assert {(row["mode"], row["hops"]) for row in rows} == {("shared", 1), ("shared", 2), ("relay", 1)}
     relay = [row for row in rows if row["mode"] == "relay"]

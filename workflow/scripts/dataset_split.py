@@ -5,8 +5,6 @@ from actbridge.io import write_parquet
 from actbridge.logs import log_to_file
 
 log_to_file(snakemake.log[0])
-p = snakemake.params.data
 split = snakemake.wildcards.split
-data = {key: value for key, value in p.items() if key not in ("seed", "size")}
-config = DataConfig.from_config({"seed": p["seed"], "data": {**data, "sizes": {split: p["size"]}}})
+config = DataConfig.from_split_params(snakemake.params.data, split)
 write_parquet(build_split(config, split), snakemake.output[0])

@@ -12,9 +12,8 @@ needs.
 Why the answer is a name and not a value from a small closed set (a city, a
 colour): with a dozen possible values, small models settle for "name any
 value in the prompt that was not asked yet" and never learn to look the
-subject up (measured: stuck at that heuristic's accuracy for thousands of
-steps). When answers are names like the subjects, that heuristic is useless
-and retrieval is learned.
+subject up. When answers are names like the subjects, that heuristic is
+useless and retrieval is learned (probe results: docs/measurements.md).
 
 Distractor chains have the focus chain's length and end in other people:
 
@@ -75,16 +74,21 @@ QUESTION_MARK = "Q:"
 FACTS_MARK = "Facts:"  # so every name, the first included, follows a space and tokenizes alike
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    """What the dataset stage reads from the config (``data.*`` plus ``seed``)."""
+    """What the dataset stage reads from the config (``data.*`` plus ``seed``).
 
-    seed: int = 0
-    hops: tuple[int, ...] = (1, 2)
-    distractors: int = 3
+    The keys the schema (workflow/schemas/config.schema.yaml) requires have no default here; those
+    it defaults have the same default here, so a config that leaves them out reads the same.
+    """
+
+    seed: int
+    hops: tuple[int, ...]
+    distractors: int
+    sizes: dict[str, int]
+    # every mode; each split keeps those that apply to it (mode_applies): lm_train, whose rule passes no
+    # modes, keeps its shared rows
     context_modes: tuple[str, ...] = CONTEXT_MODES
-    sizes: dict[str, int] = field(default_factory=lambda: {
-        "lm_train": 20000, "bridge_train": 2000, "bridge_val": 500, "eval": 1000})
     train_questions: int = 6
     template: str = "compact"
     shots: int = 0  # solved demonstrations before every prompt of bridge_train, bridge_val and eval
@@ -104,17 +108,31 @@ class DataConfig:
 
     @classmethod
     def from_config(cls, config: dict) -> "DataConfig":
-        data = config.get("data", {})
-        defaults = cls()
+        """``seed`` and ``data.*`` of a config."""
+        return cls._from_keys(config["seed"], config["data"], config["data"]["sizes"])
+
+    @classmethod
+    def from_split_params(cls, params: dict, split: str) -> "DataConfig":
+        """The dataset rule's params for ``split``: ``seed``, the split's ``size`` and the ``data.*`` keys that
+        change its bytes (``data_params`` in workflow/rules/common.smk). A key they leave out is one the split
+        never reads, and keeps its default."""
+        return cls._from_keys(params["seed"], params, {split: params["size"]})
+
+    @classmethod
+    def _from_keys(cls, seed: int, data: dict, sizes: dict) -> "DataConfig":
+        """From ``data.*`` keys; an optional key that is absent keeps the dataclass default."""
+        optional = {
+            "context_modes": lambda modes: tuple(modes),
+            "train_questions": int,
+            "template": str,
+            "shots": int,
+        }
         return cls(
-            seed=int(config.get("seed", defaults.seed)),
-            hops=tuple(int(h) for h in data.get("hops", defaults.hops)),
-            distractors=int(data.get("distractors", defaults.distractors)),
-            context_modes=tuple(data.get("context_modes", defaults.context_modes)),
-            sizes={**defaults.sizes, **{k: int(v) for k, v in data.get("sizes", {}).items()}},
-            train_questions=int(data.get("train_questions", defaults.train_questions)),
-            template=str(data.get("template", defaults.template)),
-            shots=int(data.get("shots", defaults.shots)),
+            seed=int(seed),
+            hops=tuple(int(hop) for hop in data["hops"]),
+            distractors=int(data["distractors"]),
+            sizes={split: int(size) for split, size in sizes.items()},
+            **{key: convert(data[key]) for key, convert in optional.items() if key in data},
         )
 
 
@@ -136,7 +154,7 @@ class Chain:
         return self.entities[-1]
 
     def facts(self) -> list[Fact]:
-        return [Fact(s, r, o, depth) for depth, (s, r, o)
+        return [Fact(subject, relation, obj, depth) for depth, (subject, relation, obj)
                 in enumerate(zip(self.entities, self.relations, self.entities[1:]))]
 
 
@@ -165,8 +183,7 @@ class Template:
     * ``compact``: ``Bako mentor Rizu.`` / ``Q: Bako mentor friend`` -> `` Zune``.
       The object directly follows its (subject, relation) key, as a question
       directly continues a fact's prefix: the retrieval small models learn
-      fastest (measured in a 2-layer probe: 83% after 750 steps, where the
-      English form below stayed at chance after 1500). Used for micro models.
+      fastest (probe results: docs/measurements.md). Used for micro models.
     * ``english``: ``Bako's mentor is Rizu.`` / ``Q: Bako's mentor's friend is``:
       for pretrained models such as Pythia.
     """
@@ -200,7 +217,7 @@ def fact_lookup(facts_text: str) -> dict[tuple[str, str], str]:
     """``(subject, relation) -> object`` for every fact of a prompt in either template."""
     # english first: the compact pattern also matches the tail of an english fact ("mentor is Rizu.")
     for pattern in (FACT_PATTERNS["english"], FACT_PATTERNS["compact"]):
-        found = {(s, r): o for s, r, o in pattern.findall(facts_text)}
+        found = {(subject, relation): obj for subject, relation, obj in pattern.findall(facts_text)}
         if found:
             return found
     return {}
@@ -241,7 +258,7 @@ def sample_world(rng: np.random.Generator, hops: int, n_distractors: int) -> Wor
             chain = Chain(tuple(names[taken: taken + hops + 1]), relations)
             taken += hops + 1
         distractors.append(chain)
-    all_facts = [f for chain in (focus, *distractors) for f in chain.facts()]
+    all_facts = [fact for chain in (focus, *distractors) for fact in chain.facts()]
     order = rng.permutation(len(all_facts))
     return World(focus, tuple(distractors), tuple(all_facts[i] for i in order))
 
@@ -256,7 +273,7 @@ class Prompt:
     relation_span: tuple[int, int]  # the question's first relation: where a chain-order reader resolves hop 1
 
 
-def render_prompt(template: Template, facts: Sequence[Fact], question: str, subject: str,
+def render_prompt(template: Template, facts: Sequence[Fact], *, question: str, subject: str,
                   bridge: str | None, first_relation: str) -> Prompt:
     pieces = [FACTS_MARK]
     bridge_span = None
@@ -281,20 +298,21 @@ def prompts_for_mode(world: World, mode: str, template: Template) -> dict[str, P
     """Sender, receiver and full-context prompts of ``world`` in ``mode``."""
     question = template.question(world.focus.entities[0], world.focus.relations)
     subject, bridge = world.focus.entities[0], world.bridge_entity
-    context = (question, subject, bridge, world.focus.relations[0])
-    full = render_prompt(template, world.fact_order, *context)
+    context = {"question": question, "subject": subject, "bridge": bridge,
+               "first_relation": world.focus.relations[0]}
+    full = render_prompt(template, world.fact_order, **context)
     if mode == "shared":
         return {"sender": full, "receiver": full, "full": full}
     if mode == "asymmetric":
-        first_hop = [f for f in world.fact_order if f.depth == 0]
-        later = [f for f in world.fact_order if f.depth > 0]
+        first_hop = [fact for fact in world.fact_order if fact.depth == 0]
+        later = [fact for fact in world.fact_order if fact.depth > 0]
         return {
-            "sender": render_prompt(template, first_hop, *context),
-            "receiver": render_prompt(template, later, *context),
+            "sender": render_prompt(template, first_hop, **context),
+            "receiver": render_prompt(template, later, **context),
             "full": full,
         }
     if mode == "relay":
-        return {"sender": full, "receiver": render_prompt(template, [], *context), "full": full}
+        return {"sender": full, "receiver": render_prompt(template, [], **context), "full": full}
     raise ValueError(f"unknown context mode {mode!r}; allowed: {list(CONTEXT_MODES)}")
 
 
@@ -303,7 +321,7 @@ def demo_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, SPLITS.index(split), index, 1])))
 
 
-def demonstrations(world: World, rng: np.random.Generator, shots: int, template: Template) -> str:
+def demonstrations(world: World, rng: np.random.Generator, *, shots: int, template: Template) -> str:
     """``shots`` solved questions on fresh worlds of the same shape (full context, the answer written after
     the question), each followed by :data:`SHOT_SEPARATOR`. A demonstration world shares no name with
     ``world`` nor with another demonstration, so no fact of the question's world is shown solved."""
@@ -316,8 +334,8 @@ def demonstrations(world: World, rng: np.random.Generator, shots: int, template:
             continue
         taken |= names
         question = template.question(demo.focus.entities[0], demo.focus.relations)
-        solved = render_prompt(template, demo.fact_order, question, demo.focus.entities[0], demo.bridge_entity,
-                               demo.focus.relations[0])
+        solved = render_prompt(template, demo.fact_order, question=question, subject=demo.focus.entities[0],
+                               bridge=demo.bridge_entity, first_relation=demo.focus.relations[0])
         pieces.append(f"{solved.text} {demo.focus.answer}{SHOT_SEPARATOR}")
     return "".join(pieces)
 
@@ -348,12 +366,12 @@ def counterfactual_world(world: World) -> World | None:
     subject, first = world.focus.entities[0], world.focus.relations[0]
     new_bridge = donor.entities[1]
     focus = Chain((subject, *donor.entities[1:]), world.focus.relations)
-    swapped = tuple(Fact(f.subject, f.relation, new_bridge, f.depth) if (f.subject, f.relation) == (subject, first)
-                    else f for f in world.fact_order)
+    swapped = tuple(Fact(fact.subject, fact.relation, new_bridge, fact.depth)
+                    if (fact.subject, fact.relation) == (subject, first) else fact for fact in world.fact_order)
     return World(focus, world.distractors, swapped)
 
 
-def training_questions(world: World, rng: np.random.Generator, n_questions: int,
+def training_questions(world: World, rng: np.random.Generator, *, n_questions: int,
                        template: Template) -> list[tuple[str, str, int]]:
     """Extra (question, answer, hops) triples about the same world, for dense LM supervision.
 
@@ -361,15 +379,16 @@ def training_questions(world: World, rng: np.random.Generator, n_questions: int,
     fact as a 1-hop question; returns ``n_questions`` of them in random order,
     the focus question always among them.
     """
-    focus_q = (template.question(world.focus.entities[0], world.focus.relations), world.focus.answer, world.hops)
+    focus_question = (template.question(world.focus.entities[0], world.focus.relations), world.focus.answer,
+                      world.hops)
     pool = []
     for chain in world.distractors:
         pool.append((template.question(chain.entities[0], chain.relations), chain.answer, len(chain.relations)))
     for fact in world.fact_order:
         pool.append((template.question(fact.subject, (fact.relation,)), fact.obj, 1))
-    pool = [q for q in dict.fromkeys(pool) if q != focus_q]
+    pool = [question for question in dict.fromkeys(pool) if question != focus_question]
     chosen = [pool[i] for i in rng.permutation(len(pool))[: max(n_questions - 1, 0)]]
-    chosen.append(focus_q)
+    chosen.append(focus_question)
     return [chosen[i] for i in rng.permutation(len(chosen))]
 
 
@@ -438,14 +457,15 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
         # name before the crowded ones teach it to pick the right one (a curriculum within each batch).
         n_distractors = int(rng.integers(0, config.distractors + 1)) if split == "lm_train" else config.distractors
         world = sample_world(rng, hops, n_distractors)
-        extra = training_questions(world, rng, config.train_questions, template) if split == "lm_train" else []
+        extra = (training_questions(world, rng, n_questions=config.train_questions, template=template)
+                 if split == "lm_train" else [])
         candidates = sorted(chain.answer for chain in world.chains())
-        shown = (demonstrations(world, demo_rng(config.seed, split, index), config.shots, template)
+        shown = (demonstrations(world, demo_rng(config.seed, split, index), shots=config.shots, template=template)
                  if config.shots and split != "lm_train" else "")
         for mode in config.context_modes:
             if not mode_applies(mode, hops, split):
                 continue
-            prompts = {side: after(shown, p) for side, p in prompts_for_mode(world, mode, template).items()}
+            prompts = {side: after(shown, prompt) for side, prompt in prompts_for_mode(world, mode, template).items()}
             counterfactual = counterfactual_world(world) if mode == "shared" and split != "lm_train" else None
             alternative = (after(shown, prompts_for_mode(counterfactual, "shared", template)["full"])
                            if counterfactual else None)
@@ -460,12 +480,13 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
                 "answer": world.focus.answer,
                 "candidates": candidates,
                 "n_facts": len(world.fact_order),
-                **{f"{side}_prompt": p.text for side, p in prompts.items()},
-                **{f"{side}_bridge_span": (list(p.bridge_span) if p.bridge_span else None)
-                   for side, p in prompts.items()},
-                **{f"{side}_subject_span": list(p.subject_span) for side, p in prompts.items()},
-                **{f"{side}_relation_span": list(p.relation_span) for side, p in prompts.items()},
-                "train_questions": [{"question": q, "answer": a, "hops": h} for q, a, h in extra],
+                **{f"{side}_prompt": prompt.text for side, prompt in prompts.items()},
+                **{f"{side}_bridge_span": (list(prompt.bridge_span) if prompt.bridge_span else None)
+                   for side, prompt in prompts.items()},
+                **{f"{side}_subject_span": list(prompt.subject_span) for side, prompt in prompts.items()},
+                **{f"{side}_relation_span": list(prompt.relation_span) for side, prompt in prompts.items()},
+                "train_questions": [{"question": question, "answer": answer, "hops": n_hops}
+                                    for question, answer, n_hops in extra],
                 "counterfactual_prompt": alternative.text if alternative else None,
                 "counterfactual_answer": counterfactual.focus.answer if counterfactual else None,
                 "counterfactual_bridge_span": list(alternative.bridge_span) if alternative else None,

@@ -25,6 +25,7 @@ CONDA_NAMES = {
     "numpy": "numpy", "pyarrow": "pyarrow", "yaml": "pyyaml", "jsonschema": "jsonschema", "scipy": "scipy",
     "torch": "pytorch", "transformers": "transformers", "tokenizers": "tokenizers", "safetensors": "safetensors",
     "huggingface_hub": "huggingface_hub", "tqdm": "tqdm", "gguf": "gguf", "matplotlib": "matplotlib",
+    "polars": "polars",
 }
 # conda-forge package name -> distribution name in this Python environment
 DISTRIBUTIONS = {"pytorch": "torch", "pyyaml": "PyYAML"}

@@ -87,7 +87,7 @@ def planted_results(seed: int, n: int = 400, gain: int = 40) -> pa.Table:
 @pytest.fixture(scope="module")
 def planted_stats():
     settings = StatsSettings(resamples=2000, hierarchical_resamples=1000)
-    return condition_statistics({0: planted_results(0), 1: planted_results(1)}, "s1-r2", "ridge", settings)
+    return condition_statistics({0: planted_results(0), 1: planted_results(1)}, "s1-r2", "ridge", settings=settings)
 
 
 def test_a_planted_gain_is_found_and_a_planted_null_is_not(planted_stats):

@@ -131,9 +131,10 @@ def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_help
             results[method][seed] = tag_rows(result, 1, LAYERS, method, seed)
     verdicts = {}
     for method, by_seed in results.items():
-        _, across = condition_statistics(by_seed, "s1-r2", method, StatsSettings(resamples=2000,
-                                                                                hierarchical_resamples=500))
-        for row in verdict_table(across, EFFECT_SCHEMA.empty_table(), EFFECT_SCHEMA.empty_table(), 0.95).to_pylist():
+        _, across = condition_statistics(by_seed, "s1-r2", method, settings=StatsSettings(
+            resamples=2000, hierarchical_resamples=500))
+        for row in verdict_table(across, EFFECT_SCHEMA.empty_table(), EFFECT_SCHEMA.empty_table(),
+                                 confidence=0.95).to_pylist():
             verdicts[(method, row["condition"])] = row
     accuracy = {m: np.mean([r["exact_match"] for t in by_seed.values() for r in t.to_pylist()
                             if r["condition"] == "replace"]) for m, by_seed in results.items()}

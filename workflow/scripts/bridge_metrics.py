@@ -1,13 +1,15 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import polars as pl
 
-from actbridge.bridges.jobs import metrics_markdown
+from actbridge.bridges.jobs import METRICS_SCHEMA, metrics_markdown
 from actbridge.io import write_parquet, write_text
 from actbridge.logs import log_to_file
+from actbridge.stats.markdown import to_arrow
 
 log_to_file(snakemake.log[0])
-table = pa.concat_tables([pq.read_table(f"{directory}/metrics.parquet") for directory in snakemake.input])
+# one lazy scan over every bridge job's metrics
+table = to_arrow(pl.scan_parquet([f"{directory}/metrics.parquet" for directory in snakemake.input]).collect(),
+                 METRICS_SCHEMA)
 write_parquet(table, snakemake.output.table)
 write_text(metrics_markdown(table), snakemake.output.markdown)

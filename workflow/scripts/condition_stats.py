@@ -11,6 +11,6 @@ for path in snakemake.input:
     table = read_parquet_output(path, JOB_SCHEMA)
     results[table.column("seed")[0].as_py()] = table
 per_seed, across_seeds = condition_statistics(results, snakemake.wildcards.pair, snakemake.wildcards.method,
-                                              StatsSettings.from_config(snakemake.params.settings))
+                                              settings=StatsSettings.from_config(snakemake.params.settings))
 write_parquet(per_seed, snakemake.output.per_seed)
 write_parquet(across_seeds, snakemake.output.across_seeds)

@@ -9,6 +9,7 @@ from actbridge.stats.verdict import verdict_markdown, verdict_table
 log_to_file(snakemake.log[0])
 table = verdict_table(read_parquet_output(snakemake.input.across_seeds, ACROSS_SEEDS_SCHEMA),
                       read_parquet_output(snakemake.input.sender, EFFECT_SCHEMA),
-                      read_parquet_output(snakemake.input.receiver, EFFECT_SCHEMA), snakemake.params.confidence)
+                      read_parquet_output(snakemake.input.receiver, EFFECT_SCHEMA),
+                      confidence=snakemake.params.confidence)
 write_parquet(table, snakemake.output.table)
 write_text(verdict_markdown(table, snakemake.params.confidence), snakemake.output.markdown)

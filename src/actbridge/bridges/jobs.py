@@ -24,6 +24,7 @@ import pyarrow as pa
 from actbridge.activations.store import ActivationStore, iter_aligned
 from actbridge.bridges.alignment import METRICS, alignment_metrics_by_predictor, identity_predictor, mean_predictor
 from actbridge.io import write_json
+from actbridge.stats.markdown import number, table_lines
 from actbridge.activations.layers import pair_name
 from actbridge.bridges.maps import (Bridge, BridgeSettings, PairStream, fit_bridge, fit_normalizers,
                                shuffled_pairs)
@@ -169,26 +170,26 @@ def metrics_table(rows: list[dict]) -> pa.Table:
 
 def metrics_markdown(table: pa.Table) -> str:
     """Mean over seeds of each predictor's normalized cosine and R^2, per pair x method x role x mode."""
+    import polars as pl  # here, not at the top: the bridge jobs import this module and need no polars
+
     keys = ["pair", "sender_layer", "receiver_layer", "method", "role", "mode", "fit", "predictor"]
-    summary = table.group_by(keys).aggregate([("cos_normalized", "mean"), ("r2", "mean"), ("cos_raw", "mean"),
-                                              ("seed", "count_distinct")])
-    summary = summary.sort_by([("role", "ascending"), ("mode", "ascending"), ("sender_layer", "ascending"),
-                               ("method", "ascending"), ("predictor", "ascending")])
+    summary = (pl.from_arrow(table).group_by(keys, maintain_order=True)
+               .agg(pl.col("cos_normalized", "r2", "cos_raw").mean(), seeds=pl.col("seed").drop_nulls().n_unique())
+               # the rest of the key breaks ties (pyarrow's group_by left them in its hash order)
+               .sort("role", "mode", "sender_layer", "method", "predictor", "receiver_layer", "fit"))
     lines = ["# Bridge alignment on held-out eval states", "",
              "Mean over seeds. `bridge`: the fitted map; baselines: `mean` (the receiver's bridge_train mean; "
              "no direction, so its normalized cosine is NaN), `shuffled` (the same method fitted on mismatched "
              "pairs), `identity` (where dimensions match). cos_n: cosine in normalized space; cos_raw: in raw "
              "space. fit: the rows the bridge scored in this mode was fitted on (a context mode's own, or "
-             "pooled).", "",
-             "| role | mode | pair | method | fit | predictor | seeds | cos_n | R² | cos_raw |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in summary.to_pylist():
-        lines.append(f"| {row['role']} | {row['mode']} | {row['pair']} | {row['method']} | {row['fit']} | "
-                     f"{row['predictor']} | "
-                     f"{row['seed_count_distinct']} | {_fmt(row['cos_normalized_mean'])} | {_fmt(row['r2_mean'])} | "
-                     f"{_fmt(row['cos_raw_mean'])} |")
+             "pooled).", ""]
+    cells = [[row["role"], row["mode"], row["pair"], row["method"], row["fit"], row["predictor"], str(row["seeds"]),
+              *(_fmt(row[metric]) for metric in ("cos_normalized", "r2", "cos_raw"))]
+             for row in summary.iter_rows(named=True)]
+    lines += table_lines(["role", "mode", "pair", "method", "fit", "predictor", "seeds", "cos_n", "R²", "cos_raw"],
+                         cells)
     return "\n".join(lines) + "\n"
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+    return number(value, decimals=3, signed=False)

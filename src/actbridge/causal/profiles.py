@@ -35,6 +35,7 @@ import logging
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
@@ -48,7 +49,8 @@ from actbridge.injection.engine import Edits, score_under_edits
 from actbridge.logs import Progress
 from actbridge.activations.roles import role_positions_for_table
 from actbridge.schemas import EFFECT_SCHEMA
-from actbridge.stats.paired import METRICS, StatsSettings, bca_intervals, bootstrap_means, paired_test, with_holm
+from actbridge.stats.markdown import interval, number, table_lines, to_arrow
+from actbridge.stats.paired import METRICS, StatsSettings, paired_statistics, with_holm
 from actbridge.stats.summaries import pooled
 
 if TYPE_CHECKING:  # hints only
@@ -231,60 +233,83 @@ def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedToken
     return _concat(patches), _concat(self_patches)
 
 
-def paired_effects(rows: pa.Table, conditions: Sequence[str], metrics: dict[str, str],
+def _by_example(rows: pl.DataFrame, order: pl.DataFrame, condition: str) -> pl.DataFrame:
+    """``condition``'s rows in the order of the examples ``order`` (the last row where one repeats)."""
+    of_condition = rows.filter(condition=condition).unique("example_id", keep="last", maintain_order=True)
+    aligned = order.join(of_condition.with_columns(_present=True), on="example_id", how="left",
+                         maintain_order="left")
+    missing = aligned.filter(pl.col("_present").is_null())["example_id"]
+    if len(missing):
+        raise ValueError(f"condition {condition!r} lacks {len(missing)} of the clean run's examples "
+                         f"(e.g. {missing[0]!r}): the rows are incomplete")
+    return aligned
+
+
+def paired_effects(rows: pa.Table, conditions: Sequence[str], *, metrics: dict[str, str],
                    settings: StatsSettings) -> pa.Table:
     """Δ of each condition against ``none``, per context mode, layer, role and hop count (and all hops), with
-    BCa CIs.
+    BCa CIs (:func:`actbridge.stats.paired.paired_statistics`, as the injection statistics).
 
     ``metrics`` maps a metric's name to its column. Holm families: the
     conditions x layers of one mode, role, hop subset and metric.
     """
-    data = rows.to_pylist()
+    frame = pl.from_arrow(rows).with_columns(pl.col("hops").cast(pl.String))
     rng = np.random.Generator(np.random.PCG64(settings.seed))
-    out = []
-    for mode, role in sorted({(r["mode"], r["role"]) for r in data}):
-        of_role = [r for r in data if (r["mode"], r["role"]) == (mode, role)]
-        hops = sorted({str(r["hops"]) for r in of_role})
+    columns = [(condition, metric) for condition in conditions for metric in metrics]
+    effects = []
+    for (mode, role), of_role in sorted(frame.partition_by("mode", "role", as_dict=True).items()):
+        hops = sorted(of_role["hops"].unique().to_list())
         for subset in (["all", *hops] if len(hops) > 1 else hops):  # "all" only where it pools several
-            selected = [r for r in of_role if subset == "all" or str(r["hops"]) == subset]
-            for layer in sorted({r["layer"] for r in selected}):
-                by_condition: dict[str, dict[str, dict]] = {}
-                for r in selected:
-                    if r["layer"] == layer:
-                        by_condition.setdefault(r["condition"], {})[r["example_id"]] = r
-                order = sorted(by_condition["none"])
-                columns = [(condition, metric) for condition in conditions for metric in metrics]
-                values = {(c, m): np.array([by_condition[c][i][metrics[m]] for i in order], dtype=np.float64)
-                          for c in ("none", *conditions) for m in metrics}
-                differences = np.stack([values[(c, m)] - values[("none", m)] for c, m in columns], axis=1)
-                boot = bootstrap_means(differences, settings.resamples, rng)
-                low, high, method = bca_intervals(differences, boot, settings.confidence)
-                for j, (condition, metric) in enumerate(columns):
-                    test, p_value = paired_test(metric, values[("none", metric)], values[(condition, metric)])
-                    out.append({"mode": mode, "layer": layer, "role": role, "hops": subset, "condition": condition,
-                                "metric": metric, "n": len(order), "clean_value": float(values[("none", metric)].mean()),
-                                "value": float(values[(condition, metric)].mean()),
-                                "delta": float(differences[:, j].mean()), "ci_low": float(low[j]),
-                                "ci_high": float(high[j]), "ci_method": str(method[j]), "test": test,
-                                "p_value": p_value, "p_holm": float("nan")})
-    return pa.Table.from_pylist(with_holm(out, ["mode", "role", "hops", "metric"]), schema=EFFECT_SCHEMA)
+            selected = of_role if subset == "all" else of_role.filter(hops=subset)
+            for layer in sorted(selected["layer"].unique().to_list()):
+                at_layer = selected.filter(layer=layer)
+                clean = at_layer.filter(condition="none").unique("example_id", keep="last").sort("example_id")
+                order = clean.select("example_id")
+                values = {c: _by_example(at_layer, order, c) for c in dict.fromkeys(conditions)}
+                sides = [(clean[metrics[m]].cast(pl.Float64).to_numpy(), values[c][metrics[m]].cast(pl.Float64)
+                          .to_numpy()) for c, m in columns]
+                statistics, _ = paired_statistics(sides, [m for _, m in columns], resamples=settings.resamples,
+                                                  confidence=settings.confidence, rng=rng)
+                effects.append(statistics.rename({"reference_value": "clean_value"}).with_columns(
+                    mode=pl.lit(mode), layer=pl.lit(layer, pl.Int16), role=pl.lit(role), hops=pl.lit(subset),
+                    condition=pl.Series([c for c, _ in columns], dtype=pl.String),
+                    metric=pl.Series([m for _, m in columns], dtype=pl.String)))
+    if not effects:
+        return EFFECT_SCHEMA.empty_table()
+    return to_arrow(with_holm(pl.concat(effects), ["mode", "role", "hops", "metric"]), EFFECT_SCHEMA)
 
 
 def ablation_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
-    return paired_effects(rows, ABLATIONS, METRICS, settings)
+    return paired_effects(rows, ABLATIONS, metrics=METRICS, settings=settings)
 
 
 def patching_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
-    return paired_effects(rows, ("patch",), PATCH_METRICS, settings)
+    return paired_effects(rows, ("patch",), metrics=PATCH_METRICS, settings=settings)
 
 
 def self_patch_effects(rows: pa.Table, settings: StatsSettings) -> pa.Table:
-    return paired_effects(rows, ("self_patch",), METRICS, settings)
+    return paired_effects(rows, ("self_patch",), metrics=METRICS, settings=settings)
+
+
+def _points(row: dict) -> str:
+    return interval(row["delta"], row["ci_low"], row["ci_high"], scale=100, decimals=1, missing=None)
+
+
+def _logprob(row: dict) -> str:
+    return interval(row["delta"], row["ci_low"], row["ci_high"], decimals=2, missing=None)
+
+
+def _rate(value: float) -> str:
+    return number(value, decimals=3, signed=False, missing=None)
+
+
+EFFECT_KEY = ["role", "layer", "hops", "condition", "metric"]
 
 
 def causal_markdown(effects: pa.Table, confidence: float) -> str:
     """Per role: each layer's ablation effect on the sender's own answer, then counterfactual patching."""
-    rows = effects.to_pylist()
+    keyed = pl.from_arrow(effects).unique(EFFECT_KEY, keep="last", maintain_order=True).sort(EFFECT_KEY)
+    site = ["role", "layer", "hops", "condition"]
     lines = ["# Sender-side causal profile", "",
              "Does the sender's own answer (its `shared` prompts) depend on the states the bridges translate? "
              "`mean`: the state at that layer and role replaced by its bridge_train mean; `resample`: by another "
@@ -292,40 +317,37 @@ def causal_markdown(effects: pa.Table, confidence: float) -> str:
              "first hop's object swapped: another bridge entity, another answer). Δ = intervened − clean, with "
              f"{confidence:.0%} BCa intervals; Holm across the conditions × layers of one role, hop subset and "
              "metric.", ""]
-    keyed = {(r["role"], r["layer"], r["hops"], r["condition"], r["metric"]): r for r in rows}
-    for role in sorted({r["role"] for r in rows}):
+    for role in sorted(keyed["role"].unique().to_list()):
+        of_role = keyed.filter(role=role)
+        # each ablation's accuracy row beside its log-probability row
+        ablations = (of_role.filter(pl.col("metric") == "accuracy", pl.col("condition").is_in(list(ABLATIONS)))
+                     .join(of_role.filter(metric="logprob"), on=site, how="left", suffix="_logprob",
+                           maintain_order="left"))
+        cells = [[str(r["layer"]), r["hops"], str(r["n"]), _rate(r["clean_value"]), r["condition"], _points(r),
+                  _logprob({key: r[f"{key}_logprob"] for key in ("delta", "ci_low", "ci_high")}), f"{r['p_holm']:.2g}"]
+                 for r in ablations.iter_rows(named=True)]
         lines += [f"## role `{role}`: ablation", "",
-                  "| layer | hops | n | clean accuracy | ablation | Δ accuracy, points | Δ gold log-prob | p (Holm) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for (r_role, layer, hops, condition, metric) in sorted(keyed):
-            if r_role != role or metric != "accuracy" or condition not in ABLATIONS:
-                continue
-            accuracy, logprob = keyed[(role, layer, hops, condition, "accuracy")], keyed[(role, layer, hops, condition,
-                                                                                         "logprob")]
-            lines.append(f"| {layer} | {hops} | {accuracy['n']} | {accuracy['clean_value']:.3f} | {condition} | "
-                         f"{_points(accuracy)} | {logprob['delta']:+.2f} [{logprob['ci_low']:+.2f}, "
-                         f"{logprob['ci_high']:+.2f}] | {accuracy['p_holm']:.2g} |")
-        moved = [keyed[k] for k in sorted(keyed) if k[0] == role and k[3] == "patch" and k[4] == "moved"]
-        if moved:
+                  *table_lines(["layer", "hops", "n", "clean accuracy", "ablation", "Δ accuracy, points",
+                                "Δ gold log-prob", "p (Holm)"], cells)]
+        # the rate at which the answer moves to the counterfactual's, beside the original answer's accuracy
+        moved = (of_role.filter(condition="patch", metric="moved")
+                 .join(of_role.filter(condition="patch", metric="accuracy"), on=site, how="left",
+                       suffix="_accuracy", maintain_order="left"))
+        if not moved.is_empty():
+            cells = [[str(r["layer"]), r["hops"], str(r["n"]), f"{_rate(r['clean_value'])} → {_rate(r['value'])}",
+                      _points(r), _points({key: r[f"{key}_accuracy"] for key in ("delta", "ci_low", "ci_high")}),
+                      f"{r['p_holm']:.2g}"] for r in moved.iter_rows(named=True)]
             lines += ["", f"## role `{role}`: counterfactual patching", "",
-                      "| layer | hops | n | answer = counterfactual's, clean → patched | Δ, points | "
-                      "Δ accuracy (original answer), points | p (Holm, moved) |", "|---|---|---|---|---|---|---|"]
-            for row in moved:
-                accuracy = keyed[(role, row["layer"], row["hops"], "patch", "accuracy")]
-                lines.append(f"| {row['layer']} | {row['hops']} | {row['n']} | {row['clean_value']:.3f} → "
-                             f"{row['value']:.3f} | {_points(row)} | {_points(accuracy)} | {row['p_holm']:.2g} |")
+                      *table_lines(["layer", "hops", "n", "answer = counterfactual's, clean → patched", "Δ, points",
+                                    "Δ accuracy (original answer), points", "p (Holm, moved)"], cells)]
         lines.append("")
     return "\n".join(lines)
-
-
-def _points(row: dict) -> str:
-    return f"{100 * row['delta']:+.1f} [{100 * row['ci_low']:+.1f}, {100 * row['ci_high']:+.1f}]"
 
 
 def receiver_causal_markdown(effects: pa.Table, confidence: float) -> str:
     """Per role and injection layer: does counterfactual patching move the receiver's answer (shared), and
     how much does self-patching from the full-context prompt restore (asymmetric, relay)?"""
-    rows = effects.to_pylist()
+    frame = pl.from_arrow(effects)
     lines = ["# Receiver-side causal profile", "",
              "At each receiver layer and role where a bridge injects. `patch` (shared prompts): the state replaced "
              "by the receiver's state on the counterfactual prompt; if the answer moves to the counterfactual's, "
@@ -334,23 +356,23 @@ def receiver_causal_markdown(effects: pa.Table, confidence: float) -> str:
              "receiver's own state on the full-context prompt; its gain is the upper bound any bridge could "
              f"deliver at this site in that mode. Δ = intervened − clean, {confidence:.0%} BCa intervals; Holm "
              "across the layers of one mode, role, hop subset and metric.", ""]
-    partial_modes = sorted({r["mode"] for r in rows if r["condition"] == "self_patch"})
-    for role in sorted({r["role"] for r in rows}):
-        header = ["layer", "counterfactual patch: answer moved, clean → patched", "Δ moved, points"]
-        for mode in partial_modes:
-            header += [f"self-patch ({mode}): accuracy, clean → patched", "Δ accuracy, points", "Δ gold log-prob",
-                       "p (Holm)"]
-        lines += [f"## role `{role}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for layer in sorted({r["layer"] for r in rows if r["role"] == role}):
-            moved = pooled(rows, role, layer, "patch", "moved")
-            cells = [str(layer), *([f"{moved['clean_value']:.3f} → {moved['value']:.3f}", _points(moved)] if moved
-                                   else ["n/a", "n/a"])]
+    partial_modes = sorted(frame.filter(condition="self_patch")["mode"].unique().to_list())
+    header = ["layer", "counterfactual patch: answer moved, clean → patched", "Δ moved, points"]
+    for mode in partial_modes:
+        header += [f"self-patch ({mode}): accuracy, clean → patched", "Δ accuracy, points", "Δ gold log-prob",
+                   "p (Holm)"]
+    for role in sorted(frame["role"].unique().to_list()):
+        of_role = frame.filter(role=role)
+        cells = []
+        for layer in sorted(of_role["layer"].unique().to_list()):
+            moved = pooled(of_role, role, layer, "patch", "moved")
+            row = [str(layer), *([f"{_rate(moved['clean_value'])} → {_rate(moved['value'])}", _points(moved)] if moved
+                                 else ["n/a", "n/a"])]
             for mode in partial_modes:
-                gain, gain_logprob = (pooled(rows, role, layer, "self_patch", metric, mode=mode)
+                gain, gain_logprob = (pooled(of_role, role, layer, "self_patch", metric, mode=mode)
                                       for metric in ("accuracy", "logprob"))
-                cells += ([f"{gain['clean_value']:.3f} → {gain['value']:.3f}", _points(gain),
-                           f"{gain_logprob['delta']:+.2f} [{gain_logprob['ci_low']:+.2f}, "
-                           f"{gain_logprob['ci_high']:+.2f}]", f"{gain['p_holm']:.2g}"] if gain else ["n/a"] * 4)
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+                row += ([f"{_rate(gain['clean_value'])} → {_rate(gain['value'])}", _points(gain),
+                         _logprob(gain_logprob), f"{gain['p_holm']:.2g}"] if gain else ["n/a"] * 4)
+            cells.append(row)
+        lines += [f"## role `{role}`", "", *table_lines(header, cells), ""]
     return "\n".join(lines)

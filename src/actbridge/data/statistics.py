@@ -6,12 +6,14 @@ plus a Markdown rendering of it.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Mapping
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
+
+from actbridge.stats.markdown import number, table_lines, to_arrow
 
 STATS_SCHEMA = pa.schema([
     ("statistic", pa.string()),
@@ -25,13 +27,6 @@ STATS_SCHEMA = pa.schema([
 PROMPT_SIDE = {"sender": "sender_prompt", "receiver": "receiver_prompt"}
 
 
-def _groups(table: pa.Table) -> list[tuple[str, int, np.ndarray]]:
-    modes = np.asarray(table.column("mode").to_pylist())
-    hops = np.asarray(table.column("hops").to_pylist())
-    return [(m, int(h), (modes == m) & (hops == h))
-            for m in sorted(set(modes)) for h in sorted(set(hops)) if ((modes == m) & (hops == h)).any()]
-
-
 def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> np.ndarray:
     return np.asarray([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]])
 
@@ -43,55 +38,53 @@ def relative_answer_position(prompt: str, answer: str) -> float:
     return index / max(len(facts) - 1, 1)
 
 
-def split_statistics(split: str, table: pa.Table,
-                     tokenizers: Mapping[str, PreTrainedTokenizerBase]) -> list[dict]:
-    rows: list[dict] = []
-
-    def add(statistic: str, mode: str | None, hops: int | None, model: str | None, item: str | None,
-            value: float) -> None:
-        rows.append({"statistic": statistic, "split": split, "mode": mode, "hops": hops,
-                     "model": model, "item": item, "value": float(value)})
-
-    add("examples", None, None, None, None, len(set(table.column("example_id").to_pylist())))
-    lengths = {name: token_lengths(tok, table.column(PROMPT_SIDE[name]).to_pylist())
-               for name, tok in tokenizers.items()}
-    n_candidates = np.asarray([len(c) for c in table.column("candidates").to_pylist()])
-    n_facts = np.asarray(table.column("n_facts").to_pylist())
-    answers = np.asarray(table.column("answer").to_pylist())
-    answer_positions = np.asarray([relative_answer_position(p, a) for p, a in
-                                   zip(table.column("full_prompt").to_pylist(), answers)])
-    for mode, hops, sel in _groups(table):
-        add("rows", mode, hops, None, None, sel.sum())
-        add("facts_per_world", mode, hops, None, "mean", n_facts[sel].mean())
-        add("chance_level", mode, hops, None, "1/|candidates|", (1.0 / n_candidates[sel]).mean())
-        for name, lens in lengths.items():
-            for item, value in (("mean", lens[sel].mean()), ("min", lens[sel].min()),
-                                ("median", np.median(lens[sel])), ("max", lens[sel].max())):
-                add("prompt_tokens", mode, hops, name, item, value)
-        counts = Counter(answers[sel].tolist())
-        add("distinct_answers", mode, hops, None, None, len(counts))
-        add("max_answer_share", mode, hops, None, None, max(counts.values()) / sel.sum())
-        add("answer_fact_position", mode, hops, None, "mean relative", answer_positions[sel].mean())
-    return rows
+def split_statistics(split: str, table: pa.Table, tokenizers: Mapping[str, PreTrainedTokenizerBase]) -> pl.DataFrame:
+    """The long statistics rows of one split: its world count, then per mode and hop count (sorted) each
+    statistic in turn."""
+    frame = pl.from_arrow(table.select(["example_id", "mode", "hops", "n_facts", "answer", "candidates",
+                                        "full_prompt"])).with_columns(
+        n_candidates=pl.col("candidates").list.len(),
+        answer_position=pl.Series([relative_answer_position(p, a) for p, a in zip(
+            table.column("full_prompt").to_pylist(), table.column("answer").to_pylist())], dtype=pl.Float64),
+        **{f"_tokens_{name}": pl.Series(token_lengths(tok, table.column(PROMPT_SIDE[name]).to_pylist()),
+                                        dtype=pl.Int64) for name, tok in tokenizers.items()})
+    # (statistic, model, item, expression): the rows of one (mode, hops) group, in this order
+    cells = [("rows", None, None, pl.len()), ("facts_per_world", None, "mean", pl.col("n_facts").mean()),
+             ("chance_level", None, "1/|candidates|", (1.0 / pl.col("n_candidates")).mean())]
+    for name in tokenizers:
+        tokens = pl.col(f"_tokens_{name}")
+        cells += [("prompt_tokens", name, item, expression) for item, expression in
+                  (("mean", tokens.mean()), ("min", tokens.min()), ("median", tokens.median()), ("max", tokens.max()))]
+    cells += [("distinct_answers", None, None, pl.col("answer").n_unique()),
+              ("max_answer_share", None, None, pl.col("answer").unique_counts().max() / pl.len()),
+              ("answer_fact_position", None, "mean relative", pl.col("answer_position").mean())]
+    groups = frame.group_by("mode", "hops").agg(expression.cast(pl.Float64).alias(str(i))
+                                                for i, (*_, expression) in enumerate(cells)).sort("mode", "hops")
+    long = groups.unpivot(index=["mode", "hops"], variable_name="cell").with_columns(
+        pl.col("cell").cast(pl.Int64)).sort("mode", "hops", "cell", maintain_order=True)
+    keys = pl.DataFrame({"cell": range(len(cells)), "statistic": [c[0] for c in cells],
+                         "model": pl.Series([c[1] for c in cells], dtype=pl.String),
+                         "item": pl.Series([c[2] for c in cells], dtype=pl.String)})
+    worlds = pl.DataFrame({"statistic": ["examples"], "mode": pl.Series([None], dtype=pl.String),
+                           "hops": pl.Series([None], dtype=pl.Int8), "model": pl.Series([None], dtype=pl.String),
+                           "item": pl.Series([None], dtype=pl.String),
+                           "value": [float(frame["example_id"].n_unique())]})
+    rows = long.join(keys, on="cell", maintain_order="left").select(worlds.columns).with_columns(
+        pl.col("hops").cast(pl.Int8))
+    return pl.concat([worlds, rows]).with_columns(split=pl.lit(split))
 
 
 def dataset_statistics(splits: Mapping[str, pa.Table],
                        tokenizers: Mapping[str, PreTrainedTokenizerBase]) -> pa.Table:
-    rows = [row for split, table in splits.items() for row in split_statistics(split, table, tokenizers)]
-    return pa.Table.from_pylist(rows, schema=STATS_SCHEMA)
-
-
-def _value(stats: list[dict], **match) -> float | None:
-    for row in stats:
-        if all(row[k] == v for k, v in match.items()):
-            return row["value"]
-    return None
+    """One tidy long table (:data:`STATS_SCHEMA`) over every split."""
+    frames = [split_statistics(split, table, tokenizers) for split, table in splits.items()]
+    return to_arrow(pl.concat(frames), STATS_SCHEMA) if frames else STATS_SCHEMA.empty_table()
 
 
 def statistics_markdown(stats: pa.Table) -> str:
     """Readable summary: one table of counts/lengths/chance per split, mode and hop count."""
-    rows = stats.to_pylist()
-    models = sorted({r["model"] for r in rows if r["model"]})
+    frame = pl.from_arrow(stats)
+    models = sorted(m for m in frame["model"].unique().to_list() if m)
     lines = ["# Dataset statistics", "",
              "Rows are (world, context mode) pairs; `asymmetric` exists for k >= 2 only, `relay` (the receiver reads no facts) for k = 1 only. "
              "Prompt lengths are in each model's own tokens. Chance is the mean of 1/|candidates|, "
@@ -100,20 +93,22 @@ def statistics_markdown(stats: pa.Table) -> str:
              "about 0.5 means no recency cue.", ""]
     header = ["split", "worlds", "mode", "hops", "rows", "facts", *[f"{m} tokens (mean / max)" for m in models],
               "chance", "distinct answers", "top answer share", "answer position"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    keys = sorted({(r["split"], r["mode"], r["hops"]) for r in rows if r["statistic"] == "rows"},
-                  key=lambda k: (k[0], k[1], k[2]))
-    for split, mode, hops in keys:
-        cells = [split, f"{_value(rows, statistic='examples', split=split):.0f}", mode, str(hops),
-                 f"{_value(rows, statistic='rows', split=split, mode=mode, hops=hops):.0f}",
-                 f"{_value(rows, statistic='facts_per_world', split=split, mode=mode, hops=hops):.1f}"]
-        for model in models:
-            mean = _value(rows, statistic="prompt_tokens", split=split, mode=mode, hops=hops, model=model, item="mean")
-            top = _value(rows, statistic="prompt_tokens", split=split, mode=mode, hops=hops, model=model, item="max")
-            cells.append(f"{mean:.1f} / {top:.0f}")
-        cells.append(f"{_value(rows, statistic='chance_level', split=split, mode=mode, hops=hops):.3f}")
-        cells.append(f"{_value(rows, statistic='distinct_answers', split=split, mode=mode, hops=hops):.0f}")
-        cells.append(f"{_value(rows, statistic='max_answer_share', split=split, mode=mode, hops=hops):.3f}")
-        cells.append(f"{_value(rows, statistic='answer_fact_position', split=split, mode=mode, hops=hops):.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
+    # one column per statistic (and model and item, for the token lengths), one row per split, mode and hops
+    name = (pl.when(pl.col("model").is_null()).then(pl.col("statistic"))
+            .otherwise(pl.format("{}/{}/{}", "statistic", "model", "item")))
+    wide = (frame.filter(pl.col("mode").is_not_null()).with_columns(name=name)
+            .pivot(on="name", index=["split", "mode", "hops"], values="value", aggregate_function="first")
+            .filter(pl.col("rows").is_not_null()).sort("split", "mode", "hops")
+            .join(frame.filter(statistic="examples").unique("split", keep="first", maintain_order=True)
+                  .select("split", worlds="value"), on="split", how="left", maintain_order="left"))
+
+    def fixed(value: float, decimals: int) -> str:
+        return number(value, decimals=decimals, signed=False, missing=None)
+
+    cells = [[r["split"], fixed(r["worlds"], 0), r["mode"], str(r["hops"]), fixed(r["rows"], 0),
+              fixed(r["facts_per_world"], 1),
+              *(f"{fixed(r[f'prompt_tokens/{m}/mean'], 1)} / {fixed(r[f'prompt_tokens/{m}/max'], 0)}" for m in models),
+              fixed(r["chance_level"], 3), fixed(r["distinct_answers"], 0), fixed(r["max_answer_share"], 3),
+              fixed(r["answer_fact_position"], 2)] for r in wide.iter_rows(named=True)]
+    lines += table_lines(header, cells)
     return "\n".join(lines) + "\n"

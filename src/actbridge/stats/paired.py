@@ -35,10 +35,13 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import special
 from scipy import stats as scipy_stats
+
+from actbridge.stats.markdown import to_arrow
 
 BASELINE = "none"
 RESCALED_TWINS = {"add_rescaled": "add", "replace_rescaled": "replace"}
@@ -177,6 +180,37 @@ def effect_size(differences: np.ndarray) -> float:
     return float(differences.mean() / sd) if sd > 0 else float("nan")
 
 
+PAIRED_COLUMNS = {"n": pl.Int64, "reference_value": pl.Float64, "value": pl.Float64, "delta": pl.Float64,
+                  "ci_low": pl.Float64, "ci_high": pl.Float64, "ci_method": pl.String, "test": pl.String,
+                  "p_value": pl.Float64, "effect_size": pl.Float64}
+
+
+def paired_statistics(pairs: Sequence[tuple[np.ndarray, np.ndarray]], metrics: Sequence[str], *, resamples: int,
+                      confidence: float, rng: np.random.Generator) -> tuple[pl.DataFrame, np.ndarray]:
+    """Every paired contrast of one set of examples, with one bootstrap shared by all of them.
+
+    ``pairs[j]`` is (reference [n], condition [n]) of contrast j, in metric ``metrics[j]`` (``logprob``: a
+    paired t-test; any other, a right/wrong outcome: exact McNemar). Returns one row per contrast
+    (:data:`PAIRED_COLUMNS`: the mean of each side, Δ with its BCa interval from ``resamples`` draws of
+    ``rng``, the test and its p-value, d_z), and the differences [n, k]. The per-seed statistics and the
+    causal profiles both go through here, so they draw from ``rng`` alike.
+    """
+    reference = [np.asarray(r, dtype=np.float64) for r, _ in pairs]
+    condition = [np.asarray(c, dtype=np.float64) for _, c in pairs]
+    differences = np.stack([c - r for r, c in zip(reference, condition)], axis=1)  # [n, k]
+    boot = bootstrap_means(differences, resamples, rng)
+    low, high, method = bca_intervals(differences, boot, confidence)
+    tests = [paired_test(metric, r, c) for metric, r, c in zip(metrics, reference, condition)]
+    columns = range(differences.shape[1])
+    frame = pl.DataFrame({
+        "n": [len(differences)] * len(columns), "reference_value": [float(r.mean()) for r in reference],
+        "value": [float(c.mean()) for c in condition], "delta": [float(differences[:, j].mean()) for j in columns],
+        "ci_low": low.astype(np.float64), "ci_high": high.astype(np.float64), "ci_method": method.astype(str),
+        "test": [test for test, _ in tests], "p_value": [p_value for _, p_value in tests],
+        "effect_size": [effect_size(differences[:, j]) for j in columns]}, schema=PAIRED_COLUMNS)
+    return frame, differences
+
+
 # ---------------------------------------------------------------------------- from injection rows
 
 
@@ -262,18 +296,16 @@ ACROSS_SEEDS_SCHEMA = pa.schema([
 ])
 
 
-def with_holm(rows: list[dict], keys: Sequence[str]) -> list[dict]:
-    """Fill ``p_holm`` within each family (rows sharing ``keys``)."""
-    families: dict[tuple, list[int]] = {}
-    for index, row in enumerate(rows):
-        families.setdefault(tuple(row[k] for k in keys), []).append(index)
-    for members in families.values():
-        for index, adjusted in zip(members, holm([rows[i]["p_value"] for i in members])):
-            rows[index]["p_holm"] = float(adjusted)
-    return rows
+def with_holm(frame: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    """``frame`` with ``p_holm`` filled within each family (rows sharing ``keys``), in the rows' order."""
+    families = frame.with_row_index("_row").group_by(keys, maintain_order=True).agg("_row", "p_value")
+    adjusted = np.full(frame.height, np.nan)
+    for rows, p_values in families.select("_row", "p_value").iter_rows():
+        adjusted[rows] = holm(p_values)
+    return frame.with_columns(p_holm=pl.Series(adjusted, dtype=pl.Float64))
 
 
-def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method: str,
+def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method: str, *,
                          settings: StatsSettings) -> tuple[pa.Table, pa.Table]:
     """(per-seed table, across-seeds table) for one layer pair and bridge method.
 
@@ -281,8 +313,8 @@ def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method
     :mod:`actbridge.injection.jobs`). Seeds must cover the same examples per role and mode.
     """
     seeds = sorted(results_by_seed)
-    per_seed: list[dict] = []
-    across: list[dict] = []
+    per_seed: list[pl.DataFrame] = []
+    across: list[pl.DataFrame] = []
     rng = np.random.Generator(np.random.PCG64(settings.seed))
     groups = sorted(set().union(*(_groups(table) for table in results_by_seed.values())))
     for role, mode in groups:
@@ -295,29 +327,24 @@ def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method
         n = len(first.example_ids)
         # differences [n, seeds x contrasts x metrics], column order (seed, contrast, metric)
         columns = [(seed, contrast, metric) for seed in seeds for contrast in contrasts for metric in METRICS]
-        differences = np.stack([outcomes[s].difference(c, m) for s, c, m in columns], axis=1)
-        boot = bootstrap_means(differences, settings.resamples, rng)
-        low, high, ci_method = bca_intervals(differences, boot, settings.confidence)
-        for j, (seed, contrast, metric) in enumerate(columns):
-            diff = differences[:, j]
-            condition_values = outcomes[seed].outcomes[(contrast.condition, contrast.alpha)][METRICS[metric]]
-            reference_values = outcomes[seed].outcomes[(contrast.reference, contrast.reference_alpha)][METRICS[metric]]
-            test, p_value = paired_test(metric, reference_values, condition_values)
-            per_seed.append({
-                "pair": pair, "method": method, "seed": seed, "role": role, "mode": mode,
-                "family": contrast.family, "condition": contrast.condition, "alpha": contrast.alpha,
-                "reference": contrast.reference, "metric": metric, "n": n,
-                "reference_value": float(reference_values.mean()), "value": float(condition_values.mean()),
-                "delta": float(diff.mean()), "ci_low": float(low[j]), "ci_high": float(high[j]),
-                "ci_method": str(ci_method[j]), "test": test, "p_value": p_value, "p_holm": float("nan"),
-                "effect_size": effect_size(diff)})
-        across.extend(_across_seed_rows(differences.reshape(n, len(seeds), len(contrasts) * len(METRICS)),
+        sides = [(outcomes[s].outcomes[(c.reference, c.reference_alpha)][METRICS[m]],
+                  outcomes[s].outcomes[(c.condition, c.alpha)][METRICS[m]]) for s, c, m in columns]
+        statistics, differences = paired_statistics(sides, [m for _, _, m in columns], resamples=settings.resamples,
+                                                    confidence=settings.confidence, rng=rng)
+        per_seed.append(pl.DataFrame({
+            "pair": pair, "method": method, "seed": [s for s, _, _ in columns], "role": role, "mode": mode,
+            "family": [c.family for _, c, _ in columns], "condition": [c.condition for _, c, _ in columns],
+            "alpha": pl.Series([c.alpha for _, c, _ in columns], dtype=pl.Float64),
+            "reference": [c.reference for _, c, _ in columns], "metric": [m for _, _, m in columns],
+        }).hstack(statistics))
+        across.append(_across_seed_rows(differences.reshape(n, len(seeds), len(contrasts) * len(METRICS)),
                                         [(c, m) for c in contrasts for m in METRICS], pair, method, role, mode,
-                                        settings, rng))
-    per_seed = with_holm(per_seed, ["pair", "method", "seed", "role", "mode", "metric", "family"])
-    across = with_holm(across, ["pair", "method", "role", "mode", "metric", "family"])
-    return pa.Table.from_pylist(per_seed, schema=PER_SEED_SCHEMA), pa.Table.from_pylist(across,
-                                                                                      schema=ACROSS_SEEDS_SCHEMA)
+                                        settings=settings, rng=rng))
+    if not per_seed:
+        return PER_SEED_SCHEMA.empty_table(), ACROSS_SEEDS_SCHEMA.empty_table()
+    per_seed_frame = with_holm(pl.concat(per_seed), ["pair", "method", "seed", "role", "mode", "metric", "family"])
+    across_frame = with_holm(pl.concat(across), ["pair", "method", "role", "mode", "metric", "family"])
+    return to_arrow(per_seed_frame, PER_SEED_SCHEMA), to_arrow(across_frame, ACROSS_SEEDS_SCHEMA)
 
 
 def crossed_bootstrap(differences: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -338,7 +365,7 @@ def crossed_bootstrap(differences: np.ndarray, resamples: int, rng: np.random.Ge
 
 
 def _across_seed_rows(differences: np.ndarray, columns: list[tuple[Contrast, str]], pair: str, method: str,
-                      role: str, mode: str, settings: StatsSettings, rng: np.random.Generator) -> list[dict]:
+                      role: str, mode: str, *, settings: StatsSettings, rng: np.random.Generator) -> pl.DataFrame:
     """``differences`` [n, S, k]: per-seed means with a t-interval, and the crossed bootstrap."""
     n, n_seeds, _ = differences.shape
     seed_means = differences.mean(axis=0)  # [S, k]
@@ -356,13 +383,12 @@ def _across_seed_rows(differences: np.ndarray, columns: list[tuple[Contrast, str
                                             (1 + np.sum(boot >= 0, axis=0)) / (b + 1)))
     flat = np.all(differences == differences[:1, :1, :], axis=(0, 1))
     p_boot = np.where(flat & (grand == 0), 1.0, p_boot)
-    rows = []
-    for j, (contrast, metric) in enumerate(columns):
-        rows.append({
-            "pair": pair, "method": method, "role": role, "mode": mode, "family": contrast.family,
-            "condition": contrast.condition, "alpha": contrast.alpha, "reference": contrast.reference,
-            "metric": metric, "n_seeds": n_seeds, "n": n, "delta": float(grand[j]), "seed_sd": float(sd[j]),
-            "t_low": float(grand[j] - half[j]), "t_high": float(grand[j] + half[j]),
-            "boot_low": float(boot_low[j]), "boot_high": float(boot_high[j]), "p_value": float(p_boot[j]),
-            "p_holm": float("nan")})
-    return rows
+    return pl.DataFrame({
+        "pair": pair, "method": method, "role": role, "mode": mode,
+        "family": [contrast.family for contrast, _ in columns],
+        "condition": [contrast.condition for contrast, _ in columns],
+        "alpha": pl.Series([contrast.alpha for contrast, _ in columns], dtype=pl.Float64),
+        "reference": [contrast.reference for contrast, _ in columns], "metric": [metric for _, metric in columns],
+        "n_seeds": n_seeds, "n": n, "delta": grand, "seed_sd": sd, "t_low": grand - half, "t_high": grand + half,
+        "boot_low": boot_low, "boot_high": boot_high, "p_value": p_boot.astype(np.float64), "p_holm": np.nan,
+    }).with_columns(pl.col("n_seeds").cast(pl.Int32), pl.col("n").cast(pl.Int64))

@@ -2,45 +2,33 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
+import polars as pl
 import pyarrow as pa
 
 from actbridge.data.worlds import PARTIAL_MODES
+from actbridge.stats.markdown import ci_cell, ci_side, number, table_lines  # noqa: F401 - ci_side: re-exported
 
 # (title, scale, decimals)
 METRIC_TITLES = {"accuracy": ("Δ exact-match accuracy, points", 100.0, 2),
                  "logprob": ("Δ gold log-probability, nats", 1.0, 3)}
 
 
-def ci_side(low: float, high: float) -> str:
-    """Where an interval lies relative to zero: ``> 0``, ``< 0`` or ``crosses 0``."""
-    if low > 0:
-        return "> 0"
-    if high < 0:
-        return "< 0"
-    return "crosses 0"
-
-
-def _number(value: float, scale: float, decimals: int) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value * scale:+.{decimals}f}"
-
-
-def ci_cell(row: dict, scale: float, decimals: int = 2) -> str:
-    """``+1.20 [-0.40, +2.80] crosses 0`` from the crossed-bootstrap interval."""
-    numbers = [_number(row[key], scale, decimals) for key in ("delta", "boot_low", "boot_high")]
-    return f"{numbers[0]} [{numbers[1]}, {numbers[2]}] {ci_side(row['boot_low'], row['boot_high'])}"
-
-
-def _label(row: dict) -> tuple[str, str]:
-    name = row["condition"] if row["reference"] == "none" else f"{row['condition']} − {row['reference']}"
-    return name, "" if row["alpha"] is None else f"{row['alpha']:g}"
+def _labelled(rows: pl.DataFrame, scale: float, decimals: int) -> pl.DataFrame:
+    """``rows`` with their row label (the contrast, its α) and their interval cell."""
+    records = rows.iter_rows(named=True)
+    cells = [("" if r["alpha"] is None else f"{r['alpha']:g}", ci_cell(r, scale, decimals)) for r in records]
+    return rows.with_columns(
+        pl.when(pl.col("reference") == "none").then(pl.col("condition"))
+        .otherwise(pl.format("{} − {}", "condition", "reference")).alias("_label"),
+        pl.Series("_alpha", [alpha for alpha, _ in cells], dtype=pl.String),
+        pl.Series("_cell", [cell for _, cell in cells], dtype=pl.String))
 
 
 def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
     """Per method, role and mode: every contrast by layer pair, with its interval and which side of 0 it lies."""
-    rows = across_seeds.to_pylist()
+    frame = pl.from_arrow(across_seeds)
     level = f"{confidence:.0%}"
     lines = [
         "# Injection statistics", "",
@@ -54,38 +42,35 @@ def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
         "`shuffled` (b of another example), `mean` (the receiver's bridge_train mean), `self_patch` (the "
         "receiver's own state on the full-context prompt: the upper bound of any bridge).", "",
     ]
-    groups = sorted({(r["method"], r["role"], r["mode"]) for r in rows})
-    pairs = sorted({r["pair"] for r in rows}, key=lambda name: [int(part[1:]) for part in name.split("-")])
-    for method, role, mode in groups:
-        group = [r for r in rows if (r["method"], r["role"], r["mode"]) == (method, role, mode)]
-        n_seeds = max(r["n_seeds"] for r in group)
-        n = max(r["n"] for r in group)
-        lines += [f"## {method} · role `{role}` · mode `{mode}` ({n} examples, {n_seeds} seeds)", ""]
+    pairs = sorted(frame["pair"].unique().to_list(), key=lambda name: [int(part[1:]) for part in name.split("-")])
+    for (method, role, mode), group in sorted(frame.partition_by("method", "role", "mode", as_dict=True).items()):
+        lines += [f"## {method} · role `{role}` · mode `{mode}` ({group['n'].max()} examples, "
+                  f"{group['n_seeds'].max()} seeds)", ""]
         for family, title in (("vs_baseline", "against the baseline (`none`)"),
                               ("rescaled_vs_unscaled", "rescaled against unscaled, same α")):
             for metric, (metric_title, scale, decimals) in METRIC_TITLES.items():
-                selected = [r for r in group if r["family"] == family and r["metric"] == metric]
-                if not selected:
+                selected = group.filter((pl.col("family") == family) & (pl.col("metric") == metric))
+                if selected.is_empty():
                     continue
-                lines += [f"### {metric_title}, {title}", "",
-                          "| condition | α | " + " | ".join(pairs) + " |",
-                          "|---|---|" + "---|" * len(pairs)]
-                cells: dict[tuple[str, str], dict[str, str]] = {}
-                for r in selected:
-                    cells.setdefault(_label(r), {})[r["pair"]] = ci_cell(r, scale, decimals)
-                for label in cells:
-                    lines.append(f"| {label[0]} | {label[1]} | "
-                                 + " | ".join(cells[label].get(pair, "") for pair in pairs) + " |")
-                lines.append("")
+                # one line per contrast and α (in order of appearance), one column per layer pair
+                grid = (_labelled(selected, scale, decimals)
+                        .pivot(on="pair", index=["_label", "_alpha"], values="_cell", aggregate_function="last"))
+                grid = grid.select("_label", "_alpha", *(pl.col(pair) if pair in grid.columns else pl.lit(None)
+                                                         .cast(pl.String).alias(pair) for pair in pairs)).fill_null("")
+                lines += [f"### {metric_title}, {title}", "", *table_lines(["condition", "α", *pairs], grid.iter_rows()),
+                          ""]
     return "\n".join(lines)
 
 
-def pooled(rows: Sequence[dict], role: str, layer: int, condition: str, metric: str,
+def pooled(rows: Sequence[dict] | pl.DataFrame, role: str, layer: int, condition: str, metric: str, *,
            mode: str = "shared", hops: str | None = None) -> dict | None:
     """The effect in ``mode`` over every hop count present: the ``all`` row, or the only hop subset there is;
-    with ``hops``, that subset's row where it was measured."""
-    matching = [r for r in rows if (r["mode"], r["role"], r["layer"], r["condition"], r["metric"])
-                == (mode, role, layer, condition, metric)]
+    with ``hops``, that subset's row where it was measured. ``rows``: effect rows, as dicts or a frame."""
+    key = {"mode": mode, "role": role, "layer": layer, "condition": condition, "metric": metric}
+    if isinstance(rows, pl.DataFrame):
+        matching = rows.filter(**key).to_dicts()
+    else:
+        matching = [r for r in rows if all(r[name] == value for name, value in key.items())]
     subset = [r for r in matching if r["hops"] == hops]
     if subset:
         return subset[0]
@@ -115,11 +100,11 @@ def accuracy_markdown(table: pa.Table) -> str:
     lines = ["# Model accuracy on eval", "",
              "Exact match of the greedy answer; top-1 among the world's candidate values; chance = "
              "mean 1/|candidates|. `asymmetric/receiver` lacks the first-hop fact and `relay/receiver` every "
-             "fact: scoring above chance there would mean a shortcut.", "",
-             "| model | mode | prompt | hops | n | exact match | top-1 | chance | gold log-prob | target |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in table.to_pylist():
-        lines.append(f"| {row['model']} | {row['mode']} | {row['prompt']} | {row['hops']} | {row['n']} | "
-                     f"{row['exact_match']:.3f} | {row['top1_among_candidates']:.3f} | {row['chance']:.3f} | "
-                     f"{row['gold_logprob']:.3f} | {target_verdict(row)} |")
+             "fact: scoring above chance there would mean a shortcut.", ""]
+    cells = [[row["model"], row["mode"], row["prompt"], str(row["hops"]), str(row["n"]),
+              *(number(row[column], decimals=3, signed=False, missing=None)
+                for column in ("exact_match", "top1_among_candidates", "chance", "gold_logprob")),
+              target_verdict(row)] for row in pl.from_arrow(table).iter_rows(named=True)]
+    lines += table_lines(["model", "mode", "prompt", "hops", "n", "exact match", "top-1", "chance", "gold log-prob",
+                          "target"], cells)
     return "\n".join(lines) + "\n"

@@ -24,10 +24,12 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import polars as pl
 import pyarrow as pa
 
 from actbridge.data.worlds import PARTIAL_MODES
 from actbridge.activations.layers import parse_pair
+from actbridge.stats.markdown import points, table_lines
 from actbridge.stats.summaries import pooled
 
 VERDICT_SCHEMA = pa.schema([
@@ -67,19 +69,18 @@ def channel_efficiency(delta: float, upper_bound: float) -> float:
     return delta / upper_bound if math.isfinite(upper_bound) and upper_bound > 0 else NAN
 
 
-def verdict_table(across_seeds: pa.Table, sender_effects: pa.Table, receiver_effects: pa.Table,
+def verdict_table(across_seeds: pa.Table, sender_effects: pa.Table, receiver_effects: pa.Table, *,
                   confidence: float) -> pa.Table:
     """One verdict row per (method, mode, role, condition) of the across-seeds statistics (accuracy vs none)."""
     level = 1.0 - confidence
-    rows = [r for r in across_seeds.to_pylist() if r["metric"] == "accuracy" and r["reference"] == "none"]
-    sender = sender_effects.to_pylist()
-    receiver = receiver_effects.to_pylist()
-    self_patch = {(r["pair"], r["method"], r["role"], r["mode"]): r for r in rows if r["condition"] == "self_patch"}
+    rows = pl.from_arrow(across_seeds).filter(metric="accuracy", reference="none")
+    sender, receiver = pl.from_arrow(sender_effects), pl.from_arrow(receiver_effects)
+    self_patch = {(r["pair"], r["method"], r["role"], r["mode"]): r
+                  for r in rows.filter(condition="self_patch").iter_rows(named=True)}
     out = []
-    for key in sorted({(r["method"], r["mode"], r["role"], r["condition"]) for r in rows}):
-        method, mode, role, condition = key
-        sites = [r for r in rows if (r["method"], r["mode"], r["role"], r["condition"]) == key]
-        verdict, chosen = choose(sites, level)
+    sites_by_key = rows.partition_by("method", "mode", "role", "condition", as_dict=True)
+    for (method, mode, role, condition), sites in sorted(sites_by_key.items()):
+        verdict, chosen = choose(sites.to_dicts(), level)
         bound_row = self_patch.get((chosen["pair"], method, role, mode))
         upper_bound = bound_row["delta"] if bound_row is not None and significant(bound_row, level) > 0 else NAN
         bounded = mode in PARTIAL_MODES
@@ -95,7 +96,7 @@ def verdict_table(across_seeds: pa.Table, sender_effects: pa.Table, receiver_eff
         moved = pooled(receiver, role, receiver_layer, "patch", "moved")
         out.append({
             "method": method, "mode": mode, "role": role, "condition": condition, "verdict": verdict,
-            "pair": chosen["pair"], "alpha": chosen["alpha"], "n_sites": len(sites), "delta": chosen["delta"],
+            "pair": chosen["pair"], "alpha": chosen["alpha"], "n_sites": sites.height, "delta": chosen["delta"],
             "ci_low": chosen["boot_low"], "ci_high": chosen["boot_high"], "p_holm": chosen["p_holm"],
             "upper_bound": upper_bound if bounded else NAN, "channel_efficiency": efficiency,
             **_effect("sender_ablation", ablation), **_effect("receiver_moved", moved),
@@ -109,15 +110,8 @@ def _effect(prefix: str, row: dict | None) -> dict:
     return {prefix: row["delta"], f"{prefix}_low": row["ci_low"], f"{prefix}_high": row["ci_high"]}
 
 
-def _points(value: float, low: float | None = None, high: float | None = None) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    text = f"{100 * value:+.1f}"
-    return text if low is None else f"{text} [{100 * low:+.1f}, {100 * high:+.1f}]"
-
-
 def verdict_markdown(table: pa.Table, confidence: float) -> str:
-    rows = table.to_pylist()
+    frame = pl.from_arrow(table)
     lines = [
         "# Verdict", "",
         "Does injecting the bridged sender state change the receiver's exact-match accuracy? One row per bridge "
@@ -130,19 +124,17 @@ def verdict_markdown(table: pa.Table, confidence: float) -> str:
         "mean-ablated. **Receiver reads it**: Δ in how often counterfactual patching at the injection layer moves "
         "the receiver's answer. Points throughout.", "",
     ]
-    for mode in sorted({r["mode"] for r in rows}):
-        lines += [f"## mode `{mode}`", "",
-                  "| method | role | condition | verdict | site (pair, α) | Δ accuracy [CI] | p (Holm) | "
-                  "upper bound | channel efficiency | sender uses it | receiver reads it |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in (r for r in rows if r["mode"] == mode):
+    header = ["method", "role", "condition", "verdict", "site (pair, α)", "Δ accuracy [CI]", "p (Holm)", "upper bound",
+              "channel efficiency", "sender uses it", "receiver reads it"]
+    for mode in sorted(frame["mode"].unique().to_list()):
+        cells = []
+        for r in frame.filter(mode=mode).iter_rows(named=True):
             alpha = "" if r["alpha"] is None else f", α {r['alpha']:g}"
             efficiency = f"{r['channel_efficiency']:.0%}" if math.isfinite(r["channel_efficiency"]) else "n/a"
-            lines.append(
-                f"| {r['method']} | {r['role']} | {r['condition']} | **{r['verdict']}** | {r['pair']}{alpha} "
-                f"(of {r['n_sites']}) | {_points(r['delta'], r['ci_low'], r['ci_high'])} | {r['p_holm']:.2g} | "
-                f"{_points(r['upper_bound'])} | {efficiency} | "
-                f"{_points(r['sender_ablation'], r['sender_ablation_low'], r['sender_ablation_high'])} | "
-                f"{_points(r['receiver_moved'], r['receiver_moved_low'], r['receiver_moved_high'])} |")
-        lines.append("")
+            cells.append([
+                r["method"], r["role"], r["condition"], f"**{r['verdict']}**", f"{r['pair']}{alpha} (of {r['n_sites']})",
+                points(r["delta"], r["ci_low"], r["ci_high"]), f"{r['p_holm']:.2g}", points(r["upper_bound"]),
+                efficiency, points(r["sender_ablation"], r["sender_ablation_low"], r["sender_ablation_high"]),
+                points(r["receiver_moved"], r["receiver_moved_low"], r["receiver_moved_high"])])
+        lines += [f"## mode `{mode}`", "", *table_lines(header, cells), ""]
     return "\n".join(lines)

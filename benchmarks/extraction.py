@@ -89,16 +89,18 @@ def matmul_roofline(tokens: int, hidden: int, dtype: torch.dtype, seconds: float
 
 def throughput(model_dir: Path, shape: str, n_examples: int, dtype_name: str) -> dict:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
-    model = load_model(model_dir, "cpu", dtype)
+    model = load_model(model_dir, device="cpu", dtype=dtype)
     tokenizer, table = prompts(n_examples)
     lengths = [len(ids) for ids in tokenizer(table.column("full_prompt").to_pylist(),
                                                add_special_tokens=False)["input_ids"]]
     plan = ExtractionPlan(layers=tuple(range(model.config.num_hidden_layers + 1)), roles=("last", "bridge"),
                           prompt="full", dtype="float32", shard_rows=2 * BATCH * 4, batch_size=BATCH)
     with tempfile.TemporaryDirectory() as out:
-        extract_activations(model, tokenizer, table.slice(0, BATCH), plan, Path(out) / "warm", {"bench": shape})
+        extract_activations(model, tokenizer, table.slice(0, BATCH), plan=plan, out_dir=Path(out) / "warm",
+                            identity={"bench": shape}, device="cpu")
         started = time.perf_counter()
-        extract_activations(model, tokenizer, table, plan, Path(out) / "acts", {"bench": shape})
+        extract_activations(model, tokenizer, table, plan=plan, out_dir=Path(out) / "acts", identity={"bench": shape},
+                            device="cpu")
         elapsed = time.perf_counter() - started
     tokens = sum(lengths)
     achieved = trunk_flops_per_token(model, sum(lengths) / len(lengths)) * tokens / elapsed / 1e9
@@ -109,12 +111,13 @@ def throughput(model_dir: Path, shape: str, n_examples: int, dtype_name: str) ->
 
 
 def peak_rss_child(model_dir: str, shape: str, n_examples: int) -> None:
-    model = load_model(model_dir, "cpu", torch.float32)
+    model = load_model(model_dir, device="cpu", dtype=torch.float32)
     tokenizer, table = prompts(n_examples)
     plan = ExtractionPlan(layers=tuple(range(model.config.num_hidden_layers + 1)), roles=("last", "bridge"),
                           prompt="full", dtype="float32", shard_rows=2 * BATCH * 2, batch_size=BATCH)
     with tempfile.TemporaryDirectory() as out:
-        extract_activations(model, tokenizer, table, plan, Path(out) / "acts", {"bench": shape})
+        extract_activations(model, tokenizer, table, plan=plan, out_dir=Path(out) / "acts", identity={"bench": shape},
+                            device="cpu")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"examples": n_examples, "peak_rss_mb": peak_mb}))
 

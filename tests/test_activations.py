@@ -22,7 +22,7 @@ IDENTITY = {"kind": "test"}
 
 def tiny_model(tokenizer, seed=0, layers=2, hidden=32):
     torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=layers, hidden=hidden, heads=2),
+    return GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=layers, hidden=hidden, heads=2, steps=1),
                                                     tokenizer)).eval()
 
 
@@ -39,7 +39,8 @@ def plan(**overrides):
 
 
 def test_shards_hold_the_states_of_an_unpadded_full_forward(tmp_path, model, tokenizer, eval_table):
-    manifest = extract_activations(model, tokenizer, eval_table, plan(), tmp_path / "acts", IDENTITY)
+    manifest = extract_activations(model, tokenizer, eval_table, plan=plan(), out_dir=tmp_path / "acts",
+                                   identity=IDENTITY, device="cpu")
     assert len(manifest["shards"]) > 1  # 30 examples, 2 rows each (shared + relay or asymmetric), 16 rows per shard
     store = ActivationStore(tmp_path / "acts")
     positions = role_positions_for_table(tokenizer, eval_table, "full", ("last", "bridge"))
@@ -60,8 +61,8 @@ def test_shards_hold_the_states_of_an_unpadded_full_forward(tmp_path, model, tok
 
 
 def test_float16_shards_and_layer_selection(tmp_path, model, tokenizer, eval_table):
-    extract_activations(model, tokenizer, eval_table, plan(layers=(1,), dtype="float16"), tmp_path / "a",
-                        IDENTITY)
+    extract_activations(model, tokenizer, eval_table, plan=plan(layers=(1,), dtype="float16"), out_dir=tmp_path / "a",
+                        identity=IDENTITY, device="cpu")
     store = ActivationStore(tmp_path / "a")
     ids, states = store.read(1, "last")
     assert states.dtype == np.float32 and len(ids) == eval_table.num_rows
@@ -78,7 +79,8 @@ def test_resolve_layers():
 
 @pytest.fixture()
 def extracted(tmp_path, model, tokenizer, eval_table):
-    extract_activations(model, tokenizer, eval_table, plan(), tmp_path / "acts", IDENTITY)
+    extract_activations(model, tokenizer, eval_table, plan=plan(), out_dir=tmp_path / "acts", identity=IDENTITY,
+                        device="cpu")
     return tmp_path / "acts"
 
 
@@ -170,7 +172,8 @@ def test_peak_memory_is_one_chunk(tmp_path, model, tokenizer, eval_table, monkey
         return real_zeros(shape, *args, **kwargs)
 
     monkeypatch.setattr(activations.np, "zeros", recording_zeros)
-    extract_activations(model, tokenizer, eval_table, plan(shard_rows=8), tmp_path / "a", IDENTITY)
+    extract_activations(model, tokenizer, eval_table, plan=plan(shard_rows=8), out_dir=tmp_path / "a",
+                        identity=IDENTITY, device="cpu")
     assert sizes and max(sizes) == 4  # 8 rows / 2 roles
 
 

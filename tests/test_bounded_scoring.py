@@ -36,7 +36,7 @@ def bos_tokenizer(lm_table):
 
 def micro_model(tokenizer):
     torch.manual_seed(0)
-    return GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=2, hidden=32, heads=2),
+    return GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=2, hidden=32, heads=2, steps=1),
                                                     tokenizer)).eval()
 
 

@@ -193,7 +193,8 @@ def self_bridge_stores(tmp_path_factory, tokenizer):
         table = build_split(config, split)
         for side, prompt in (("sender", "sender"), ("receiver", "full")):
             plan = ExtractionPlan(layers=(1, 2), roles=("last", "bridge"), prompt=prompt, shard_rows=50)
-            extract_activations(model, tokenizer, table, plan, root / side / split, {"kind": "test"})
+            extract_activations(model, tokenizer, table, plan=plan, out_dir=root / side / split,
+                                identity={"kind": "test"}, device="cpu")
             stores[side][split] = ActivationStore(root / side / split)
     return stores
 

@@ -23,7 +23,8 @@ def sender_setup(big_tokenizer, tmp_path_factory):
     stores = {}
     for split in ("bridge_train", "eval"):
         plan = ExtractionPlan(layers=(0, 1, 2), roles=("last", "bridge"), prompt="sender")
-        extract_activations(model, big_tokenizer, build_split(config, split), plan, root / split, {"kind": "test"})
+        extract_activations(model, big_tokenizer, build_split(config, split), plan=plan, out_dir=root / split,
+                            identity={"kind": "test"}, device="cpu")
         stores[split] = ActivationStore(root / split)
     return model, build_split(config, "eval"), stores
 

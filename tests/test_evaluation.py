@@ -13,7 +13,7 @@ from actbridge.models.micro_training import MicroModelConfig, build_gpt_neox_con
 
 def tiny_model(tokenizer, seed=0):
     torch.manual_seed(seed)
-    config = build_gpt_neox_config(MicroModelConfig(layers=2, hidden=32, heads=2), tokenizer)
+    config = build_gpt_neox_config(MicroModelConfig(layers=2, hidden=32, heads=2, steps=1), tokenizer)
     return GPTNeoXForCausalLM(config).eval()
 
 
@@ -81,7 +81,7 @@ def test_batching_and_padding_do_not_change_scores(eval_table, tokenizer):
 
 
 def test_accuracy_table_covers_every_view(eval_table, tokenizer):
-    table = evaluate_model_accuracy(tiny_model(tokenizer), tokenizer, eval_table, "sender")
+    table = evaluate_model_accuracy(tiny_model(tokenizer), tokenizer, eval_table, model_name="sender")
     views = {(r["mode"], r["prompt"], r["hops"]) for r in table.to_pylist()}
     assert ("shared", "full", 1) in views and ("asymmetric", "receiver", 2) in views
     assert ("asymmetric", "receiver", 1) not in views

@@ -24,7 +24,8 @@ def setup(big_tokenizer, tmp_path_factory):
     root = tmp_path_factory.mktemp("acts")
     for prompt in ("sender", "full"):
         plan = ExtractionPlan(layers=(1, 2), roles=("last", "bridge"), prompt=prompt)
-        extract_activations(model, big_tokenizer, table, plan, root / prompt, {"kind": "test"})
+        extract_activations(model, big_tokenizer, table, plan=plan, out_dir=root / prompt, identity={"kind": "test"},
+                            device="cpu")
     return model, table, ActivationStore(root / "sender"), ActivationStore(root / "full")
 
 

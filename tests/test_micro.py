@@ -24,8 +24,8 @@ def inputs(tmp_path, lm_table, tokenizer):
 
 def build(inputs, name, micro, shipped_root):
     recipe = micro_recipe(micro, {"seed": 3, "size": 300}, {"vocab_size": 400})
-    record = build_micro_model(inputs / name, recipe, inputs / "tokenizer", inputs / "lm_train.parquet",
-                               shipped_root)
+    record = build_micro_model(inputs / name, recipe, tokenizer_dir=inputs / "tokenizer",
+                               lm_train_path=inputs / "lm_train.parquet", shipped_root=shipped_root, device="cpu")
     return recipe, record
 
 
@@ -44,7 +44,7 @@ def test_train_ship_reuse_and_retrain(inputs):
     assert reused["origin"] == f"shipped:{recipe_hash(recipe)}"
     assert reused["weights_sha256"] == first["weights_sha256"]
     assert read_model_record(inputs / "second")["origin"].startswith("shipped")
-    load_model(inputs / "second")
+    load_model(inputs / "second", device="cpu")
 
     _, retrained = build(inputs, "third", {**MICRO, "steps": 6}, shipped_root)
     assert retrained["origin"] == "trained"

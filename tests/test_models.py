@@ -49,14 +49,14 @@ def test_random_pythia_shapes_load_through_the_path_route(tmp_path, tokenizer, n
     assert record["kind"] == "path" and list(record["weights_sha256"]) == ["model.safetensors"]
     (tmp_path / "resolved").mkdir()
     write_model_record(tmp_path / "resolved", record)
-    loaded = load_model(tmp_path / "resolved")
+    loaded = load_model(tmp_path / "resolved", device="cpu")
     assert sum(p.numel() for p in loaded.parameters()) == expected
     assert loaded.config.num_hidden_layers == layers and loaded.config.hidden_size == hidden
     ids = load_tokenizer(tmp_path / "resolved")("Facts: Bako's city is Paris.", return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
         # bfloat16 through the same route stays close to float32
-        half = load_model(tmp_path / "resolved", dtype=torch.bfloat16)
+        half = load_model(tmp_path / "resolved", device="cpu", dtype=torch.bfloat16)
         assert half.dtype == torch.bfloat16
         cosine = torch.nn.functional.cosine_similarity(
             half(ids).logits.float().flatten(), model(ids).logits.flatten(), dim=0)
@@ -101,7 +101,8 @@ def test_unreachable_hub_fails_at_once_without_the_offline_switch(tmp_path):
 def tiny_gpt_neox(tokenizer):
     from actbridge.models.micro_training import MicroModelConfig, build_gpt_neox_config
 
-    return GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=1, hidden=16, heads=2), tokenizer))
+    return GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=1, hidden=16, heads=2, steps=1),
+                                                    tokenizer))
 
 
 def test_offline_hub_model_fails_at_once_naming_the_key(tmp_path):
@@ -203,8 +204,8 @@ def test_a_gguf_file_with_weights_is_dequantized_once_and_scores_as_the_original
     original = tiny_llama(tokenizer)
     (tmp_path / "gguf").mkdir()
     write_llama_gguf(original, tokenizer, tmp_path / "gguf" / "tiny.gguf")
-    record = build_named_model({"path": str(tmp_path / "gguf"), "gguf_file": "tiny.gguf"}, "models.sender",
-                               tmp_path / "sender")
+    record = build_named_model({"path": str(tmp_path / "gguf"), "gguf_file": "tiny.gguf"}, key="models.sender",
+                               out_dir=tmp_path / "sender")
     assert record["converted"] == CONVERTED_DIR and record["kind"] == "gguf"
     assert record["shape"] == {"num_layers": 2, "hidden_size": 64, "vocab_size": len(tokenizer)}
     assert any((tmp_path / "sender" / CONVERTED_DIR).glob("*.safetensors"))

@@ -34,7 +34,7 @@ def test_first_relation_span_points_at_the_first_relation(template):
 def test_hop_targets_are_the_bridge_entity_of_2hop_and_the_answer_of_1hop_questions(small_config, big_tokenizer,
                                                                                     template):
     table = build_split(dataclasses.replace(small_config, template=template), "lm_train")
-    sequences = tokenize_lm_split(table, big_tokenizer, "questions", first_hop=True)
+    sequences = tokenize_lm_split(table, big_tokenizer, loss_on="questions", first_hop=True)
     checked = 0
     for row, ids, positions, targets in zip(table.to_pylist(), sequences.input_ids, sequences.hop_positions,
                                             sequences.hop_targets):
@@ -50,7 +50,7 @@ def test_hop_targets_are_the_bridge_entity_of_2hop_and_the_answer_of_1hop_questi
                 assert target == big_tokenizer(f" {first_hop}", add_special_tokens=False)["input_ids"][0]
                 checked += 1
     assert checked == table.num_rows
-    assert tokenize_lm_split(table, big_tokenizer, "questions").hop_positions == []  # only when asked for
+    assert tokenize_lm_split(table, big_tokenizer, loss_on="questions").hop_positions == []  # only when asked for
 
 
 def focus_question(row: dict, template: str) -> str:
@@ -58,7 +58,7 @@ def focus_question(row: dict, template: str) -> str:
 
 
 def test_hop_loss_reads_the_residual_of_the_named_layer(tokenizer):
-    micro = MicroModelConfig(layers=3, hidden=32, heads=2)
+    micro = MicroModelConfig(layers=3, hidden=32, heads=2, steps=1)
     torch.manual_seed(0)
     model = GPTNeoXForCausalLM(build_gpt_neox_config(micro, tokenizer)).eval()
     input_ids = torch.randint(5, len(tokenizer), (2, 9))
@@ -66,8 +66,9 @@ def test_hop_loss_reads_the_residual_of_the_named_layer(tokenizer):
     with torch.no_grad():
         hidden = model(input_ids=input_ids, output_hidden_states=True).hidden_states
         for layer in (1, 2):
-            _, hop_loss = lm_and_hop_loss(model, input_ids, torch.ones_like(input_ids), torch.ones_like(input_ids),
-                                          layer, rows, positions, targets)
+            _, hop_loss = lm_and_hop_loss(model, input_ids, torch.ones_like(input_ids),
+                                          loss_mask=torch.ones_like(input_ids), hop_layer=layer, hop_rows=rows,
+                                          hop_positions=positions, hop_targets=targets)
             logits = model.get_output_embeddings()(model.gpt_neox.final_layer_norm(hidden[layer][rows, positions]))
             expected = torch.nn.functional.cross_entropy(logits, targets)
             assert hop_loss.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -76,14 +77,14 @@ def test_hop_loss_reads_the_residual_of_the_named_layer(tokenizer):
 def test_training_with_hop_supervision_lowers_the_hop_loss(lm_table, tokenizer):
     micro = MicroModelConfig(layers=2, hidden=32, heads=2, steps=60, batch_size=16, warmup_steps=5,
                              curriculum_steps=0, eval_every=20, hop_layer=1, learning_rate=3e-3)
-    _, history = train_micro_model(micro, tokenizer, lm_table)
+    _, history = train_micro_model(micro, tokenizer, lm_table, device="cpu")
     assert [r["step"] for r in history] == [20, 40, 60]
     assert history[-1]["hop_loss"] < history[0]["hop_loss"] - 0.5
 
 
 @pytest.mark.parametrize("tie", [False, True])
 def test_tied_embeddings_share_one_matrix(tokenizer, tie):
-    model = GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=1, hidden=16, heads=2,
+    model = GPTNeoXForCausalLM(build_gpt_neox_config(MicroModelConfig(layers=1, hidden=16, heads=2, steps=1,
                                                                       tie_embeddings=tie), tokenizer))
     shared = model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     assert shared == tie
@@ -92,4 +93,4 @@ def test_tied_embeddings_share_one_matrix(tokenizer, tie):
 @pytest.mark.parametrize("hop_layer", [-1, 2, 5])
 def test_hop_layer_must_be_inside_the_model(hop_layer):
     with pytest.raises(ValueError, match="hop_layer"):
-        MicroModelConfig.from_dict({"layers": 2, "hop_layer": hop_layer})
+        MicroModelConfig.from_dict({"layers": 2, "hidden": 32, "heads": 2, "steps": 1, "hop_layer": hop_layer})

@@ -34,8 +34,8 @@ from actbridge.models.micro_training import MicroModelConfig, heldout_evaluator,
 
 def with_moved_entity(tokenize):
     """``tokenize_lm_split`` that adds, for each 2-hop question, the next token with the same target."""
-    def tokenize_moved(table, tokenizer, loss_on="answers", max_question_hops=None, first_hop=False):
-        sequences = tokenize(table, tokenizer, loss_on, max_question_hops, first_hop=True)
+    def tokenize_moved(table, tokenizer, *, loss_on, max_question_hops=None, first_hop=False):
+        sequences = tokenize(table, tokenizer, loss_on=loss_on, max_question_hops=max_question_hops, first_hop=True)
         for row, questions in enumerate(table.column("train_questions").to_pylist()):
             hops = np.array([q["hops"] for q in questions if max_question_hops is None
                              or q["hops"] <= max_question_hops], dtype=int)
@@ -74,8 +74,8 @@ def main() -> None:
             log.flush()
         if initial is not None:
             progress({"step": 0, **evaluate(initial.eval())})
-        train_micro_model(MicroModelConfig.from_dict(args.micro), tokenizer, train, evaluate, progress,
-                          initial=initial)
+        train_micro_model(MicroModelConfig.from_dict(args.micro), tokenizer, train, device="cpu", evaluate=evaluate,
+                          progress=progress, initial=initial)
 
 
 if __name__ == "__main__":

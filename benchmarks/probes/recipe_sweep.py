@@ -100,7 +100,7 @@ def run_variant(name: str, spec: dict, args: argparse.Namespace) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
     lm_train = pq.read_table(data / "data" / "lm_train.parquet")
     started = time.time()
-    tokenize_lm_split(lm_train.slice(0, 5000), tokenizer, spec["micro"].get("loss_on", "questions"))
+    tokenize_lm_split(lm_train.slice(0, 5000), tokenizer, loss_on=spec["micro"].get("loss_on", "questions"))
     # the model rule tokenizes lm_train twice (both curriculum phases) before its first step
     tokenize_s = 2 * (time.time() - started) * lm_train.num_rows / 5000
     remaining = args.deadline - time.time() - args.reserve - tokenize_s
@@ -110,7 +110,8 @@ def run_variant(name: str, spec: dict, args: argparse.Namespace) -> None:
                                                "tokenize_s_estimate": tokenize_s,
                                                "calibration_s": time.time() - started}))
     recipe = micro_recipe(micro, spec["lm_train"], spec["tokenizer"])
-    build_micro_model(work / "model", recipe, tokenizer_dir, data / "data" / "lm_train.parquet", None, device=device)
+    build_micro_model(work / "model", recipe, tokenizer_dir=tokenizer_dir,
+                      lm_train_path=data / "data" / "lm_train.parquet", shipped_root=None, device=device)
     result = {"variant": name, "micro": micro, **eval_accuracy(work / "model", data / "data" / "eval.parquet", device)}
     (work / "result.json").write_text(json.dumps(result))
 

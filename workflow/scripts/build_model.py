@@ -18,8 +18,9 @@ if model_kind(spec) == "micro":
     if shipped is not None and not Path(shipped).is_absolute():
         shipped = Path(snakemake.scriptdir).resolve().parents[1] / shipped
     recipe = micro_recipe(spec["micro"], snakemake.params.lm_train, snakemake.params.tokenizer)
-    record = build_micro_model(snakemake.output[0], recipe, snakemake.input.tokenizer, snakemake.input.lm_train,
-                               shipped, device=resolve_device(snakemake.config["device"]))
+    record = build_micro_model(snakemake.output[0], recipe, tokenizer_dir=snakemake.input.tokenizer,
+                               lm_train_path=snakemake.input.lm_train, shipped_root=shipped,
+                               device=resolve_device(snakemake.config["device"]))
 else:
     record = build_named_model(spec, key=f"models.{name}", out_dir=snakemake.output[0])
 logging.info("model %s ready: %s", name, record.get("origin", record["kind"]))

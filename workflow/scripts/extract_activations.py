@@ -15,5 +15,5 @@ plan = ExtractionPlan(layers=resolve_layers(snakemake.params.layers, model.confi
                       roles=tuple(settings["roles"]), prompt=PROMPT_FOR_MODEL[snakemake.wildcards.model],
                       dtype=settings["dtype"], shard_rows=settings["shard_rows"], batch_size=settings["batch_size"])
 identity = {**read_model_record(snakemake.input.model), "device": str(device), "model_dtype": snakemake.params.dtype}
-extract_activations(model, tokenizer, pq.read_table(snakemake.input.examples), plan,
-                    snakemake.output[0], identity, device=device)
+extract_activations(model, tokenizer, pq.read_table(snakemake.input.examples), plan=plan,
+                    out_dir=snakemake.output[0], identity=identity, device=device)

@@ -16,7 +16,8 @@ builders = {
     "figure_replacement": lambda: plots.replacement_figure(tables["across_seeds"], snakemake.params.method),
     "figure_causal_sender": lambda: plots.causal_sender_figure(tables["effects"]),
     "figure_causal_receiver": lambda: plots.causal_receiver_figure(tables["effects"]),
-    "figure_asymmetric": lambda: plots.channel_figure(tables["across_seeds"], snakemake.params.methods, "asymmetric"),
-    "figure_relay": lambda: plots.channel_figure(tables["across_seeds"], snakemake.params.methods, "relay"),
+    "figure_asymmetric": lambda: plots.channel_figure(tables["across_seeds"], snakemake.params.methods,
+                                                     mode="asymmetric"),
+    "figure_relay": lambda: plots.channel_figure(tables["across_seeds"], snakemake.params.methods, mode="relay"),
 }
 plots.save_figure(builders[snakemake.rule](), snakemake.output.pdf, snakemake.output.png)

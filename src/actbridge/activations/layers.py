@@ -72,7 +72,7 @@ def _record(model_dir: str | Path) -> dict | None:
 def recorded_shape(model_dir: str | Path) -> dict[str, int] | None:
     """``num_layers``, ``hidden_size``, ``vocab_size`` from a named model's ``model.json``, read without torch or
     the weights (the workflow calls this for every input function after the model checkpoint); ``None`` where
-    the record has no shape (micro models, whose shape is in the config, and records from before shapes)."""
+    the record carries no shape (micro models, whose shape is in the config, and records written without one)."""
     record = _record(model_dir)
     if record is None:
         raise FileNotFoundError(f"{Path(model_dir) / MODEL_RECORD} missing: rerun the rule that builds {model_dir}")

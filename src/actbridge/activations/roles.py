@@ -38,9 +38,10 @@ def token_index_of_char(offsets: np.ndarray, char_index: int) -> int:
 
 
 def resolve_role_positions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                           spans: dict[str, Sequence[Sequence[int] | None]],
+                           spans: dict[str, Sequence[Sequence[int] | None]], *,
                            roles: Sequence[str] = ROLES) -> dict[str, np.ndarray]:
-    """Token index of each role in each prompt; -1 where the role is absent (no bridge in 1-hop).
+    """Token index of each role in ``roles`` (every role unless asked) in each prompt; -1 where the role is
+    absent (no bridge in 1-hop).
 
     ``spans[role][i]`` is the ``[start, end)`` character span for ``prompts[i]``. Indices count the
     tokenizer's leading special tokens (a BOS), as :func:`actbridge.models.encoding.prompt_token_ids` encodes.
@@ -54,7 +55,7 @@ def resolve_role_positions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence
     positions = {role: np.full(len(prompts), -1, dtype=np.int64) for role in roles}
     if tokenizer.is_fast:
         encoded = tokenizer(list(prompts), add_special_tokens=False, return_offsets_mapping=True)
-        all_offsets = [np.asarray(o) for o in encoded["offset_mapping"]]
+        all_offsets = [np.asarray(offsets) for offsets in encoded["offset_mapping"]]
     for i, prompt in enumerate(prompts):
         n_tokens = len(all_offsets[i]) if tokenizer.is_fast else len(
             tokenizer(prompt, add_special_tokens=False)["input_ids"])
@@ -80,4 +81,4 @@ def role_positions_for_table(tokenizer: PreTrainedTokenizerBase, examples: pa.Ta
     prompts = examples.column(f"{side}_prompt").to_pylist()
     spans = {role: examples.column(SPAN_COLUMN[role].format(side=side)).to_pylist()
              for role in roles if role in SPAN_COLUMN}
-    return resolve_role_positions(tokenizer, prompts, spans, roles)
+    return resolve_role_positions(tokenizer, prompts, spans, roles=roles)

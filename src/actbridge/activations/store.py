@@ -11,8 +11,7 @@ bridges read one layer pair and one role at a time, so a column per layer
 and a row group per role let Parquet decode exactly the bytes of that layer
 and role (column projection, row-group selection), where a row per layer
 would make every reader scan and filter all layers, and example-major rows
-would make it decode every role to keep one (measured: 1.5x the read time of
-one role's row group).
+would make it decode every role to keep one.
 
 Examples are processed in chunks of at most ``shard_rows`` rows; within a
 chunk they are sorted by length into batches (less padding) and put back in
@@ -52,9 +51,9 @@ MANIFEST = "manifest.json"
 NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32}
 ARROW_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 RowKey = tuple[str, str]  # (example_id, mode): unique per dataset row
-# What a shard row is about, before its state columns. Only these columns are dictionary-encoded: a
-# dictionary of float states only adds a look-up per value (measured on a receiver shard: 1.6x the file
-# size, 1.45x the read time and 5x the write time of plain zstd).
+# What a shard row is about, before its state columns. Only these columns are dictionary-encoded: float
+# states hardly repeat, so a dictionary of them only adds a look-up per value and makes the files larger
+# and slower to read and write than plain zstd.
 KEY_TYPES = {"example_id": pa.string(), "mode": pa.string(), "hops": pa.int8(), "role": pa.string(),
              "position": pa.int32(), "n_tokens": pa.int32()}
 KEY_COLUMNS = list(KEY_TYPES)
@@ -123,14 +122,14 @@ def hidden_states_at(model: PreTrainedModel, token_ids: Sequence[Sequence[int]],
         return picked.float().cpu().numpy()  # [batch, n_roles, n_layers, d]
 
 
-def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: pa.Table,
+def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: pa.Table, *,
                         plan: ExtractionPlan, out_dir: str | os.PathLike[str], identity: dict,
-                        device: torch.device | str = "cpu") -> dict:
+                        device: torch.device | str) -> dict:
     """Write ``out_dir`` (shards + manifest) atomically; returns the manifest.
 
     Rows exist only where the role does (no ``bridge`` row in a 1-hop example).
     ``identity`` describes the model (hub id and revision, or path and weights
-    sha256) and goes into the manifest verbatim.
+    sha256) and goes into the manifest verbatim. ``device`` is the one the model is on.
     """
     prompts = examples.column(f"{plan.prompt}_prompt").to_pylist()
     positions = role_positions_for_table(tokenizer, examples, plan.prompt, plan.roles)
@@ -138,7 +137,7 @@ def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     token_ids = prompt_token_ids(tokenizer, prompts)
     hidden_size = int(model.config.hidden_size)
     schema = shard_schema(plan.layers, hidden_size, plan.dtype)
-    ids = examples.column("example_id").to_pylist()
+    example_ids = examples.column("example_id").to_pylist()
     modes = examples.column("mode").to_pylist()
     hops = examples.column("hops").to_pylist()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -158,17 +157,18 @@ def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
             order = sorted(chunk, key=lambda i: len(token_ids[i]))  # length buckets: little padding
             for begin in range(0, len(order), plan.batch_size):
                 batch = order[begin: begin + plan.batch_size]
-                got = hidden_states_at(model, [token_ids[i] for i in batch], role_positions[batch],
-                                       plan.layers, pad_id, device)
-                states[np.asarray(batch) - chunk.start] = got
+                batch_states = hidden_states_at(model, [token_ids[i] for i in batch], role_positions[batch],
+                                                plan.layers, pad_id, device)
+                states[np.asarray(batch) - chunk.start] = batch_states
                 progress.update(len(batch))
-            tables = shard_tables(schema, plan, chunk, states, role_positions, ids, modes, hops,
-                                  [len(token_ids[i]) for i in chunk])
+            tables = shard_tables(schema, plan, chunk, states=states, role_positions=role_positions,
+                                  example_ids=example_ids, modes=modes, hops=hops,
+                                  n_tokens=[len(token_ids[i]) for i in chunk])
             name = f"part-{shard_index:05d}.parquet"
             with pq.ParquetWriter(tmp / name, schema, compression="zstd", use_dictionary=KEY_COLUMNS) as writer:
                 for table in tables.values():
                     writer.write_table(table, row_group_size=table.num_rows)
-            shards.append({"file": name, "rows": sum(t.num_rows for t in tables.values()),
+            shards.append({"file": name, "rows": sum(table.num_rows for table in tables.values()),
                            "row_groups": {role: index for index, role in enumerate(tables)},
                            "sha256": sha256_file(tmp / name)})
             del states, tables
@@ -179,15 +179,15 @@ def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
             "plan": asdict(plan),
             "hidden_size": hidden_size,
             "n_examples": len(prompts),
-            "rows": sum(s["rows"] for s in shards),
+            "rows": sum(shard["rows"] for shard in shards),
             "shards": shards,
         }
         write_json(manifest, tmp / MANIFEST)
     return manifest
 
 
-def shard_tables(schema: pa.Schema, plan: ExtractionPlan, chunk: range, states: np.ndarray,
-                 role_positions: np.ndarray, ids: list, modes: list, hops: list, n_tokens: list
+def shard_tables(schema: pa.Schema, plan: ExtractionPlan, chunk: range, *, states: np.ndarray,
+                 role_positions: np.ndarray, example_ids: list, modes: list, hops: list, n_tokens: list
                  ) -> dict[str, pa.Table]:
     """One table per role (``plan.roles`` order): the examples of ``chunk`` where the role exists, in dataset
     order. ``states`` is [len(chunk), n_roles, n_layers, d]; a role without rows in the chunk is left out."""
@@ -199,15 +199,15 @@ def shard_tables(schema: pa.Schema, plan: ExtractionPlan, chunk: range, states: 
             continue
         examples = rows + chunk.start
         columns = {
-            "example_id": pa.array([ids[i] for i in examples], pa.string()),
+            "example_id": pa.array([example_ids[i] for i in examples], pa.string()),
             "mode": pa.array([modes[i] for i in examples], pa.string()),
             "hops": pa.array([hops[i] for i in examples], pa.int8()),
             "role": pa.array([role] * len(rows), pa.string()),
             "position": pa.array(role_positions[examples, role_index], pa.int32()),
-            "n_tokens": pa.array([n_tokens[o] for o in rows], pa.int32()),
+            "n_tokens": pa.array([n_tokens[offset] for offset in rows], pa.int32()),
         }
-        for layer_i, layer in enumerate(plan.layers):
-            flat = states[rows, role_index, layer_i].astype(numpy_dtype).reshape(-1)  # [rows * d]
+        for layer_index, layer in enumerate(plan.layers):
+            flat = states[rows, role_index, layer_index].astype(numpy_dtype).reshape(-1)  # [rows * d]
             field = schema.field(layer_column(layer))
             columns[layer_column(layer)] = pa.FixedSizeListArray.from_arrays(
                 pa.array(flat, field.type.value_type), field.type.list_size)
@@ -223,7 +223,7 @@ class ActivationStore:
     silent wrong read.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], verify: bool = True, quarantine: bool = False,
+    def __init__(self, directory: str | os.PathLike[str], *, verify: bool = True, quarantine: bool = False,
                  cached_shards: int = 8) -> None:
         """``quarantine``: on a failed check, move the directory aside to ``<name>.corrupt`` (derived data,
         kept for inspection) so that the next ``snakemake`` run sees the output missing and rebuilds it."""
@@ -343,10 +343,11 @@ def iter_aligned(sender: Iterator[tuple[list[RowKey], np.ndarray]],
     Shard boundaries may differ between the two models; a buffer of at most
     one shard per side re-cuts them. A mismatch of example ids is an error.
     """
-    buffer_ids = {"x": [], "y": []}
-    buffer_states: dict[str, list[np.ndarray]] = {"x": [], "y": []}
-    streams = {"x": sender, "y": receiver}
-    exhausted = {"x": False, "y": False}
+    sides = ("sender", "receiver")
+    buffer_ids: dict[str, list[RowKey]] = {side: [] for side in sides}
+    buffer_states: dict[str, list[np.ndarray]] = {side: [] for side in sides}
+    streams = {"sender": sender, "receiver": receiver}
+    exhausted = {side: False for side in sides}
 
     def pull(side: str) -> None:
         try:
@@ -357,23 +358,23 @@ def iter_aligned(sender: Iterator[tuple[list[RowKey], np.ndarray]],
             exhausted[side] = True
 
     while True:
-        for side in ("x", "y"):
+        for side in sides:
             if not buffer_ids[side] and not exhausted[side]:
                 pull(side)
-        if not buffer_ids["x"] or not buffer_ids["y"]:
-            if buffer_ids["x"] or buffer_ids["y"]:
+        if not buffer_ids["sender"] or not buffer_ids["receiver"]:
+            if buffer_ids["sender"] or buffer_ids["receiver"]:
                 raise ActivationStoreError("sender and receiver shards hold different numbers of rows "
                                            "for this role; re-extract both from the same dataset")
             return
-        n = min(len(buffer_ids["x"]), len(buffer_ids["y"]))
-        if buffer_ids["x"][:n] != buffer_ids["y"][:n]:
+        n_rows = min(len(buffer_ids["sender"]), len(buffer_ids["receiver"]))
+        if buffer_ids["sender"][:n_rows] != buffer_ids["receiver"][:n_rows]:
             raise ActivationStoreError("sender and receiver shards list different examples; "
                                        "re-extract both from the same dataset")
-        out = {}
-        for side in ("x", "y"):
+        aligned = {}
+        for side in sides:
             states = np.concatenate(buffer_states[side]) if len(buffer_states[side]) > 1 else buffer_states[side][0]
-            out[side] = states[:n]
-            rest = states[n:]
+            aligned[side] = states[:n_rows]
+            rest = states[n_rows:]
             buffer_states[side] = [rest] if len(rest) else []
-            buffer_ids[side] = buffer_ids[side][n:]
-        yield out["x"], out["y"]
+            buffer_ids[side] = buffer_ids[side][n_rows:]
+        yield aligned["sender"], aligned["receiver"]

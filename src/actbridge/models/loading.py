@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 RECIPE_FILE = "recipe.json"
 # A GGUF model is de-quantized once, by the model rule, into this sub-directory of its pipeline directory
 # (safetensors and the tokenizer's JSON): every later job loads that in seconds, where parsing and
-# de-quantizing the GGUF file takes up to a minute per job (Gemma-3-270M on 2 cores: 22 s tokenizer, 41 s weights).
+# de-quantizing the GGUF file would cost each job about a minute (docs/measurements.md).
 CONVERTED_DIR = "weights"
 # Bump when the training code changes in a way that changes the weights it produces.
 RECIPE_VERSION = 1
@@ -94,7 +94,7 @@ def _provide_hint(key: str, hf_id: str, revision: str) -> str:
             "{path: /that/directory}.")
 
 
-def resolve_hf_snapshot(hf_id: str, revision: str, key: str) -> Path:
+def resolve_hf_snapshot(hf_id: str, revision: str, *, key: str) -> Path:
     """Local snapshot directory of ``hf_id@revision``; downloads only when the hub answers."""
     from huggingface_hub import snapshot_download
 
@@ -135,7 +135,7 @@ def check_gguf_loadable(path: Path, key: str) -> None:
             f"(supported: {supported}); use a safetensors directory ({{path: /dir}}) instead")
 
 
-def check_local_model(path: Path, key: str, gguf_file: str | None = None) -> None:
+def check_local_model(path: Path, *, key: str, gguf_file: str | None = None) -> None:
     if not path.is_dir():
         raise ModelUnavailableError(f"config key {key}: directory {path} does not exist")
     if gguf_file is not None:
@@ -157,21 +157,21 @@ def weight_files(path: Path, gguf_file: str | None = None) -> list[Path]:
 
 
 def weights_fingerprint(path: Path, gguf_file: str | None = None) -> dict[str, str]:
-    return {f.name: sha256_file(f) for f in weight_files(path, gguf_file)}
+    return {weight_file.name: sha256_file(weight_file) for weight_file in weight_files(path, gguf_file)}
 
 
-def describe_named_model(spec: dict, key: str) -> dict[str, Any]:
+def describe_named_model(spec: dict, *, key: str) -> dict[str, Any]:
     """The ``model.json`` record of a named model, after checking its weights are on disk."""
     kind = model_kind(spec)
     if kind == "hf_id":
         revision = spec.get("revision", "main")
-        snapshot = resolve_hf_snapshot(spec["hf_id"], revision, key)
-        check_local_model(snapshot, key)
+        snapshot = resolve_hf_snapshot(spec["hf_id"], revision, key=key)
+        check_local_model(snapshot, key=key)
         return {"kind": kind, "hf_id": spec["hf_id"], "revision": revision, "path": str(snapshot),
                 "weights_sha256": weights_fingerprint(snapshot), "shape": parsed_shape(snapshot)}
     path = Path(spec["path"]).expanduser().resolve()
     gguf_file = spec.get("gguf_file")
-    check_local_model(path, key, gguf_file)
+    check_local_model(path, key=key, gguf_file=gguf_file)
     record = {"kind": kind, "path": str(path), "gguf_file": gguf_file,
               "weights_sha256": weights_fingerprint(path, gguf_file)}
     if gguf_file is None:
@@ -179,7 +179,7 @@ def describe_named_model(spec: dict, key: str) -> dict[str, Any]:
     return record
 
 
-def convert_gguf(path: Path, gguf_file: str, destination: Path, key: str) -> dict[str, int]:
+def convert_gguf(path: Path, gguf_file: str, *, destination: Path, key: str) -> dict[str, int]:
     """De-quantize a GGUF model once into ``destination`` (safetensors + tokenizer); returns its shape.
 
     transformers flags a model loaded from GGUF as quantized and its ``save_pretrained`` refuses it; the
@@ -210,23 +210,25 @@ def dequantized(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
-def build_named_model(spec: dict, key: str, out_dir: str | Path) -> dict[str, Any]:
+def build_named_model(spec: dict, *, key: str, out_dir: str | Path) -> dict[str, Any]:
     """The pipeline directory of a named model: its record, and for a GGUF file its de-quantized copy."""
     from actbridge.io import atomic_directory
 
-    record = describe_named_model(spec, key)
+    record = describe_named_model(spec, key=key)
     with atomic_directory(out_dir) as tmp:
         if record.get("gguf_file"):
             log.info("de-quantizing %s once into %s", record["gguf_file"], CONVERTED_DIR)
-            record["shape"] = convert_gguf(Path(record["path"]), record["gguf_file"], tmp / CONVERTED_DIR, key)
+            record["shape"] = convert_gguf(Path(record["path"]), record["gguf_file"], destination=tmp / CONVERTED_DIR,
+                                           key=key)
             record["converted"] = CONVERTED_DIR
-        check_tokenizer(tmp, record, key)
-        record["weights_bytes"] = sum(f.stat().st_size for f in weight_files(*_location(tmp, record)))
+        check_tokenizer(tmp, record, key=key)
+        record["weights_bytes"] = sum(weight_file.stat().st_size
+                                      for weight_file in weight_files(*_location(tmp, record)))
         write_model_record(tmp, record)
     return record
 
 
-def check_tokenizer(model_dir: Path, record: dict, key: str) -> None:
+def check_tokenizer(model_dir: Path, record: dict, *, key: str) -> None:
     """The tokenizer loads and can pad (or borrow its EOS for it), checked before any model job starts."""
     path, gguf_file = _location(model_dir, record)
     try:
@@ -274,9 +276,10 @@ def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(model_dir: str | Path, device: torch.device | str = "cpu",
+def load_model(model_dir: str | Path, *, device: torch.device | str,
                dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """Any decoder-only causal LM from a pipeline model directory, in eval mode."""
+    """Any decoder-only causal LM from a pipeline model directory, in eval mode, on ``device`` (a torch device:
+    resolve the config key's ``auto`` with :func:`resolve_device`), in ``dtype`` (float32 unless asked)."""
     path, gguf_file = weights_location(model_dir)
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {"use_safetensors": True}
     model = AutoModelForCausalLM.from_pretrained(
@@ -294,7 +297,7 @@ def load_for_job(model_dir: str | Path, device: str, dtype: str, threads: int = 
     key's value) resolved, the model loaded in ``dtype`` (``float32`` | ``bfloat16``) and its tokenizer."""
     configure_threads(threads)
     resolved = resolve_device(device)
-    return load_model(model_dir, resolved, resolve_dtype(dtype)), load_tokenizer(model_dir), resolved
+    return load_model(model_dir, device=resolved, dtype=resolve_dtype(dtype)), load_tokenizer(model_dir), resolved
 
 
 def find_shipped_model(shipped_root: str | Path | None, recipe: dict) -> Path | None:
@@ -309,8 +312,8 @@ def find_shipped_model(shipped_root: str | Path | None, recipe: dict) -> Path | 
     return candidate
 
 
-def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
-    return a.get_vocab() == b.get_vocab()
+def same_vocabulary(first: PreTrainedTokenizerBase, second: PreTrainedTokenizerBase) -> bool:
+    return first.get_vocab() == second.get_vocab()
 
 
 def copy_model_files(source: Path, destination: Path) -> None:
@@ -346,5 +349,5 @@ def layer_count(model_dir: str | Path) -> int:
     shape = recorded_shape(model_dir)
     if shape is not None:
         return shape["num_layers"]
-    path, gguf_file = weights_location(model_dir)  # a record written before shapes were recorded
+    path, gguf_file = weights_location(model_dir)  # a record that carries no shape
     return parsed_shape(path, gguf_file)["num_layers"]

@@ -30,9 +30,9 @@ def micro_recipe(micro: dict, lm_train_params: dict, tokenizer_params: dict) -> 
             "tokenizer": tokenizer_params}
 
 
-def build_micro_model(out_dir: str | Path, recipe: dict, tokenizer_dir: str | Path,
+def build_micro_model(out_dir: str | Path, recipe: dict, *, tokenizer_dir: str | Path,
                       lm_train_path: str | Path, shipped_root: str | Path | None,
-                      device: torch.device | str = "cpu") -> dict:
+                      device: torch.device | str) -> dict:
     """Materialize a micro model directory atomically; returns its ``model.json`` record."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
     shipped = find_shipped_model(shipped_root, recipe)
@@ -52,12 +52,12 @@ def build_micro_model(out_dir: str | Path, recipe: dict, tokenizer_dir: str | Pa
             lm_train = pq.read_table(lm_train_path)
             train_rows, heldout = split_heldout(lm_train, HELDOUT_ROWS)
             model, history = train_micro_model(
-                micro, tokenizer, train_rows, heldout_evaluator(heldout, tokenizer, device),
-                progress=lambda record: log.info("train %s", json.dumps(record)), device=device)
+                micro, tokenizer, train_rows, device=device, evaluate=heldout_evaluator(heldout, tokenizer),
+                progress=lambda record: log.info("train %s", json.dumps(record)))
             model = model.cpu()
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            (tmp / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+            (tmp / "training_log.jsonl").write_text("".join(json.dumps(record) + "\n" for record in history))
             write_json(recipe, tmp / RECIPE_FILE)
             origin = "trained"
         record = {"kind": "micro", "origin": origin, "recipe": recipe,

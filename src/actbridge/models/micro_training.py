@@ -1,16 +1,16 @@
 """Train micro GPT-NeoX models (Pythia's architecture) on ``lm_train``.
 
 What decides whether a few-million-parameter model learns to look facts up
-instead of guessing among the names in its prompt, each measured on CPU
-probes before it was adopted:
+instead of guessing among the names in its prompt (the probes behind each
+point: docs/measurements.md):
 
 * the prompt format (``data.template: compact``): the object right after its
   (subject, relation) key;
 * answers of the same kind as the keys (people, not a dozen cities);
 * several supervised questions per context, with the loss on the question
   tokens too (predicting a question's relation needs the same look-up);
-* a learning rate near 1e-3 (3e-3 stalled a 64-wide probe, 1e-2 never
-  learned), 0..``distractors`` distractor chains per training world, and
+* a learning rate near 1e-3 (higher rates stall or never learn the
+  look-up), 0..``distractors`` distractor chains per training world, and
   1-hop questions only for the first ``curriculum_steps``.
 """
 
@@ -35,12 +35,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MicroModelConfig:
-    """``models.<name>.micro`` in the config."""
+    """``models.<name>.micro`` in the config.
 
-    layers: int = 4
-    hidden: int = 128
-    heads: int = 4
-    steps: int = 3000
+    The keys the schema requires have no default here; the others have the schema's default, or, for the
+    keys the schema leaves unfilled (``loss_on``, ``hop_layer``, ``hop_weight``, ``tie_embeddings``, so that
+    recipes of shipped models keep their hash), the trainer's default that the schema documents.
+    """
+
+    layers: int
+    hidden: int
+    heads: int
+    steps: int
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -68,7 +73,7 @@ class MicroModelConfig:
         return micro
 
 
-def build_gpt_neox_config(micro: MicroModelConfig, tokenizer: PreTrainedTokenizerBase,
+def build_gpt_neox_config(micro: MicroModelConfig, tokenizer: PreTrainedTokenizerBase, *,
                           max_positions: int = 512) -> GPTNeoXConfig:
     """Pythia's architecture (parallel residual, 25% rotary) at micro size."""
     return GPTNeoXConfig(
@@ -126,7 +131,7 @@ def training_text(facts_text: str, questions: Sequence[tuple[str, str]]
     return text, answer_spans, question_spans
 
 
-def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase, loss_on: str = "answers",
+def tokenize_lm_split(table: pa.Table, tokenizer: PreTrainedTokenizerBase, *, loss_on: str,
                       max_question_hops: int | None = None, first_hop: bool = False) -> TokenizedSequences:
     """Tokenize ``lm_train`` rows into supervised sequences.
 
@@ -174,19 +179,19 @@ def first_hops(facts_text: str, questions: Sequence[str], question_spans: Sequen
                ) -> list[tuple[int, str]]:
     """For each question: the end of its first relation in the training text, and that hop's entity."""
     lookup = fact_lookup(facts_text)
-    out = []
+    hops = []
     for question, (question_start, _) in zip(questions, question_spans):
         _, end, subject, relation = first_relation_span(question)
-        out.append((question_start + end, lookup[(subject, relation)]))
-    return out
+        hops.append((question_start + end, lookup[(subject, relation)]))
+    return hops
 
 
 def pad_batch(sequences: Sequence[np.ndarray], pad_value: int | bool) -> torch.Tensor:
     width = max(len(s) for s in sequences)
-    out = np.full((len(sequences), width), pad_value, dtype=sequences[0].dtype)
-    for row, seq in enumerate(sequences):
-        out[row, : len(seq)] = seq
-    return torch.from_numpy(out)
+    padded = np.full((len(sequences), width), pad_value, dtype=sequences[0].dtype)
+    for row, sequence in enumerate(sequences):
+        padded[row, : len(sequence)] = sequence
+    return torch.from_numpy(padded)
 
 
 def lr_at(step: int, micro: MicroModelConfig) -> float:
@@ -197,7 +202,7 @@ def lr_at(step: int, micro: MicroModelConfig) -> float:
     return micro.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def masked_lm_loss(model: GPTNeoXForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def masked_lm_loss(model: GPTNeoXForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                    loss_mask: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy on the positions where ``loss_mask`` is set ([batch, seq])."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [batch, seq, vocab]
@@ -212,7 +217,7 @@ def _masked_next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_
     return (losses * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def lm_and_hop_loss(model: GPTNeoXForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def lm_and_hop_loss(model: GPTNeoXForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                     loss_mask: torch.Tensor, hop_layer: int, hop_rows: torch.Tensor, hop_positions: torch.Tensor,
                     hop_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The LM loss and the first-hop loss: cross-entropy of ``hop_targets`` read from the residual after
@@ -236,9 +241,10 @@ def train_micro_model(
     micro: MicroModelConfig,
     tokenizer: PreTrainedTokenizerBase,
     lm_train: pa.Table,
+    *,
+    device: torch.device | str,
     evaluate: Callable[[GPTNeoXForCausalLM], dict[str, float]] | None = None,
     progress: Callable[[dict], None] | None = None,
-    device: torch.device | str = "cpu",
     initial: GPTNeoXForCausalLM | None = None,
 ) -> tuple[GPTNeoXForCausalLM, list[dict]]:
     """Train one micro model (from ``initial``'s weights if given); returns it and its training log
@@ -249,14 +255,15 @@ def train_micro_model(
     torch.manual_seed(micro.seed)
     rng = np.random.Generator(np.random.PCG64(micro.seed))
     first_hop = micro.hop_layer > 0
-    full = tokenize_lm_split(lm_train, tokenizer, micro.loss_on, first_hop=first_hop)
-    first_phase = tokenize_lm_split(lm_train, tokenizer, micro.loss_on, max_question_hops=1, first_hop=first_hop)
+    full = tokenize_lm_split(lm_train, tokenizer, loss_on=micro.loss_on, first_hop=first_hop)
+    first_phase = tokenize_lm_split(lm_train, tokenizer, loss_on=micro.loss_on, max_question_hops=1,
+                                    first_hop=first_hop)
     max_len = max(len(s) for s in full.input_ids)
     model = initial if initial is not None else GPTNeoXForCausalLM(
         build_gpt_neox_config(micro, tokenizer, max_positions=max(512, max_len)))
     model.to(device).train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [parameter for parameter in model.parameters() if parameter.ndim >= 2]
+    no_decay = [parameter for parameter in model.parameters() if parameter.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": micro.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=micro.learning_rate, betas=(0.9, 0.98),
@@ -276,14 +283,15 @@ def train_micro_model(
         if first_hop:
             hop_rows = np.concatenate([np.full(len(data.hop_positions[i]), row) for row, i in enumerate(index)])
             lm_loss, hop_loss = lm_and_hop_loss(
-                model, input_ids.to(device), attention_mask.to(device), loss_mask.to(device), micro.hop_layer,
-                torch.from_numpy(hop_rows).to(device),
-                torch.from_numpy(np.concatenate([data.hop_positions[i] for i in index])).to(device),
-                torch.from_numpy(np.concatenate([data.hop_targets[i] for i in index])).to(device))
+                model, input_ids.to(device), attention_mask.to(device), loss_mask=loss_mask.to(device),
+                hop_layer=micro.hop_layer, hop_rows=torch.from_numpy(hop_rows).to(device),
+                hop_positions=torch.from_numpy(np.concatenate([data.hop_positions[i] for i in index])).to(device),
+                hop_targets=torch.from_numpy(np.concatenate([data.hop_targets[i] for i in index])).to(device))
             loss = lm_loss + micro.hop_weight * hop_loss
             running_hop_loss += hop_loss.item()
         else:
-            loss = masked_lm_loss(model, input_ids.to(device), attention_mask.to(device), loss_mask.to(device))
+            loss = masked_lm_loss(model, input_ids.to(device), attention_mask.to(device),
+                                  loss_mask=loss_mask.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -308,7 +316,7 @@ def train_micro_model(
     return model, history
 
 
-def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase, device: torch.device | str = "cpu"
+def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase
                       ) -> Callable[[GPTNeoXForCausalLM], dict[str, float]]:
     """Exact match by hop count on held-out ``lm_train`` worlds (full-context prompts)."""
     from actbridge.models.scoring import score_answers
@@ -320,8 +328,8 @@ def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase, dev
 
     def evaluate(model: GPTNeoXForCausalLM) -> dict[str, float]:
         scores = score_answers(model, tokenizer, prompts, answers, candidates)
-        return {f"heldout_em_{h}hop": round(float(scores.exact_match[hops == h].mean()), 4)
-                for h in sorted(set(hops))}
+        return {f"heldout_em_{n_hops}hop": round(float(scores.exact_match[hops == n_hops].mean()), 4)
+                for n_hops in sorted(set(hops))}
 
     return evaluate
 

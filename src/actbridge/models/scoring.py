@@ -29,7 +29,7 @@ from actbridge.models.padding import right_padded
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-DEFAULT_BATCH_TOKENS = 4096
+DEFAULT_BATCH_TOKENS = 4096  # config key batch_tokens's default in the schema
 
 
 @dataclass(frozen=True)
@@ -47,20 +47,20 @@ def score_answers(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase"
                   batch_tokens: int = DEFAULT_BATCH_TOKENS, batch_key: str = "batch_tokens",
                   progress: "Progress | None" = None) -> AnswerScores:
     """Score gold answers against candidate sets with teacher forcing, in bounded memory."""
-    n = len(prompts)
-    if n == 0:
+    n_examples = len(prompts)
+    if n_examples == 0:
         return AnswerScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
     width = int(model.get_input_embeddings().embedding_dim)
     identity = Edits.identity(width)
     last = [len(ids) - 1 for ids in prompt_token_ids(tokenizer, prompts)]
-    exact, gold_lp, rank, n_cands = (np.zeros(n, bool), np.zeros(n), np.zeros(n, np.int64),
-                                     np.zeros(n, np.int64))
-    for i, _, scores, names, gold in score_under_edits(model, tokenizer, 0, prompts, last, answers, candidates,
-                                                       lambda _: identity, batch_tokens=batch_tokens,
-                                                       batch_key=batch_key, progress=progress):
-        exact[i], gold_lp[i] = scores.exact[0, gold], scores.logprob[0, gold]
-        rank[i], n_cands[i] = scores.gold_rank(0, gold), len(names)
-    return AnswerScores(exact, gold_lp, rank, n_cands)
+    exact, gold_logprob, rank, n_candidates = (np.zeros(n_examples, bool), np.zeros(n_examples),
+                                               np.zeros(n_examples, np.int64), np.zeros(n_examples, np.int64))
+    for example, _, scores, names, gold in score_under_edits(model, tokenizer, 0, prompts, last, answers, candidates,
+                                                             lambda _: identity, batch_tokens=batch_tokens,
+                                                             batch_key=batch_key, progress=progress):
+        exact[example], gold_logprob[example] = scores.exact[0, gold], scores.logprob[0, gold]
+        rank[example], n_candidates[example] = scores.gold_rank(0, gold), len(names)
+    return AnswerScores(exact, gold_logprob, rank, n_candidates)
 
 
 @torch.inference_mode()
@@ -74,58 +74,57 @@ def naive_answer_scores(model: "PreTrainedModel", tokenizer: "PreTrainedTokenize
     device = next(model.parameters()).device
     rows: list[tuple[int, int, list[int], int]] = []  # (example, candidate, ids, start)
     gold_index = []
-    for example, (prompt, answer, cands) in enumerate(zip(prompts, answers, candidates)):
-        names, gold = with_gold(cands, answer)
+    for example, (prompt, answer, example_candidates) in enumerate(zip(prompts, answers, candidates)):
+        names, gold = with_gold(example_candidates, answer)
         gold_index.append(gold)
-        for cand_i, (ids, start) in enumerate(encode_continuations(tokenizer, prompt, names)):
-            rows.append((example, cand_i, ids, start))
-    n = len(prompts)
-    max_cands = max(c for _, c, _, _ in rows) + 1
-    cand_logprob = np.full((n, max_cands), -np.inf)
-    cand_match = np.zeros((n, max_cands), dtype=bool)
+        for candidate, (ids, start) in enumerate(encode_continuations(tokenizer, prompt, names)):
+            rows.append((example, candidate, ids, start))
+    n_examples = len(prompts)
+    max_candidates = max(candidate for _, candidate, _, _ in rows) + 1
+    candidate_logprob = np.full((n_examples, max_candidates), -np.inf)
+    candidate_match = np.zeros((n_examples, max_candidates), dtype=bool)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for begin in range(0, len(rows), batch_size):
         batch = rows[begin:begin + batch_size]
         input_ids, attention = right_padded([ids for _, _, ids, _ in batch], pad_id)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-        for row, (example, cand_i, ids, start) in enumerate(batch):
-            cand_logprob[example, cand_i], cand_match[example, cand_i] = score_continuation(
+        for row, (example, candidate, ids, start) in enumerate(batch):
+            candidate_logprob[example, candidate], candidate_match[example, candidate] = score_continuation(
                 logprobs, row, start - 1, ids[start:])
     gold = np.asarray(gold_index)
-    gold_lp = cand_logprob[np.arange(n), gold]
-    rank = 1 + (cand_logprob > gold_lp[:, None]).sum(axis=1)
-    n_cands = np.isfinite(cand_logprob).sum(axis=1)
-    return AnswerScores(cand_match[np.arange(n), gold], gold_lp, rank, n_cands)
+    gold_logprob = candidate_logprob[np.arange(n_examples), gold]
+    rank = 1 + (candidate_logprob > gold_logprob[:, None]).sum(axis=1)
+    n_candidates = np.isfinite(candidate_logprob).sum(axis=1)
+    return AnswerScores(candidate_match[np.arange(n_examples), gold], gold_logprob, rank, n_candidates)
 
 
-def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores,
-                   model_name: str) -> pa.Table:
+def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores, *, model_name: str) -> pa.Table:
     """Exact match, mean gold log-prob and chance level by hops and mode."""
     hops = np.asarray(examples.column("hops").to_pylist())
     modes = np.asarray(examples.column("mode").to_pylist())
     rows = []
     for mode in sorted(set(modes)):
-        for hop in sorted(set(hops)):
-            sel = (hops == hop) & (modes == mode)
-            if not sel.any():
+        for n_hops in sorted(set(hops)):
+            selected = (hops == n_hops) & (modes == mode)
+            if not selected.any():
                 continue
             rows.append({
                 "model": model_name,
                 "prompt": side,
                 "mode": str(mode),
-                "hops": int(hop),
-                "n": int(sel.sum()),
-                "exact_match": float(scores.exact_match[sel].mean()),
-                "top1_among_candidates": float((scores.gold_rank[sel] == 1).mean()),
-                "gold_logprob": float(scores.gold_logprob[sel].mean()),
-                "chance": float((1.0 / scores.n_candidates[sel]).mean()),
+                "hops": int(n_hops),
+                "n": int(selected.sum()),
+                "exact_match": float(scores.exact_match[selected].mean()),
+                "top1_among_candidates": float((scores.gold_rank[selected] == 1).mean()),
+                "gold_logprob": float(scores.gold_logprob[selected].mean()),
+                "chance": float((1.0 / scores.n_candidates[selected]).mean()),
             })
     return pa.Table.from_pylist(rows)
 
 
-def evaluate_model_accuracy(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                            model_name: str, *, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
+def evaluate_model_accuracy(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, *,
+                            model_name: str, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
     """Accuracy by mode, prompt side and hops: shared prompts, each half of asymmetric ones, and the
     receiver's half of relay ones. Batches are sized by config key ``batch_tokens``."""
 
@@ -138,5 +137,5 @@ def evaluate_model_accuracy(model: "PreTrainedModel", tokenizer: "PreTrainedToke
         scores = score_answers(model, tokenizer, subset.column(f"{side}_prompt").to_pylist(),
                                subset.column("answer").to_pylist(), subset.column("candidates").to_pylist(),
                                batch_tokens=batch_tokens, progress=progress)
-        tables.append(accuracy_table(subset, side, scores, model_name))
+        tables.append(accuracy_table(subset, side, scores, model_name=model_name))
     return pa.concat_tables(tables)

@@ -25,7 +25,7 @@ METHOD_COLORS = {"ridge": "tab:blue", "sgd": "tab:orange", "procrustes": "tab:gr
                  "mlp": "tab:purple", "trained": "tab:cyan"}
 
 
-def save_figure(figure: Figure, pdf: str | Path, png: str | Path, dpi: int = 150) -> None:
+def save_figure(figure: Figure, pdf: str | Path, png: str | Path, *, dpi: int = 150) -> None:
     """Write the figure as PDF and PNG, each atomically."""
     for path, options in ((pdf, {}), (png, {"dpi": dpi})):
         with atomic_path(path) as tmp:
@@ -59,13 +59,14 @@ def dataset_figure(stats: pa.Table, accuracy: pa.Table) -> Figure:
     figure, axes = _grid(1, 3, width=4.0, height=3.0)
     mix, lengths, scores = axes[0]
     counts = _rows(stats, statistic="rows")
-    splits = [s for s in ("lm_train", "bridge_train", "bridge_val", "eval") if any(r["split"] == s for r in counts)]
+    splits = [split for split in ("lm_train", "bridge_train", "bridge_val", "eval")
+              if any(r["split"] == split for r in counts)]
     groups = sorted({(r["mode"], r["hops"]) for r in counts})
     width = 0.8 / max(len(groups), 1)
-    for g, (mode, hops) in enumerate(groups):
-        values = [sum(r["value"] for r in counts if (r["split"], r["mode"], r["hops"]) == (s, mode, hops))
-                  for s in splits]
-        mix.bar(np.arange(len(splits)) + g * width, values, width, label=f"{mode}, {hops}-hop")
+    for group_index, (mode, hops) in enumerate(groups):
+        values = [sum(r["value"] for r in counts if (r["split"], r["mode"], r["hops"]) == (split, mode, hops))
+                  for split in splits]
+        mix.bar(np.arange(len(splits)) + group_index * width, values, width, label=f"{mode}, {hops}-hop")
     mix.set_xticks(np.arange(len(splits)) + width * (len(groups) - 1) / 2, splits, fontsize=7)
     mix.set_yscale("log")
     mix.set_ylabel("rows")
@@ -75,10 +76,10 @@ def dataset_figure(stats: pa.Table, accuracy: pa.Table) -> Figure:
     tokens = [r for r in _rows(stats, statistic="prompt_tokens", split="eval") if r["item"] in ("mean", "max")]
     models = sorted({r["model"] for r in tokens})
     width = 0.8 / max(len(models), 1)
-    for m, model in enumerate(models):
+    for model_index, model in enumerate(models):
         means = [next((r["value"] for r in tokens if (r["model"], r["mode"], r["hops"], r["item"])
                        == (model, mode, hops, "mean")), np.nan) for mode, hops in groups]
-        lengths.bar(np.arange(len(groups)) + m * width, means, width, label=model)
+        lengths.bar(np.arange(len(groups)) + model_index * width, means, width, label=model)
     lengths.set_xticks(np.arange(len(groups)) + width * (len(models) - 1) / 2,
                        [f"{mode}\n{hops}-hop" for mode, hops in groups], fontsize=7)
     lengths.set_ylabel("mean prompt tokens (eval)")
@@ -88,10 +89,10 @@ def dataset_figure(stats: pa.Table, accuracy: pa.Table) -> Figure:
     views = sorted({(r["mode"], r["prompt"], r["hops"]) for r in accuracy.to_pylist()})
     models = sorted({r["model"] for r in accuracy.to_pylist()})
     width = 0.8 / max(len(models), 1)
-    for m, model in enumerate(models):
+    for model_index, model in enumerate(models):
         values = [next((r["exact_match"] for r in accuracy.to_pylist()
                         if (r["model"], r["mode"], r["prompt"], r["hops"]) == (model, *view)), np.nan) for view in views]
-        scores.bar(np.arange(len(views)) + m * width, values, width, label=model)
+        scores.bar(np.arange(len(views)) + model_index * width, values, width, label=model)
     chance = [next(r["chance"] for r in accuracy.to_pylist() if (r["mode"], r["prompt"], r["hops"]) == view)
               for view in views]
     scores.scatter(np.arange(len(views)) + width * (len(models) - 1) / 2, chance, marker="_", s=300, color="k",
@@ -155,7 +156,7 @@ def _panels(across: Sequence[dict]) -> list[tuple[str, str]]:
     return sorted({(r["role"], r["mode"]) for r in across})
 
 
-def injection_sweep_figure(across_seeds: pa.Table, method: str, metric: str = "accuracy") -> Figure:
+def injection_sweep_figure(across_seeds: pa.Table, method: str, *, metric: str = "accuracy") -> Figure:
     """Δ vs α for add and add_rescaled (and the random and shuffled controls), crossed-bootstrap CIs.
 
     One row per (role, mode), one column per layer pair.
@@ -196,7 +197,7 @@ def injection_sweep_figure(across_seeds: pa.Table, method: str, metric: str = "a
     return figure
 
 
-def replacement_figure(across_seeds: pa.Table, method: str, metric: str = "accuracy") -> Figure:
+def replacement_figure(across_seeds: pa.Table, method: str, *, metric: str = "accuracy") -> Figure:
     """Δ of replace, replace_rescaled and the mean / self-patch controls by layer pair, with CIs."""
     rows = [r for r in _rows(across_seeds, method=method, metric=metric, reference="none")
             if r["condition"] in REPLACEMENT_CONDITIONS]
@@ -237,7 +238,7 @@ def replacement_figure(across_seeds: pa.Table, method: str, metric: str = "accur
 # ---------------------------------------------------------------------------- causal
 
 
-def causal_sender_figure(effects: pa.Table, metric: str = "accuracy") -> Figure:
+def causal_sender_figure(effects: pa.Table, *, metric: str = "accuracy") -> Figure:
     """Δ of the sender's own answer under mean and resample ablation, by sender layer; roles x hop subsets."""
     rows = _rows(effects, metric=metric)
     roles = sorted({r["role"] for r in rows})
@@ -326,7 +327,7 @@ PARTIAL_MODE_TITLES = {
 }
 
 
-def channel_figure(across_seeds: pa.Table, methods: Sequence[str], mode: str = "asymmetric") -> Figure:
+def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str) -> Figure:
     """The cases where a working channel must show: the receiver's prompt lacks facts (``mode``
     asymmetric: the first-hop fact; relay: every fact of a 1-hop question).
 
@@ -344,18 +345,18 @@ def channel_figure(across_seeds: pa.Table, methods: Sequence[str], mode: str = "
         return figure
     alpha = reference_alpha(r["alpha"] for r in rows)
     pairs = _pair_order(r["pair"] for r in rows)
-    x = np.arange(len(pairs))
+    ticks = np.arange(len(pairs))
 
     def series(role: str, method: str, condition: str) -> dict[str, dict]:
         return {r["pair"]: r for r in rows if (r["role"], r["method"], r["condition"]) == (role, method, condition)
                 and (r["alpha"] is None or r["alpha"] == alpha)}
 
     def draw(axis, found: dict[str, dict], label: str, color: str, style: str, scale: float = 100.0) -> None:
-        delta = np.array([found[p]["delta"] * scale if p in found else np.nan for p in pairs])
-        low = np.array([found[p]["boot_low"] * scale if p in found else np.nan for p in pairs])
-        high = np.array([found[p]["boot_high"] * scale if p in found else np.nan for p in pairs])
-        axis.plot(x, delta, style, color=color, marker="o", markersize=3, label=label)
-        axis.fill_between(x, low, high, color=color, alpha=0.15, linewidth=0)
+        delta = np.array([found[pair]["delta"] * scale if pair in found else np.nan for pair in pairs])
+        low = np.array([found[pair]["boot_low"] * scale if pair in found else np.nan for pair in pairs])
+        high = np.array([found[pair]["boot_high"] * scale if pair in found else np.nan for pair in pairs])
+        axis.plot(ticks, delta, style, color=color, marker="o", markersize=3, label=label)
+        axis.fill_between(ticks, low, high, color=color, alpha=0.15, linewidth=0)
 
     for col, role in enumerate(roles):
         top, bottom = axes[0, col], axes[1, col]
@@ -368,8 +369,9 @@ def channel_figure(across_seeds: pa.Table, methods: Sequence[str], mode: str = "
                 found = series(role, method, condition)
                 suffix = f" α={alpha:g}" if condition == "add_rescaled" else ""
                 draw(top, found, f"{method}: {condition}{suffix}", color, style)
-                ratio = {p: {"delta": found[p]["delta"] / bound[p]["delta"], "boot_low": np.nan, "boot_high": np.nan}
-                         for p in found if p in bound and bound[p]["delta"] > 0}
+                ratio = {pair: {"delta": found[pair]["delta"] / bound[pair]["delta"], "boot_low": np.nan,
+                                "boot_high": np.nan}
+                         for pair in found if pair in bound and bound[pair]["delta"] > 0}
                 draw(bottom, ratio, f"{method}: {condition}{suffix}", color, style, scale=1.0)
         for condition, color in ASYMMETRIC_CONTROLS.items():
             suffix = "" if condition == "mean" else f" α={alpha:g}"
@@ -377,12 +379,12 @@ def channel_figure(across_seeds: pa.Table, methods: Sequence[str], mode: str = "
         top.set_title(f"role {role}", fontsize=9)
         bottom.axhline(0, color="k", linewidth=0.6)
         bottom.axhline(1, color="black", linewidth=0.6, linestyle="--")
-        bottom.set_xticks(x, pairs, fontsize=7, rotation=45)
+        bottom.set_xticks(ticks, pairs, fontsize=7, rotation=45)
         bottom.set_xlabel("layer pair")
         if col == 0:
             top.set_ylabel("Δ accuracy vs receiver alone\n(points)", fontsize=8)
             bottom.set_ylabel("channel efficiency\nΔ / Δ self-patch", fontsize=8)
-        if not any(p in bound and bound[p]["delta"] > 0 for p in pairs):
+        if not any(pair in bound and bound[pair]["delta"] > 0 for pair in pairs):
             _empty(bottom, "self-patch gains nothing: no upper bound to divide by")
     handles = {label: handle for axis in axes[0] for handle, label in zip(*axis.get_legend_handles_labels())}
     axes[0, -1].legend(handles.values(), handles.keys(), fontsize=6)

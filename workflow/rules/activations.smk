@@ -15,8 +15,8 @@ rule activations:
     wildcard_constraints:
         split="|".join(BRIDGE_SPLITS),
     # One thread per job, and ahead of the causal jobs (the bridges and injections wait for the shards): a
-    # 2-thread extraction of the default receiver ran only 1.35x faster than a 1-thread one, and while it waited
-    # for both cores a 1-thread job left the other idle (112 core-seconds of the default run).
+    # second thread speeds an extraction up far less than twofold, and a 2-thread job waits for both cores
+    # while a 1-thread job holds one, leaving the other idle.
     threads: 1
     priority: 1
     resources:

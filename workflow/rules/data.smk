@@ -1,4 +1,4 @@
-# Stage "data": synthetic multi-hop splits and the statistics the reviewer asked for.
+# Stage "data": synthetic multi-hop splits and their statistics (rows, prompt lengths, chance levels).
 
 
 rule dataset_split:

@@ -28,9 +28,9 @@ checkpoint model:
         tokenizer=config["models"]["tokenizer"],
         shipped=shipped_weights,
         code=script_code("build_model"),
-    # One thread: with shipped weights this job only copies them, and at 2 threads the receiver's copy waited
-    # for both cores behind a 1-thread job (56 s of the default run with one core idle); two trainings from
-    # scratch run side by side at one thread each (that is how the shipped weights were trained).
+    # One thread: with shipped weights this job only copies them, and a 2-thread job waits for both cores
+    # while a 1-thread job holds one, leaving the other idle; two trainings from scratch run side by side at
+    # one thread each, the thread count the shipped weights were trained at.
     threads: 1
     resources:
         mem_mb=4000,

@@ -318,8 +318,8 @@ def _loss(predicted: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
 
 class Adam:
     """``torch.optim.Adam``'s update (its single-tensor path: L2 weight decay, no amsgrad), step for step and
-    bit for bit (tested against it). Constructing ``torch.optim.Adam`` imports ``torch._dynamo``: 1.6 s of
-    each ~9 s ``sgd`` or ``mlp`` bridge job, 50 of them in the default run."""
+    bit for bit (tested against it). Constructing ``torch.optim.Adam`` imports ``torch._dynamo``, a large
+    share of a short ``sgd`` or ``mlp`` bridge job's time (docs/measurements.md)."""
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:

@@ -57,7 +57,7 @@ def timed_fit(method: str, root: Path, sender_layer: int, receiver_layer: int, r
         started = time.perf_counter()
         sender, receiver = fit_normalizers(streams["bridge_train"]())
         bridge = fit_bridge(method, streams["bridge_train"], streams["bridge_val"], sender, receiver,
-                            BridgeSettings(), seed=0)
+                            settings=BridgeSettings(), seed=0)
         best = min(best, time.perf_counter() - started)
     score = alignment_metrics(bridge.map_normalized, streams["eval"], bridge.sender, bridge.receiver)
     return best, score, bridge.info

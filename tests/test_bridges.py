@@ -9,7 +9,7 @@ import pytest
 
 from actbridge.activations.store import ActivationStore, ExtractionPlan, extract_activations
 from actbridge.bridges.alignment import alignment_metrics, alignment_metrics_by_predictor, identity_predictor, mean_predictor
-from actbridge.bridges.jobs import fit_groups, load_bridges, run_bridge_job
+from actbridge.bridges.jobs import BridgeRun, fit_groups, load_bridges, run_bridge_job
 from actbridge.activations.layers import layer_pairs, parse_pair, relative_depth_pairs
 from actbridge.bridges.maps import (Bridge, BridgeSettings, IterativeSettings, Moments, Normalizer, fit_bridge,
                                fit_normalizers, fit_ridge, ridge_path, ridge_weights)
@@ -79,7 +79,7 @@ def fit(method, x, y, settings=BridgeSettings(subsample=1.0), seed=0):
     n_train = int(0.8 * len(x))
     train, val = chunked(x[:n_train], y[:n_train], 64), chunked(x[n_train:], y[n_train:], 64)
     sender, receiver = fit_normalizers(train())
-    return fit_bridge(method, train, val, sender, receiver, settings, seed)
+    return fit_bridge(method, train, val, sender, receiver, settings=settings, seed=seed)
 
 
 def test_ridge_recovers_the_planted_map_in_raw_space():
@@ -206,7 +206,7 @@ def test_bridge_from_a_model_to_itself_is_the_identity(tmp_path, self_bridge_sto
     """Planted: the same model on both sides; the per-mode ridge fit must recover the identity on held-out
     shared and relay states, although the asymmetric rows (a sender without the second-hop facts) are not."""
     groups = fit_groups("per_mode", MODES, ())
-    metrics = run_bridge_job(self_bridge_stores, 1, 1, "ridge", 0, roles=("last", "bridge"), groups=groups,
+    metrics = run_bridge_job(self_bridge_stores, BridgeRun(1, 1, "ridge", 0), roles=("last", "bridge"), groups=groups,
                              settings=BridgeSettings(penalties=(0.0, 1e-3, 1e-1)), out_dir=tmp_path / "out",
                              provenance={"test": True})
     rows = metrics.to_pylist()
@@ -232,7 +232,7 @@ def test_a_pooled_fit_moves_the_shared_map_off_the_identity(tmp_path, self_bridg
     settings = BridgeSettings(penalties=(0.0, 1e-3, 1e-1))
     scores = {}
     for strategy in ("per_mode", "pooled"):
-        metrics = run_bridge_job(self_bridge_stores, 1, 1, "ridge", 0, roles=("last",),
+        metrics = run_bridge_job(self_bridge_stores, BridgeRun(1, 1, "ridge", 0), roles=("last",),
                                  groups=fit_groups(strategy, MODES, ("shared", "asymmetric")), settings=settings,
                                  out_dir=tmp_path / strategy, provenance={})
         scores[strategy] = {r["mode"]: r["r2"] for r in metrics.to_pylist() if r["predictor"] == "bridge"}

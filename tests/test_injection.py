@@ -38,8 +38,9 @@ def identity_bridge() -> Bridge:
 def test_a_model_bridged_to_itself_changes_no_answer_under_replacement(setup, big_tokenizer, role):
     model, table, sender, _ = setup
     ids, states = sender.read(1, role)
-    result = run_injection(model, big_tokenizer, table, InjectionSite(1, role), identity_bridge(), ids, states,
-                           ["none", "replace", "replace_rescaled", "random"], [0.5]).to_pylist()
+    result = run_injection(model, big_tokenizer, table, InjectionSite(1, role), identity_bridge(),
+                           sender_keys=ids, sender_states=states,
+                           conditions=["none", "replace", "replace_rescaled", "random"], alphas=[0.5]).to_pylist()
     shared = [r for r in result if r["mode"] == "shared"]
     assert shared
     by_key = {(r["example_id"], r["condition"]): r for r in shared}
@@ -60,8 +61,9 @@ def test_self_patch_at_the_last_layer_recovers_the_full_context_answer(setup, bi
     model, table, sender, full = setup
     ids, states = sender.read(2, "last")
     full_ids, full_states = full.read(2, "last")
-    result = run_injection(model, big_tokenizer, table, InjectionSite(2, "last"), identity_bridge(), ids, states,
-                           ["none", "self_patch"], [], full_ids, full_states).to_pylist()
+    result = run_injection(model, big_tokenizer, table, InjectionSite(2, "last"), identity_bridge(),
+                           sender_keys=ids, sender_states=states, conditions=["none", "self_patch"], alphas=[],
+                           full_keys=full_ids, full_states=full_states).to_pylist()
     rows = table.to_pylist()
     for mode in ("asymmetric", "relay"):
         single = [r for r in rows if r["mode"] == mode and all(
@@ -109,8 +111,9 @@ def test_self_patch_is_skipped_where_the_receiver_reads_the_full_prompt(setup, b
     model, table, sender, full = setup
     ids, states = sender.read(2, "last")
     full_ids, full_states = full.read(2, "last")
-    result = run_injection(model, big_tokenizer, table, InjectionSite(2, "last"), identity_bridge(), ids, states,
-                           ["none", "self_patch"], [], full_ids, full_states).to_pylist()
+    result = run_injection(model, big_tokenizer, table, InjectionSite(2, "last"), identity_bridge(),
+                           sender_keys=ids, sender_states=states, conditions=["none", "self_patch"], alphas=[],
+                           full_keys=full_ids, full_states=full_states).to_pylist()
     assert {r["mode"] for r in result if r["condition"] == "self_patch"} == {"asymmetric", "relay"}
     assert {r["mode"] for r in result if r["condition"] == "none"} == {"shared", "asymmetric", "relay"}
 
@@ -122,8 +125,9 @@ def test_a_perfect_bridge_in_relay_mode_delivers_the_whole_upper_bound(setup, bi
     model, table, sender, full = setup
     ids, states = sender.read(layer, "last")
     full_ids, full_states = full.read(layer, "last")
-    result = run_injection(model, big_tokenizer, table, InjectionSite(layer, "last"), identity_bridge(), ids, states,
-                           ["none", "replace", "self_patch"], [], full_ids, full_states).to_pylist()
+    result = run_injection(model, big_tokenizer, table, InjectionSite(layer, "last"), identity_bridge(),
+                           sender_keys=ids, sender_states=states, conditions=["none", "replace", "self_patch"],
+                           alphas=[], full_keys=full_ids, full_states=full_states).to_pylist()
     relay = {(r["example_id"], r["condition"]): r for r in result if r["mode"] == "relay"}
     examples = {example for example, _ in relay}
     assert len(examples) >= 3

@@ -116,10 +116,12 @@ def test_every_injection_condition_equals_naive(tokenizer, eval_table):
     examples = examples_for(tokenizer, eval_table, n=4, role="middle")
     rng = np.random.default_rng(0)
     labels = condition_labels(CONDITIONS, [0.1, 1.0])
+    # conditions that read more than an example's vectors, bound as a job binds them (bases from random rows)
+    bound = {"subspace_swap": CONDITIONS["subspace_swap"]({"shared": np.linalg.qr(rng.normal(size=(32, 5)))[0]})}
     edits = []
     for _ in examples:
         unit = rng.normal(size=32)
         inputs = ConditionInputs(rng.normal(size=32) * 3, rng.normal(size=32) * 3, unit / np.linalg.norm(unit),
-                                 rng.normal(size=32), rng.normal(size=32) * 3)
-        edits.append(build_edits(labels, inputs))
+                                 rng.normal(size=32), rng.normal(size=32) * 3, "shared")
+        edits.append(build_edits(labels, inputs, bound))
     assert_same(fast_scores(model, examples, 1, edits), naive_scores(model, examples, 1, edits))

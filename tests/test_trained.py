@@ -10,6 +10,7 @@ import torch
 from actbridge.activations.store import hidden_states_at
 from actbridge.bridges.maps import BridgeSettings, fit_bridge, fit_normalizers
 from actbridge.data.worlds import DataConfig, build_split
+from actbridge.bridges.jobs import BridgeRun
 from actbridge.injection.jobs import InjectionSite, run_injection, tag_rows
 from actbridge.schemas import EFFECT_SCHEMA
 from actbridge.stats.paired import StatsSettings, condition_statistics
@@ -60,7 +61,7 @@ def offline_start(splits):
         return lambda: iter([(splits[split][2], splits[split][3])])
     sender_norm, receiver_norm = fit_normalizers(stream("bridge_train")())
     return fit_bridge("ridge", stream("bridge_train"), stream("bridge_val"), sender_norm, receiver_norm,
-                      BridgeSettings(subsample=1.0), seed=0)
+                      settings=BridgeSettings(subsample=1.0), seed=0)
 
 
 def test_the_answer_loss_is_the_teacher_forced_answer_log_probability(channel, big_tokenizer):
@@ -126,9 +127,9 @@ def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_help
         assert trained.info["best_epoch"] > 0 and trained.info["val_loss_by_epoch"][-1] < trained.info[
             "val_loss_by_epoch"][0]
         for method, bridge in (("ridge", start), ("trained", trained)):
-            result = run_injection(receiver, big_tokenizer, table, site, bridge, keys, sender,
-                                   ["none", "replace"], [], seed=seed)
-            results[method][seed] = tag_rows(result, 1, LAYERS, method, seed)
+            result = run_injection(receiver, big_tokenizer, table, site, bridge, sender_keys=keys,
+                                   sender_states=sender, conditions=["none", "replace"], alphas=[], seed=seed)
+            results[method][seed] = tag_rows(result, BridgeRun(1, LAYERS, method, seed))
     verdicts = {}
     for method, by_seed in results.items():
         _, across = condition_statistics(by_seed, "s1-r2", method, settings=StatsSettings(

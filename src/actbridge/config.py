@@ -25,8 +25,39 @@ class ConfigError(ValueError):
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The config schema with the registries' parts filled in (:func:`with_registries`)."""
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        return with_registries(yaml.safe_load(handle))
+
+
+def with_registries(schema: dict) -> dict:
+    """``schema`` with every enum that names a condition or a bridge method, their defaults, and each
+    registered item's own keys (``injection.<condition>.*``, ``bridge.<key>``) taken from the registries."""
+    from actbridge.bridges.methods import BRIDGE_METHODS, default_methods
+    from actbridge.injection.conditions import CONDITIONS, default_conditions
+
+    schema = copy.deepcopy(schema)
+    top = schema["properties"]
+    injection, bridge = top["injection"]["properties"], top["bridge"]["properties"]
+    methods = list(BRIDGE_METHODS.names())
+    injection["conditions"]["items"] = {"enum": list(CONDITIONS.names())}
+    injection["conditions"]["default"] = default_conditions()
+    bridge["methods"]["items"] = {"enum": methods}
+    bridge["methods"]["default"] = default_methods()
+    injection["methods"]["items"] = {"enum": methods}
+    top["figures"]["properties"]["method"]["enum"] = methods
+    for condition in CONDITIONS.values():
+        if condition.settings_schema:
+            injection[condition.name] = {
+                "description": f"settings of the {condition.name} condition (read only where it is injected)",
+                "type": "object", "additionalProperties": False, "default": {},
+                "properties": copy.deepcopy(condition.settings_schema)}
+    for method in BRIDGE_METHODS.values():
+        for key, fragment in method.settings_schema.items():
+            if key in bridge:
+                raise ValueError(f"bridge method {method.name}: key bridge.{key} is already defined")
+            bridge[key] = copy.deepcopy(fragment)
+    return schema
 
 
 def dotted(path: Iterable[Any]) -> str:

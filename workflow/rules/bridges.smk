@@ -13,9 +13,8 @@ rule bridge:
         code=script_code("fit_bridge"),
     threads: 1
     resources:
-        # the trained bridge runs the receiver; the offline fits read shards only
-        mem_mb=lambda wildcards: model_memory("receiver", 2000)(wildcards) if wildcards.method == "trained" else 2000,
-        gpu=lambda wildcards: GPUS if wildcards.method == "trained" else 0,
+        mem_mb=bridge_memory,
+        gpu=bridge_gpus,
     log:
         "logs/bridges/{pair}/{method}/seed{seed}.log",
     benchmark:

@@ -9,6 +9,8 @@ if SRC not in sys.path:
 
 from actbridge.config import ConfigError, model_kind, replace_model_specs, validate_config
 from actbridge.data.worlds import SPLITS
+from actbridge.bridges.methods import BRIDGE_METHODS
+from actbridge.injection.conditions import CONDITIONS, store_inputs
 from actbridge.fingerprint import script_fingerprint
 from actbridge.activations.layers import (layer_pairs, layers_for, pair_name, parse_pair, recorded_shape, recorded_weights_mb,
                               resolve_layers)
@@ -196,28 +198,32 @@ def bridge_dirs(wildcards=None):
 
 
 def bridge_inputs(wildcards):
-    """Every model x split's shards; the bridge trained through the receiver also needs the receiver and the
+    """Every model x split's shards; a bridge trained through the receiver also needs the receiver and the
     prompts and answers of the splits it trains and selects on."""
     inputs = {f"{model}_{split}": f"{RESULTS}/activations/{model}/{split}" for model in MODELS
               for split in BRIDGE_SPLITS}
-    if wildcards.method == "trained":
+    if BRIDGE_METHODS[wildcards.method].through_receiver:
         inputs["receiver"] = f"{RESULTS}/models/receiver"
         inputs.update({split: f"{RESULTS}/data/{split}.parquet" for split in ("bridge_train", "bridge_val")})
     return inputs
 
 
-# the trained bridge starts from the ridge fit, so it reads the ridge keys too
-BRIDGE_KEYS = {"ridge": ["ridge_penalties"], "lowrank": ["ridge_penalties", "rank"], "procrustes": [],
-               "sgd": ["sgd"], "mlp": ["mlp"], "trained": ["ridge_penalties", "trained"]}
-
-
 def bridge_settings(wildcards):
     """Only the keys the method reads, so tuning the MLP never refits the ridge maps."""
-    keys = ["subsample", *BRIDGE_KEYS[wildcards.method]]
-    settings = {key: config["bridge"][key] for key in keys}
-    if wildcards.method == "trained":  # it runs the receiver, in the configured precision
+    method = BRIDGE_METHODS[wildcards.method]
+    settings = {key: config["bridge"][key] for key in ("subsample", *method.keys)}
+    if method.through_receiver:  # it runs the receiver, in the configured precision
         settings["dtype"] = config["dtype"]
     return settings
+
+
+def bridge_memory(wildcards):
+    """A method trained through the receiver holds the receiver; the offline fits read shards only."""
+    return model_memory("receiver", 2000)(wildcards) if BRIDGE_METHODS[wildcards.method].through_receiver else 2000
+
+
+def bridge_gpus(wildcards):
+    return GPUS if BRIDGE_METHODS[wildcards.method].through_receiver else 0
 
 
 def bridge_fit(wildcards):
@@ -235,18 +241,24 @@ def injected_runs():
 
 
 def injection_inputs(wildcards):
+    """The receiver, eval, the bridge, and the stored states the configured conditions read."""
     return {
         "receiver": f"{RESULTS}/models/receiver",
         "eval": f"{RESULTS}/data/eval.parquet",
         "bridge": f"{RESULTS}/bridges/{wildcards.pair}/{wildcards.method}/seed{wildcards.seed}",
-        "sender_eval": f"{RESULTS}/activations/sender/eval",
-        "receiver_eval": f"{RESULTS}/activations/receiver/eval",
+        **{name: f"{RESULTS}/activations/{model}/{split}"
+           for name, (model, split) in store_inputs(config["injection"]["conditions"]).items()},
     }
 
 
 def injection_settings(wildcards):
-    """The keys that change an injection job's rows (batch_size only changes how they are computed)."""
-    return {key: config["injection"][key] for key in ("conditions", "alphas", "roles")}
+    """The keys that change an injection job's rows, and the settings of the conditions that have some."""
+    injection = config["injection"]
+    settings = {key: injection[key] for key in ("conditions", "alphas", "roles")}
+    own = {name: injection[name] for name in injection["conditions"] if CONDITIONS[name].settings_schema}
+    if own:
+        settings["condition_settings"] = own
+    return settings
 
 
 def seed_injections(wildcards):

@@ -3,40 +3,40 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 import pyarrow.parquet as pq
 
 from actbridge.activations.store import ActivationStore
-from actbridge.bridges.jobs import fit_groups, run_bridge_job
-from actbridge.bridges.maps import CLOSED_FORM, BridgeSettings
+from actbridge.bridges.jobs import BridgeRun, fit_groups, run_bridge_job
+from actbridge.bridges.maps import BridgeSettings
+from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.io import atomic_directory, write_parquet
-from actbridge.activations.layers import parse_pair
 from actbridge.logs import log_to_file
 
 log_to_file(snakemake.log[0])
-method, seed = snakemake.wildcards.method, int(snakemake.wildcards.seed)
-if method not in CLOSED_FORM:  # torch only where a method trains with it: its import is most of a ridge job
+run = BridgeRun.from_wildcards(snakemake.wildcards.pair, snakemake.wildcards.method, snakemake.wildcards.seed)
+method = BRIDGE_METHODS[run.method]
+if method.uses_torch:  # torch only where a method trains with it: its import is most of a closed-form job
     import torch
 
     torch.set_num_threads(snakemake.config["threads"] or snakemake.threads)
 stores = {model: {split: ActivationStore(snakemake.input[f"{model}_{split}"], quarantine=True)
                   for split in ("bridge_train", "bridge_val", "eval")} for model in ("sender", "receiver")}
-sender_layer, receiver_layer = parse_pair(snakemake.wildcards.pair)
-provenance = {"settings": snakemake.params.settings, "seed": seed,
+provenance = {"settings": snakemake.params.settings, "seed": run.seed,
               "sender": stores["sender"]["bridge_train"].manifest["model"],
               "receiver": stores["receiver"]["bridge_train"].manifest["model"]}
 trainer = None
-if method == "trained":  # the one method that runs the receiver (transformers is imported only here)
-    from actbridge.models.loading import load_for_job
+if method.through_receiver:  # it runs the receiver (transformers is imported only here)
     from actbridge.bridges.through_receiver import TrainedSettings, receiver_trainer
+    from actbridge.models.loading import load_for_job
 
     receiver, tokenizer, _ = load_for_job(snakemake.input.receiver, snakemake.config["device"],
                                           snakemake.params.settings["dtype"])
     trainer = receiver_trainer(receiver, tokenizer,
                                {split: pq.read_table(snakemake.input[split]) for split in ("bridge_train", "bridge_val")},
-                               stores["sender"], sender_layer, receiver_layer,
-                               TrainedSettings.from_config(snakemake.params.settings["trained"]), seed)
+                               stores["sender"], run.sender_layer, run.receiver_layer,
+                               TrainedSettings.from_config(snakemake.params.settings[run.method]), run.seed)
 with atomic_directory(snakemake.output[0]) as out_dir:
     fit = snakemake.params.fit
     groups = fit_groups(fit["strategy"], fit["context_modes"], fit.get("pooled_modes", ()),
-                        through_receiver=method == "trained")
-    metrics = run_bridge_job(stores, sender_layer, receiver_layer, method, seed, roles=snakemake.params.roles,
-                             groups=groups, settings=BridgeSettings.from_config(snakemake.params.settings),
+                        through_receiver=method.through_receiver)
+    metrics = run_bridge_job(stores, run, roles=snakemake.params.roles, groups=groups,
+                             settings=BridgeSettings.from_config(snakemake.params.settings),
                              out_dir=out_dir, provenance=provenance, train_through_receiver=trainer)
     write_parquet(metrics, out_dir / "metrics.parquet")

@@ -3,21 +3,23 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 import pyarrow.parquet as pq
 
 from actbridge.activations.store import ActivationStore
+from actbridge.bridges.jobs import BridgeRun
+from actbridge.injection.conditions import STORE_INPUTS
 from actbridge.injection.jobs import run_injection_job
 from actbridge.io import write_parquet
-from actbridge.activations.layers import parse_pair
 from actbridge.logs import log_to_file
 from actbridge.models.loading import load_for_job
 
 log_to_file(snakemake.log[0])
 model, tokenizer, _ = load_for_job(snakemake.input.receiver, snakemake.config["device"], snakemake.params.dtype,
                                    snakemake.config["threads"] or snakemake.threads)
-sender_layer, receiver_layer = parse_pair(snakemake.wildcards.pair)
 settings = snakemake.params.settings
-table = run_injection_job(model, tokenizer, pq.read_table(snakemake.input.eval),
-                          snakemake.input.bridge, ActivationStore(snakemake.input.sender_eval, quarantine=True),
-                          ActivationStore(snakemake.input.receiver_eval, quarantine=True), sender_layer,
-                          receiver_layer, snakemake.wildcards.method, int(snakemake.wildcards.seed),
-                          roles=settings["roles"], conditions=settings["conditions"], alphas=settings["alphas"],
+stores = {name: ActivationStore(path, quarantine=True) for name, path in snakemake.input.items()
+          if name in STORE_INPUTS}
+table = run_injection_job(model, tokenizer, pq.read_table(snakemake.input.eval), snakemake.input.bridge,
+                          BridgeRun.from_wildcards(
+                              snakemake.wildcards.pair, snakemake.wildcards.method, snakemake.wildcards.seed), stores=stores, roles=settings["roles"],
+                          conditions=settings["conditions"], alphas=settings["alphas"],
+                          condition_settings=settings.get("condition_settings"),
                           batch_tokens=snakemake.config["batch_tokens"])
 write_parquet(table, snakemake.output[0])

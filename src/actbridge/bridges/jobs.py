@@ -25,7 +25,8 @@ from actbridge.activations.store import ActivationStore, iter_aligned
 from actbridge.bridges.alignment import METRICS, alignment_metrics_by_predictor, identity_predictor, mean_predictor
 from actbridge.io import write_json
 from actbridge.stats.markdown import number, table_lines
-from actbridge.activations.layers import pair_name
+from actbridge.activations.layers import pair_name, parse_pair
+from actbridge.bridges.methods import BRIDGE_METHODS, offline_method
 from actbridge.bridges.maps import (Bridge, BridgeSettings, PairStream, fit_bridge, fit_normalizers,
                                shuffled_pairs)
 
@@ -46,9 +47,6 @@ def metrics_rows(bridge: Bridge, shuffled: Bridge, stream: PairStream, identity_
     metrics = alignment_metrics_by_predictor(predictors, stream, bridge.sender, bridge.receiver)
     return [{"predictor": name, **values} for name, values in metrics.items()]
 
-
-# A bridge trained through the receiver starts from this offline fit (and its shuffled baseline is this fit).
-TRAINED_START = "ridge"
 
 FIT_STRATEGIES = ("per_mode", "pooled")
 # The fit that serves relay rows in an offline per-mode plan: both models read the full 1-hop prompt there, so its
@@ -102,8 +100,35 @@ def load_bridges(role_dir: str | Path) -> dict[str, Bridge]:
     return {mode: loaded[name] for mode, name in fits.items()}
 
 
-def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: int, receiver_layer: int,
-                   method: str, seed: int, *, roles: Sequence[str], groups: Sequence[FitGroup],
+def load_fit_modes(role_dir: str | Path) -> dict[str, tuple[str, ...]]:
+    """Eval mode -> the context modes whose bridge_train rows its bridge was fitted on."""
+    role_dir = Path(role_dir)
+    fits = json.loads((role_dir / FITS_FILE).read_text())
+    return {mode: tuple(json.loads((role_dir / name / "bridge.json").read_text())["fit_modes"])
+            for mode, name in fits.items()}
+
+
+@dataclass(frozen=True)
+class BridgeRun:
+    """Which bridge a job fits or injects: layer pair, method and seed."""
+
+    sender_layer: int
+    receiver_layer: int
+    method: str
+    seed: int
+
+    @property
+    def pair(self) -> str:
+        return pair_name(self.sender_layer, self.receiver_layer)
+
+    @classmethod
+    def from_wildcards(cls, pair: str, method: str, seed: str | int) -> "BridgeRun":
+        sender_layer, receiver_layer = parse_pair(pair)
+        return cls(sender_layer, receiver_layer, method, int(seed))
+
+
+def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], run: BridgeRun, *, roles: Sequence[str],
+                   groups: Sequence[FitGroup],
                    settings: BridgeSettings, out_dir: str | Path, provenance: dict,
                    train_through_receiver: Callable[[str, Bridge, Sequence[str]], Bridge] | None = None
                    ) -> pa.Table:
@@ -113,12 +138,14 @@ def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: 
     ``out_dir/{role}/fits.json`` (eval mode -> group), and scores each group's bridge on the eval
     rows of the modes it serves. Returns the metrics table (one row per role x eval mode x predictor).
     A group without training rows for a role (a relay prompt names no bridge entity) is skipped.
-    ``method == "trained"`` fits the ``TRAINED_START`` bridge offline, then hands it to
+    A method trained through the receiver fits its ``start`` method offline, then hands it to
     ``train_through_receiver(role, bridge, train_modes)`` (see :mod:`actbridge.bridges.through_receiver`).
     """
-    if method == "trained" and train_through_receiver is None:
-        raise ValueError("the trained bridge needs the receiver: pass train_through_receiver")
-    offline = TRAINED_START if method == "trained" else method
+    method, seed, sender_layer, receiver_layer = run.method, run.seed, run.sender_layer, run.receiver_layer
+    through_receiver = BRIDGE_METHODS[method].through_receiver
+    if through_receiver and train_through_receiver is None:
+        raise ValueError(f"the {method} bridge needs the receiver: pass train_through_receiver")
+    offline = offline_method(method)
     out_dir = Path(out_dir)
     rows = []
     for role in roles:
@@ -133,10 +160,10 @@ def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], sender_layer: 
                 log.info("role %s has no %s rows: no %s fit", role, "/".join(group.train_modes), group.name)
                 continue
             sender_norm, receiver_norm = fit_normalizers(train())
-            bridge = fit_bridge(offline, train, val, sender_norm, receiver_norm, settings, seed)
+            bridge = fit_bridge(offline, train, val, sender_norm, receiver_norm, settings=settings, seed=seed)
             shuffled = fit_bridge(offline, shuffled_pairs(train, seed), shuffled_pairs(val, seed), sender_norm,
-                                  receiver_norm, settings, seed)
-            if method == "trained":
+                                  receiver_norm, settings=settings, seed=seed)
+            if through_receiver:
                 bridge = train_through_receiver(role, bridge, group.train_modes)
             bridge.save(out_dir / role / group.name,
                         {**provenance, "role": role, "sender_layer": sender_layer, "receiver_layer": receiver_layer,

@@ -33,15 +33,13 @@ from safetensors.numpy import load_file, save_file
 
 from actbridge.io import atomic_path, write_json
 
-if TYPE_CHECKING:  # torch is imported where sgd and mlp train: the CLOSED_FORM methods never wait for it
+if TYPE_CHECKING:  # torch is imported where sgd and mlp train: the closed-form methods never wait for it
     import torch
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("ridge", "sgd", "procrustes", "lowrank", "mlp")
 # A spread below this fraction of the states' own magnitude is rounding, not information.
 CONSTANT_SCALE = 1e-6
-CLOSED_FORM = ("ridge", "procrustes", "lowrank")
 
 PairStream = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]  # fresh iterator of (x [n, d_s], y [n, d_r])
 
@@ -465,34 +463,17 @@ def materialize(stream: PairStream) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def fit_bridge(method: str, train: PairStream, val: PairStream, sender: Normalizer, receiver: Normalizer,
+def fit_bridge(method: str, train: PairStream, val: PairStream, sender: Normalizer, receiver: Normalizer, *,
                settings: BridgeSettings, seed: int) -> Bridge:
-    """Fit ``method`` on a ``seed``-subsample of ``train`` (raw pairs), selecting on ``val``.
+    """Fit ``method`` (a name in :data:`actbridge.bridges.methods.BRIDGE_METHODS`) on a ``seed``-subsample of
+    ``train`` (raw pairs), selecting on ``val``.
 
     ``sender``/``receiver`` are the normalizers fitted on all of bridge_train.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown bridge method {method!r}; allowed: {list(METHODS)}")
-    train_n = normalized(subsampled(train, settings.subsample, seed), sender, receiver)
-    val_n = normalized(val, sender, receiver)
-    hidden_weight = hidden_bias = None
-    if method in CLOSED_FORM:
-        train_moments = Moments.of(train_n(), outer_y=False)
-        if method == "ridge":
-            weight, bias, info = fit_ridge(train_moments, Moments.of(val_n(), outer_y=False), settings.penalties)
-        elif method == "procrustes":
-            weight, bias, info = fit_procrustes(train_moments)
-        else:
-            weight, bias, info = fit_lowrank(train_moments, Moments.of(val_n(), outer_y=False), settings.penalties,
-                                             settings.rank)
-        info["train_rows"] = train_moments.n
-    else:
-        x_train, y_train = materialize(train_n)
-        x_val, y_val = materialize(val_n)
-        iterative = settings.sgd if method == "sgd" else settings.mlp
-        tensors, info = fit_iterative(x_train, y_train, x_val, y_val, iterative, seed, mlp=method == "mlp")
-        weight, bias = tensors["weight"], tensors["bias"]
-        hidden_weight, hidden_bias = tensors.get("hidden_weight"), tensors.get("hidden_bias")
-        info["train_rows"] = len(x_train)
-    info["seed"] = seed
-    return Bridge(method, sender, receiver, weight, bias, hidden_weight, hidden_bias, info)
+    from actbridge.bridges.methods import BRIDGE_METHODS  # the methods import this module
+
+    fitted = BRIDGE_METHODS[method]().fit(normalized(subsampled(train, settings.subsample, seed), sender, receiver),
+                                          normalized(val, sender, receiver), settings, seed)
+    fitted.info["seed"] = seed
+    return Bridge(method, sender, receiver, fitted.weight, fitted.bias, fitted.hidden_weight, fitted.hidden_bias,
+                  fitted.info)

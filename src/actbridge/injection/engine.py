@@ -40,14 +40,24 @@ if TYPE_CHECKING:  # hints only
 
 @dataclass(frozen=True)
 class Edits:
-    """K edits of one example's state: ``h' = keep * h + (||h|| if norm_scaled else 1) * vector``."""
+    """K edits of one example's state: ``h' = keep * h + (||h|| if norm_scaled else 1) * vector``, and for
+    the edits flagged in ``project_out``, ``- U U^T h`` with ``U = basis`` [d, r] (orthonormal columns): the
+    component of h in a subspace removed (one basis per example: its edits share a bridge)."""
 
     keep: torch.Tensor  # [K]
     vector: torch.Tensor  # [K, d]
     norm_scaled: torch.Tensor  # [K] bool
+    project_out: torch.Tensor | None = None  # [K] bool, None: no edit projects
+    basis: torch.Tensor | None = None  # [d, r]
 
     def __len__(self) -> int:
         return len(self.keep)
+
+    def projected(self) -> list[int]:
+        """Indices of the edits that remove h's component in ``basis``."""
+        if self.project_out is None:
+            return []
+        return torch.nonzero(self.project_out).flatten().tolist()
 
     @classmethod
     def identity(cls, d: int, k: int = 1) -> "Edits":
@@ -95,8 +105,30 @@ def final_norm(model: "PreTrainedModel") -> torch.nn.Module:
     return _trunk_part(model, ("final_layer_norm", "norm", "ln_f"), torch.nn.Module, "final norm")
 
 
+@dataclass(frozen=True)
+class Projections:
+    """The edits (by index among a batch's edits) that remove h's component in a subspace, and each one's
+    basis [m, d, r] (bases of fewer columns padded with zero columns, which remove nothing)."""
+
+    edits: torch.Tensor  # [m] long
+    bases: torch.Tensor  # [m, d, r]
+
+    @classmethod
+    def gather(cls, per_edit: Sequence[tuple[int, torch.Tensor]]) -> "Projections | None":
+        """From (edit index, basis [d, r]) pairs; None where no edit projects."""
+        if not per_edit:
+            return None
+        width = max(basis.shape[1] for _, basis in per_edit)
+        bases = torch.stack([torch.nn.functional.pad(basis, (0, width - basis.shape[1])) for _, basis in per_edit])
+        return cls(torch.as_tensor([n for n, _ in per_edit], dtype=torch.long), bases)
+
+    def to(self, device) -> "Projections":
+        return Projections(self.edits.to(device), self.bases.to(device))
+
+
 def apply_edits(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor,
-                vector: torch.Tensor, norm_scaled: torch.Tensor) -> torch.Tensor:
+                vector: torch.Tensor, norm_scaled: torch.Tensor, projections: Projections | None = None
+                ) -> torch.Tensor:
     """``hidden`` [batch, seq, d] with the state at each (rows[n], positions[n]) edited by edit n.
 
     An edit with keep=1 and vector=0 leaves its state unchanged.
@@ -104,6 +136,10 @@ def apply_edits(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tenso
     clean = hidden[rows, positions]  # [n, d]
     scale = torch.where(norm_scaled, clean.norm(dim=-1), torch.ones_like(keep, dtype=clean.dtype))
     edited = keep.to(clean.dtype)[:, None] * clean + scale[:, None] * vector.to(clean.dtype)
+    if projections is not None:
+        bases = projections.bases.to(clean.dtype)
+        coefficients = torch.einsum("md,mdr->mr", clean[projections.edits], bases)
+        edited = edited.index_add(0, projections.edits, -torch.einsum("mr,mdr->md", coefficients, bases))
     out = hidden.clone()
     out[rows, positions] = edited
     return out
@@ -112,7 +148,8 @@ def apply_edits(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tenso
 @contextlib.contextmanager
 def residual_edit(model: "PreTrainedModel", layer: int, rows: torch.Tensor, positions: torch.Tensor,
                   keep: torch.Tensor, vector: torch.Tensor, norm_scaled: torch.Tensor,
-                  recorded: list[torch.Tensor] | None = None) -> Iterator[None]:
+                  recorded: list[torch.Tensor] | None = None, *, projections: Projections | None = None
+                  ) -> Iterator[None]:
     """Apply the edits to ``hidden_states[layer]`` during forward passes inside the block.
 
     ``recorded``, if given, receives the clean states [n, d] at the edited sites, before the edit.
@@ -131,7 +168,7 @@ def residual_edit(model: "PreTrainedModel", layer: int, rows: torch.Tensor, posi
         if recorded is not None:
             recorded.append(hidden[rows.to(device), positions.to(device)].detach().float().cpu())
         return apply_edits(hidden, rows.to(device), positions.to(device), keep.to(device), vector.to(device),
-                           norm_scaled.to(device))
+                           norm_scaled.to(device), None if projections is None else projections.to(device))
 
     if layer < n_layers:
         def pre_hook(module, args, kwargs):
@@ -189,6 +226,12 @@ def _edit_tensors(edits: Sequence[Edits], rows: list[tuple[int, int, int]]):
     return keep, vector, norm_scaled
 
 
+def _projections(edits: Sequence[Edits], rows: Sequence[tuple[int, int]]) -> Projections | None:
+    """The projecting edits among ``rows`` ((example, edit) per batch edit, in order)."""
+    projected = {i: set(e.projected()) for i, e in enumerate(edits)}
+    return Projections.gather([(n, edits[i].basis) for n, (i, k) in enumerate(rows) if k in projected[i]])
+
+
 @torch.inference_mode()
 def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: int, edits: Sequence[Edits],
                  pad_id: int = 0) -> list[CandidateScores]:
@@ -199,7 +242,8 @@ def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: i
     input_ids, attention = right_padded(sequences, pad_id)
     positions = torch.as_tensor([examples[i].position for i, _, _ in rows])
     recorded: list[torch.Tensor] = []
-    with residual_edit(model, layer, torch.arange(len(rows)), positions, *_edit_tensors(edits, rows), recorded):
+    with residual_edit(model, layer, torch.arange(len(rows)), positions, *_edit_tensors(edits, rows), recorded,
+                       projections=_projections(edits, [(i, k) for i, k, _ in rows])):
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
     scored = [score_continuation(logprobs, r, len(examples[i].prompt_ids) - 1, examples[i].candidates[c])
@@ -378,7 +422,9 @@ def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example],
     keep = torch.cat([e.keep for e in edits])
     vector = torch.cat([e.vector for e in edits])
     norm_scaled = torch.cat([e.norm_scaled for e in edits])
-    with residual_edit(model, layer, edit_rows, edit_positions, keep, vector, norm_scaled, recorded):
+    projections = _projections(edits, [(i, k) for i, e in enumerate(edits) for k in range(len(e))])
+    with residual_edit(model, layer, edit_rows, edit_positions, keep, vector, norm_scaled, recorded,
+                       projections=projections):
         final = model.base_model(input_ids=rows.input_ids.to(device), attention_mask=_to(mask, device),
                                  position_ids=rows.position_ids.to(device), cache=cache,
                                  use_cache=cache is not None).last_hidden_state  # [batch, width, d]

@@ -17,13 +17,12 @@ import numpy as np
 import pyarrow as pa
 
 from actbridge.activations.store import ActivationStore, RowKey
-from actbridge.bridges.jobs import load_bridges
+from actbridge.bridges.jobs import BridgeRun, load_bridges, load_fit_modes
 from actbridge.bridges.maps import Bridge
-from actbridge.injection.conditions import (ConditionInputs, build_edits, condition_labels, derangement,
-                                  random_directions)
+from actbridge.injection.conditions import (CONDITIONS, NEEDS, ConditionInputs, InjectionContext, bind, build_edits,
+                                            condition_labels, derangement, random_directions)
 from actbridge.models.scoring import DEFAULT_BATCH_TOKENS
 from actbridge.injection.engine import Edits, score_under_edits
-from actbridge.activations.layers import pair_name
 from actbridge.logs import Progress
 from actbridge.activations.roles import ROLES, role_positions_for_table
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
@@ -32,7 +31,6 @@ if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class InjectionSite:
@@ -43,11 +41,10 @@ class InjectionSite:
 
 
 def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                  site: InjectionSite, bridge: Bridge | Mapping[str, Bridge], sender_keys: Sequence[RowKey],
-                  sender_states: np.ndarray,
-                  conditions: Sequence[str], alphas: Sequence[float], full_keys: Sequence[RowKey] | None = None,
-                  full_states: np.ndarray | None = None, seed: int = 0,
-                  batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
+                  site: InjectionSite, bridge: Bridge | Mapping[str, Bridge], *, sender_keys: Sequence[RowKey],
+                  sender_states: np.ndarray, conditions: Sequence[str], alphas: Sequence[float],
+                  full_keys: Sequence[RowKey] | None = None, full_states: np.ndarray | None = None, seed: int = 0,
+                  batch_tokens: int = DEFAULT_BATCH_TOKENS, bound: Mapping | None = None) -> pa.Table:
     """Per-example scores of every (condition, α) at ``site``.
 
     ``sender_states`` [n, d_s] are the sender's raw states at the bridged layer
@@ -61,11 +58,14 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     ``bridge`` is one bridge for every context mode, or one per mode (``{mode: Bridge}``, as
     :func:`actbridge.bridges.jobs.load_bridges` returns them); rows of a mode without one are skipped.
 
+    ``bound``: the conditions prepared for this job and role (:func:`actbridge.injection.conditions.bind`),
+    where some read more than the example's vectors.
+
     ``perturbation`` is ``||h' - h|| / ||h||``: every condition's strength on
     one scale, relative to the receiver's own state, whatever the model.
     """
     labels = condition_labels(conditions, alphas)
-    without_self_patch = [label for label in labels if label[0] != "self_patch"]
+    where_facts_present = [label for label in labels if not CONDITIONS[label[0]].needs_missing_facts]
     positions = role_positions_for_table(tokenizer, examples, "receiver", [site.role])[site.role]
     ids = examples.column("example_id").to_pylist()
     modes = examples.column("mode").to_pylist()
@@ -84,12 +84,13 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     full_prompts = examples.column("full_prompt").to_pylist()
     hops = examples.column("hops").to_pylist()
     # self_patch only where the receiver's prompt lacks facts; elsewhere it would write back h itself
-    labels_of = [labels if prompts[i] != full_prompts[i] else without_self_patch for i in keep]
+    labels_of = [labels if prompts[i] != full_prompts[i] else where_facts_present for i in keep]
 
     def edits_for(n: int) -> Edits:
         full = full_states[full_row[keys[keep[n]]]] if keys[keep[n]] in full_row else None
+        mode = modes[keep[n]]
         return build_edits(labels_of[n], ConditionInputs(bridged[n], shuffled[n], directions[n],
-                                                         bridge_of[modes[keep[n]]].receiver.mean, full))
+                                                         bridge_of[mode].receiver.mean, full, mode), bound)
 
     columns: dict[str, list] = {field.name: [] for field in RESULT_SCHEMA}
     answers, candidates = examples.column("answer").to_pylist(), examples.column("candidates").to_pylist()
@@ -142,6 +143,10 @@ def relative_perturbation(clean: np.ndarray, edits: Edits) -> np.ndarray:
     norm = float(np.linalg.norm(clean))
     scale = np.where(edits.norm_scaled.numpy(), norm, 1.0)[:, None]
     change = (keep - 1.0) * clean[None, :] + scale * vector
+    projected = edits.projected()
+    if projected:
+        basis = edits.basis.double().numpy()
+        change[projected] -= basis @ (basis.T @ clean)
     return np.linalg.norm(change, axis=1) / norm if norm > 0 else np.full(len(keep), np.nan)
 
 
@@ -164,36 +169,45 @@ def control_seed(bridge_seed: int, role: str) -> int:
 
 
 def run_injection_job(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                      bridge_dir: str | Path, sender_store: ActivationStore, receiver_store: ActivationStore,
-                      sender_layer: int, receiver_layer: int, method: str, seed: int, *, roles: Sequence[str],
-                      conditions: Sequence[str], alphas: Sequence[float],
+                      bridge_dir: str | Path, run: BridgeRun, *, stores: Mapping[str, ActivationStore],
+                      roles: Sequence[str], conditions: Sequence[str], alphas: Sequence[float],
+                      condition_settings: Mapping[str, Mapping] | None = None,
                       batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
-    """One injection job: one bridge (pair, method, seed), every role, on ``examples`` (eval).
+    """One injection job: one bridge ``run`` (pair, method, seed), every role, on ``examples`` (eval).
 
     ``bridge_dir/{role}`` holds the role's fitted bridges, one per context mode or pooled
-    (:func:`actbridge.bridges.jobs.load_bridges`); ``sender_store`` the
-    sender's eval states (its own prompt), ``receiver_store`` the receiver's
-    eval states on the full-context prompt (``self_patch``).
+    (:func:`actbridge.bridges.jobs.load_bridges`). ``stores`` holds ``sender_eval`` (the sender's eval
+    states on its own prompt), ``receiver_eval`` (the receiver's eval states on the full-context prompt,
+    for ``self_patch``) and whatever the conditions need (:data:`actbridge.injection.conditions.NEEDS`).
+    ``condition_settings[name]`` is ``injection.<name>`` of a condition that has settings.
     """
+    missing = sorted({need for name in conditions for need in CONDITIONS[name].needs} - set(stores))
+    if missing:
+        raise ValueError(f"conditions {list(conditions)} need the stored states {missing} "
+                         f"({', '.join(f'{NEEDS[m][0]} {NEEDS[m][1]}' for m in missing)})")
     tables = []
     for role in roles:
-        bridges = load_bridges(Path(bridge_dir) / role)
-        sender_keys, sender_states = sender_store.read(sender_layer, role)
-        full_keys, full_states = receiver_store.read(receiver_layer, role)
-        result = run_injection(receiver, tokenizer, examples, InjectionSite(receiver_layer, role), bridges,
-                               sender_keys, sender_states, conditions, alphas, full_keys, full_states,
-                               seed=control_seed(seed, role), batch_tokens=batch_tokens)
-        log.info("%s %s seed %d role %s: %d rows", pair_name(sender_layer, receiver_layer), method, seed, role,
-                 result.num_rows)
-        tables.append(tag_rows(result, sender_layer, receiver_layer, method, seed))
+        role_dir = Path(bridge_dir) / role
+        bridges = load_bridges(role_dir)
+        context = InjectionContext(role, run.sender_layer, run.receiver_layer, bridges, load_fit_modes(role_dir), {},
+                                   stores)
+        bound = bind(conditions, context, condition_settings or {})
+        sender_keys, sender_states = stores["sender_eval"].read(run.sender_layer, role)
+        full_keys, full_states = stores["receiver_eval"].read(run.receiver_layer, role)
+        result = run_injection(receiver, tokenizer, examples, InjectionSite(run.receiver_layer, role), bridges,
+                               sender_keys=sender_keys, sender_states=sender_states, conditions=conditions,
+                               alphas=alphas, full_keys=full_keys, full_states=full_states,
+                               seed=control_seed(run.seed, role), batch_tokens=batch_tokens, bound=bound)
+        log.info("%s %s seed %d role %s: %d rows", run.pair, run.method, run.seed, role, result.num_rows)
+        tables.append(tag_rows(result, run))
     return pa.concat_tables(tables)
 
 
-def tag_rows(result: pa.Table, sender_layer: int, receiver_layer: int, method: str, seed: int) -> pa.Table:
+def tag_rows(result: pa.Table, run: BridgeRun) -> pa.Table:
     """``run_injection`` rows tagged with the bridge that produced them (JOB_SCHEMA)."""
     n = result.num_rows
-    tagged = {"pair": pa.array([pair_name(sender_layer, receiver_layer)] * n, pa.string()),
-              "sender_layer": pa.array([sender_layer] * n, pa.int16()),
-              "receiver_layer": pa.array([receiver_layer] * n, pa.int16()),
-              "method": pa.array([method] * n, pa.string()), "seed": pa.array([seed] * n, pa.int32())}
+    tagged = {"pair": pa.array([run.pair] * n, pa.string()),
+              "sender_layer": pa.array([run.sender_layer] * n, pa.int16()),
+              "receiver_layer": pa.array([run.receiver_layer] * n, pa.int16()),
+              "method": pa.array([run.method] * n, pa.string()), "seed": pa.array([run.seed] * n, pa.int32())}
     return pa.table({**tagged, **{name: result.column(name) for name in result.column_names}}, schema=JOB_SCHEMA)

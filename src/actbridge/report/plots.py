@@ -14,15 +14,19 @@ import numpy as np
 import pyarrow as pa
 from matplotlib.figure import Figure
 
+from actbridge.bridges.methods import BRIDGE_METHODS
+from actbridge.injection.conditions import CONDITIONS
 from actbridge.io import atomic_path
 from actbridge.stats.summaries import pooled
 
-ALPHA_CONDITIONS = {"add": ("tab:blue", "-"), "add_rescaled": ("tab:orange", "-"),
-                    "random": ("0.45", ":"), "shuffled": ("0.65", "--")}
-REPLACEMENT_CONDITIONS = {"replace": "tab:blue", "replace_rescaled": "tab:orange", "mean": "0.55",
-                          "self_patch": "tab:green"}
-METHOD_COLORS = {"ridge": "tab:blue", "sgd": "tab:orange", "procrustes": "tab:green", "lowrank": "tab:red",
-                 "mlp": "tab:purple", "trained": "tab:cyan"}
+
+def drawn_conditions(figure: str) -> dict[str, tuple[str, str]]:
+    """Condition -> (colour, line style) of the conditions a figure draws (``alpha`` or ``replacement``)."""
+    return {c.name: (c.style.colour, c.style.line) for c in CONDITIONS.values() if c.style.figure == figure}
+
+
+def method_colour(method: str) -> str:
+    return BRIDGE_METHODS[method].colour if method in BRIDGE_METHODS else "tab:gray"
 
 
 def save_figure(figure: Figure, pdf: str | Path, png: str | Path, *, dpi: int = 150) -> None:
@@ -124,7 +128,7 @@ def bridge_quality_figure(metrics: pa.Table) -> Figure:
                     mean, sd = _seed_summary(rows, pairs, metric, role=role, mode=mode, method=method,
                                              predictor=predictor)
                     axis.errorbar(np.arange(len(pairs)), mean, yerr=sd, linestyle=style, marker="o", markersize=3,
-                                  color=METHOD_COLORS.get(method), capsize=2,
+                                  color=method_colour(method), capsize=2,
                                   label=method if predictor == "bridge" else None)
             for predictor, color in (("mean", "k"), ("identity", "tab:brown")):
                 mean, _ = _seed_summary(rows, pairs, metric, role=role, mode=mode, method=methods[0],
@@ -162,7 +166,7 @@ def injection_sweep_figure(across_seeds: pa.Table, method: str, *, metric: str =
     One row per (role, mode), one column per layer pair.
     """
     rows = [r for r in _rows(across_seeds, method=method, metric=metric, reference="none")
-            if r["condition"] in ALPHA_CONDITIONS and r["alpha"] is not None]
+            if r["condition"] in drawn_conditions("alpha") and r["alpha"] is not None]
     scale, unit = (100.0, "Δ accuracy (points)") if metric == "accuracy" else (1.0, "Δ gold log-prob")
     panels = _panels(rows)
     pairs = _pair_order(r["pair"] for r in rows)
@@ -174,7 +178,7 @@ def injection_sweep_figure(across_seeds: pa.Table, method: str, *, metric: str =
         for col, pair in enumerate(pairs):
             axis = axes[row, col]
             axis.axhline(0, color="k", linewidth=0.6)
-            for condition, (color, style) in ALPHA_CONDITIONS.items():
+            for condition, (color, style) in drawn_conditions("alpha").items():
                 series = sorted((r for r in rows if (r["role"], r["mode"], r["pair"], r["condition"])
                                  == (role, mode, pair, condition)), key=lambda r: r["alpha"])
                 if not series:
@@ -199,8 +203,9 @@ def injection_sweep_figure(across_seeds: pa.Table, method: str, *, metric: str =
 
 def replacement_figure(across_seeds: pa.Table, method: str, *, metric: str = "accuracy") -> Figure:
     """Δ of replace, replace_rescaled and the mean / self-patch controls by layer pair, with CIs."""
-    rows = [r for r in _rows(across_seeds, method=method, metric=metric, reference="none")
-            if r["condition"] in REPLACEMENT_CONDITIONS]
+    drawn = drawn_conditions("replacement")
+    rows = [r for r in _rows(across_seeds, method=method, metric=metric, reference="none") if r["condition"] in drawn]
+    drawn = {condition: style for condition, style in drawn.items() if any(r["condition"] == condition for r in rows)}
     scale, unit = (100.0, "Δ accuracy (points)") if metric == "accuracy" else (1.0, "Δ gold log-prob")
     panels = _panels(rows)
     figure, axes = _grid(1, max(len(panels), 1), width=4.2, height=3.0, sharey=True)
@@ -208,11 +213,11 @@ def replacement_figure(across_seeds: pa.Table, method: str, *, metric: str = "ac
         _empty(axes[0, 0], f"no replacement conditions injected with {method}")
         return figure
     pairs = _pair_order(r["pair"] for r in rows)
-    width = 0.8 / len(REPLACEMENT_CONDITIONS)
+    width = 0.8 / max(len(drawn), 1)
     for col, (role, mode) in enumerate(panels):
         axis = axes[0, col]
         axis.axhline(0, color="k", linewidth=0.6)
-        for c, (condition, color) in enumerate(REPLACEMENT_CONDITIONS.items()):
+        for c, (condition, (color, _)) in enumerate(drawn.items()):
             found = {r["pair"]: r for r in rows if (r["role"], r["mode"], r["condition"]) == (role, mode, condition)}
             if not found:
                 continue
@@ -223,7 +228,7 @@ def replacement_figure(across_seeds: pa.Table, method: str, *, metric: str = "ac
             axis.bar(x, delta, width, color=color, label=condition)
             axis.errorbar(x, delta, yerr=[delta - low, high - delta], fmt="none", ecolor="k", capsize=2,
                           linewidth=0.8)
-        axis.set_xticks(np.arange(len(pairs)) + width * (len(REPLACEMENT_CONDITIONS) - 1) / 2, pairs, fontsize=7,
+        axis.set_xticks(np.arange(len(pairs)) + width * (len(drawn) - 1) / 2, pairs, fontsize=7,
                         rotation=45)
         axis.set_title(f"role {role}, {mode}", fontsize=9)
         if col == 0:
@@ -364,7 +369,7 @@ def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str)
         bound = series(role, methods[0], "self_patch")
         draw(top, bound, "self-patch (upper bound)", "black", "-")
         for method in methods:
-            color = METHOD_COLORS.get(method, "tab:gray")
+            color = method_colour(method)
             for condition, style in BRIDGED_SHOWN.items():
                 found = series(role, method, condition)
                 suffix = f" α={alpha:g}" if condition == "add_rescaled" else ""

@@ -41,10 +41,10 @@ import pyarrow.compute as pc
 from scipy import special
 from scipy import stats as scipy_stats
 
+from actbridge.injection.conditions import BASELINE, rescaled_twins
 from actbridge.stats.markdown import to_arrow
 
-BASELINE = "none"
-RESCALED_TWINS = {"add_rescaled": "add", "replace_rescaled": "replace"}
+RESCALED_TWINS = rescaled_twins()
 METRICS = {"accuracy": "exact_match", "logprob": "gold_logprob"}
 
 

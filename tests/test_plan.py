@@ -66,3 +66,49 @@ def test_a_bad_config_is_named_before_any_estimate(tmp_path, capsys):
     good.write_text(yaml.safe_dump({"bridge": {"seeds": 2}}))
     assert main(["--configfile", str(good), "--results", str(tmp_path)]) == 0
     assert "| bridge | 50 |" in capsys.readouterr().out
+
+
+def dry_run_jobs(tmp_path: Path, *configs: str, records: dict | None = None) -> dict[str, int]:
+    """Snakemake's job counts for ``configs`` over the default, in a copy of the workflow; ``records`` writes
+    named models' ``model.json`` (their shape) first, as the model checkpoint would."""
+    import shutil
+
+    from tests.test_workflow import COPIED, planned_jobs, snakemake
+
+    for name in COPIED:
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for model, (layers, hidden, vocab) in (records or {}).items():
+        directory = tmp_path / "results" / "models" / model
+        directory.mkdir(parents=True)
+        (directory / "model.json").write_text(json.dumps(
+            {"kind": "hf_id", "shape": {"num_layers": layers, "hidden_size": hidden, "vocab_size": vocab}}))
+    args = [arg for config in configs for arg in ("--configfile", config)]
+    return planned_jobs(snakemake(tmp_path, "-n", *args))
+
+
+def plan_jobs(config: dict, results: Path) -> dict[str, int]:
+    from actbridge.plan import job_counts
+
+    costs = by_stage(config, results)
+    counts = job_counts(config, pairs=costs["bridge"].jobs // (len(config["bridge"]["methods"])
+                                                               * config["bridge"]["seeds"]))
+    assert sum(cost.jobs for cost in costs.values()) == sum(counts.values())  # every job priced in some stage
+    return {**counts, "total": sum(counts.values())}
+
+
+@pytest.mark.parametrize("overlay", [None, ".test/config/config.yaml"])
+def test_plan_job_counts_equal_the_dry_run(tmp_path, overlay):
+    config = load_config([ROOT / overlay] if overlay else [])
+    assert plan_jobs(config, tmp_path / "none") == dry_run_jobs(tmp_path / "run", *([overlay] if overlay else []))
+
+
+def test_plan_job_counts_equal_the_dry_run_for_pythia(tmp_path):
+    """Named models: past the model checkpoint (its records written as it writes them), the whole DAG."""
+    config = load_config([ROOT / "config" / "pythia.yaml"])
+    records = {"sender": PYTHIA_SHAPES["EleutherAI/pythia-160m"], "receiver": PYTHIA_SHAPES["EleutherAI/pythia-410m"]}
+    jobs = dry_run_jobs(tmp_path / "run", "config/pythia.yaml", records=records)
+    expected = plan_jobs(config, tmp_path / "none")
+    # the model checkpoint is done there (its records stand for it), so only the models' own jobs differ
+    expected = {rule: count for rule, count in expected.items() if rule != "model"}
+    expected["total"] -= 2
+    assert jobs == expected

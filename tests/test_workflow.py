@@ -141,12 +141,12 @@ def test_end_to_end_activations_and_bridges(finished_run):
             assert store.layers == tuple(range(layers)) and store.roles == ("last", "bridge")
             assert store.manifest["model"]["kind"] == "micro" and store.manifest["model"]["device"] == "cpu"
     metrics = pq.read_table(results / "bridges" / "metrics.parquet").to_pylist()
-    # 1 pair x 6 methods x 2 seeds x 3 predictors (widths differ: no identity) x (role, mode): last in all
+    # 1 pair x 7 methods x 2 seeds x 3 predictors (widths differ: no identity) x (role, mode): last in all
     # three modes, the bridge mention in shared and asymmetric (a relay prompt never names a bridge entity)
-    assert len(metrics) == 1 * 6 * 2 * 3 * 5
+    assert len(metrics) == 1 * 7 * 2 * 3 * 5
     assert {(r["role"], r["mode"]) for r in metrics} == {("last", "shared"), ("last", "asymmetric"), ("last", "relay"),
                                                          ("bridge", "shared"), ("bridge", "asymmetric")}
-    assert {r["method"] for r in metrics} == {"ridge", "sgd", "procrustes", "lowrank", "mlp", "trained"}
+    assert {r["method"] for r in metrics} == {"ridge", "sgd", "procrustes", "lowrank", "mlp", "trained", "cca"}
     # one fit per context mode; offline maps serve relay with the shared fit, the trained bridge trains its own
     for method, fits in (("ridge", {"shared": "shared", "relay": "shared", "asymmetric": "asymmetric"}),
                          ("mlp", {"shared": "shared", "relay": "shared", "asymmetric": "asymmetric"}),
@@ -204,10 +204,11 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     receiver_text = (results / "causal" / "receiver.md").read_text()
     assert "## role `bridge`" in receiver_text and "self-patch (relay)" in receiver_text
     verdict = pq.read_table(results / "stats" / "verdict.parquet").to_pylist()
-    # per injected method (ridge, trained), the 9 conditions other than none, per role and mode, self_patch where
-    # the receiver's prompt lacks facts: last token in shared, asymmetric, relay (8 + 9 + 9), the bridge mention in
-    # shared and asymmetric (8 + 9; a relay prompt names no bridge entity): 2 x 43
-    assert len(verdict) == 86 and {r["method"] for r in verdict} == {"ridge", "trained"}
+    # per injected method (ridge, trained), the 10 conditions other than none, per role and mode, self_patch where
+    # the receiver's prompt lacks facts: last token in shared, asymmetric, relay (9 + 10 + 10), the bridge mention in
+    # shared and asymmetric (9 + 10; a relay prompt names no bridge entity): 2 x 48
+    assert len(verdict) == 96 and {r["method"] for r in verdict} == {"ridge", "trained"}
+    assert {r["condition"] for r in verdict} >= {"subspace_swap"}
     assert {r["verdict"].split(":")[0] for r in verdict} <= {"helps", "harmful", "no effect", "upper bound"}
     assert "## mode `asymmetric`" in (results / "stats" / "verdict.md").read_text()
     assert "## mode `relay`" in (results / "stats" / "verdict.md").read_text()
@@ -286,9 +287,9 @@ def test_changing_eval_size_reruns_only_its_dependents(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"dataset_split": 1, "dataset_stats": 1, "model_accuracy": 2, "accuracy_summary": 1,
-                    "activations": 2, "bridge": 12, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                    "activations": 2, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
                     "figure_dataset": 1, "sender_causal": 1, "figure_causal_sender": 1, "receiver_causal": 1,
-                    "figure_causal_receiver": 1, "all": 1, "total": 39}
+                    "figure_causal_receiver": 1, "all": 1, "total": 41}
 
 
 def test_tuning_the_mlp_refits_only_the_mlp_bridges(finished_run):
@@ -308,10 +309,10 @@ def test_another_seed_adds_only_its_jobs(finished_run):
     changed = finished_run / "more_seeds.yaml"
     changed.write_text(yaml.safe_dump(config))
     output = snakemake(finished_run, "-n", "--configfile", str(changed))
-    assert planned_jobs(output) == {"bridge": 6, "bridge_metrics": 1, "injection": 2, "condition_stats": 2,
+    assert planned_jobs(output) == {"bridge": 7, "bridge_metrics": 1, "injection": 2, "condition_stats": 2,
                                     "stats_summary": 1, "verdict": 1, "figure_bridge_quality": 1,
                                     "figure_injection_sweep": 1, "figure_replacement": 1, "figure_asymmetric": 1,
-                                    "figure_relay": 1, "all": 1, "total": 19}
+                                    "figure_relay": 1, "all": 1, "total": 20}
     assert set(re.findall(r"seed=(\d+)", output)) == {"2"}
 
 
@@ -322,8 +323,8 @@ def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
-                    "activations": 3, "bridge": 12, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 37}
+                    "activations": 3, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 39}
 
 
 @pytest.fixture(scope="module")
@@ -359,8 +360,8 @@ def test_a_lost_output_is_rebuilt_with_its_dependents_only(finished_run, shipped
     shutil.rmtree(finished_run / "results" / "models" / "receiver")
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(shipped_run)))
     assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
-                    "activations": 3, "bridge": 12, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 37}
+                    "activations": 3, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 39}
 
 
 def test_a_corrupt_shard_is_named_and_rebuilt(finished_run, shipped_run):

@@ -22,9 +22,12 @@ from typing import Callable, Sequence
 
 import yaml
 
-from actbridge.config import merge_config, model_kind, validate_config
-from actbridge.data.worlds import ACCURACY_VIEWS, DataConfig, iter_split_rows
 from actbridge.activations.layers import layer_pairs, layers_for, resolve_layers
+from actbridge.bridges.methods import BRIDGE_METHODS
+from actbridge.config import merge_config, model_kind, validate_config
+from actbridge.data.worlds import ACCURACY_VIEWS, SPLITS, DataConfig, iter_split_rows
+from actbridge.injection.conditions import condition_labels
+from actbridge.report import FIGURES, SUMMARIES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
@@ -32,7 +35,6 @@ BRIDGE_SPLITS = ("bridge_train", "bridge_val", "eval")
 SAMPLE_ROWS = 200
 CHARS_PER_TOKEN = 4.0
 BYTES = {"float16": 2, "float32": 4}
-ALPHA_CONDITIONS = ("add", "add_rescaled", "random", "mean", "shuffled", "self_patch")
 # Published shapes of the Pythia suite: (layers, hidden, vocabulary).
 PYTHIA_SHAPES = {
     "EleutherAI/pythia-14m": (6, 128, 50304), "EleutherAI/pythia-70m": (6, 512, 50304),
@@ -158,6 +160,20 @@ def sample_split(data: DataConfig, split: str, count: Callable[[str], int]) -> S
                        mean_candidate_tokens=sum(count(" " + c) for c in candidates) / len(candidates))
 
 
+def job_counts(config: dict, *, pairs: int, models: Sequence[str] = ("sender", "receiver")) -> dict[str, int]:
+    """Jobs per rule of the workflow's DAG for ``config`` with ``pairs`` bridged layer pairs (Snakemake's
+    'Job stats', ``all`` included); derived from the same lists the rules expand."""
+    micro = [m for m in models if model_kind(config["models"][m]) == "micro"]
+    seeds = config["bridge"]["seeds"]
+    injected = len(config["injection"]["methods"])
+    counts = {"dataset_split": len(SPLITS), "micro_tokenizer": 1 if micro else 0, "model": len(models),
+              "model_accuracy": len(models), "activations": len(models) * len(BRIDGE_SPLITS),
+              "bridge": pairs * len(config["bridge"]["methods"]) * seeds, "injection": pairs * injected * seeds,
+              "condition_stats": pairs * injected, "sender_causal": 1, "receiver_causal": 1,
+              **{summary: 1 for summary in SUMMARIES}, **{f"figure_{figure}": 1 for figure in FIGURES}, "all": 1}
+    return {rule: count for rule, count in counts.items() if count}
+
+
 def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[StageCost], list[str]]:
     """Per-stage costs of ``config`` and the notes on how each estimate was made."""
     data = DataConfig.from_config(config)
@@ -171,12 +187,18 @@ def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[St
     samples = {(m, split): sample_split(data, split, counters[m][0]) for m in shapes for split in BRIDGE_SPLITS}
     prompt_of = {"sender": "sender", "receiver": "receiver"}
     row_counts = ", ".join(f"{split} {samples['sender', split].rows}" for split in BRIDGE_SPLITS)
-    costs: list[StageCost] = [StageCost("dataset_split", jobs=4, note=f"rows: {row_counts}")]
+    layers = {m: resolve_layers(layers_for(config["activations"]["layers"], m), shapes[m].layers) for m in shapes}
+    pairs = layer_pairs(config["bridge"]["pairs"], layers["sender"], layers["receiver"],
+                        shapes["sender"].layers, shapes["receiver"].layers)
+    jobs = job_counts(config, pairs=len(pairs))
+    costs: list[StageCost] = [StageCost("dataset_split", jobs=jobs["dataset_split"], note=f"rows: {row_counts}")]
 
     micro = [m for m in shapes if model_kind(config["models"][m]) == "micro"]
     train_tokens = {m: config["models"][m]["micro"]["steps"] * config["models"][m]["micro"]["batch_size"]
                     * sample_split(data, "lm_train", counters[m][0]).mean_tokens["full"] for m in micro}
-    costs.append(StageCost("model", jobs=2, forward_passes=sum(config["models"][m]["micro"]["steps"]
+    if jobs.get("micro_tokenizer"):
+        costs.append(StageCost("micro_tokenizer", jobs=jobs["micro_tokenizer"], note="the micro models' shared BPE"))
+    costs.append(StageCost("model", jobs=jobs["model"], forward_passes=sum(config["models"][m]["micro"]["steps"]
                                                                 * config["models"][m]["micro"]["batch_size"] for m in micro),
                            tokens=round(sum(train_tokens.values())),
                            flops=sum(6 * shapes[m].trunk_parameters * t for m, t in train_tokens.items()),
@@ -185,17 +207,16 @@ def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[St
     eval_sample = samples["sender", "eval"]
     accuracy_passes = {m: round(eval_sample.rows * eval_sample.scored_prompts) for m in shapes}
     accuracy_tokens = {m: accuracy_passes[m] * samples[m, "eval"].mean_tokens["full"] for m in shapes}
-    costs.append(StageCost("model_accuracy", jobs=2, forward_passes=sum(accuracy_passes.values()),
+    costs.append(StageCost("model_accuracy", jobs=jobs["model_accuracy"], forward_passes=sum(accuracy_passes.values()),
                            tokens=round(sum(accuracy_tokens.values())),
                            flops=sum(2 * shapes[m].trunk_parameters * t for m, t in accuracy_tokens.items())))
 
     roles = config["activations"]["roles"]
-    layers = {m: resolve_layers(layers_for(config["activations"]["layers"], m), shapes[m].layers) for m in shapes}
     passes = {m: sum(samples[m, s].rows for s in BRIDGE_SPLITS) for m in shapes}
     tokens = {m: sum(samples[m, s].rows * samples[m, s].mean_tokens[prompt_of[m]] for s in BRIDGE_SPLITS) for m in shapes}
     disk = {m: passes[m] * len(roles) * len(layers[m]) * shapes[m].hidden * BYTES[config["activations"]["dtype"]]
             for m in shapes}
-    costs.append(StageCost("activations", jobs=2 * len(BRIDGE_SPLITS), forward_passes=sum(passes.values()),
+    costs.append(StageCost("activations", jobs=jobs["activations"], forward_passes=sum(passes.values()),
                            tokens=round(sum(tokens.values())),
                            flops=sum(2 * shapes[m].trunk_parameters * tokens[m] for m in shapes),
                            disk_bytes=sum(disk.values()),
@@ -203,29 +224,28 @@ def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[St
                                 f"{config['activations']['dtype']}, uncompressed (an upper bound: zstd stored the default "
                                 "config's float32 shards in 36% of it)"))
 
-    pairs = layer_pairs(config["bridge"]["pairs"], layers["sender"], layers["receiver"],
-                        shapes["sender"].layers, shapes["receiver"].layers)
     seeds, methods = config["bridge"]["seeds"], config["bridge"]["methods"]
     d_s, d_r = shapes["sender"].hidden, shapes["receiver"].hidden
     weights = len(pairs) * len(methods) * seeds * d_s * d_r * 4
     note = (f"{len(pairs)} pairs x {len(methods)} methods x {seeds} seeds; ridge holds "
             f"{(d_s + d_r) ** 2 * 8 / 2**20:.0f} MiB of sufficient statistics")
     trained_passes = trained_tokens = 0.0
-    if "trained" in methods:  # forward + backward through the receiver per training row, forward per val row
-        trained = config["bridge"]["trained"]
+    through_receiver = [m for m in methods if BRIDGE_METHODS[m].through_receiver]
+    for method in through_receiver:  # forward + backward through the receiver per training row, forward per val row
+        trained = config["bridge"][method]
         train_rows = min(trained["max_rows"], samples["receiver", "bridge_train"].rows)
         per_role = trained["epochs"] * (3 * train_rows + samples["receiver", "bridge_val"].rows)
-        trained_passes = len(pairs) * seeds * len(roles) * per_role
+        trained_passes += len(pairs) * seeds * len(roles) * per_role
         trained_tokens = trained_passes * samples["receiver", "bridge_train"].mean_tokens["receiver"]
         note += (f"; trained: at most {trained['epochs']} epochs (fewer when bridge_val stops improving) x "
                  f"{train_rows} rows through the receiver per role")
-    costs.append(StageCost("bridge", jobs=len(pairs) * len(methods) * seeds, disk_bytes=weights,
+    costs.append(StageCost("bridge", jobs=jobs["bridge"], disk_bytes=weights,
                            forward_passes=round(trained_passes), tokens=round(trained_tokens),
                            flops=2 * shapes["receiver"].trunk_parameters * trained_tokens, note=note))
 
     injection = config["injection"]
-    labels = sum(len(injection["alphas"]) if c in ALPHA_CONDITIONS else 1 for c in injection["conditions"])
-    runs = len(pairs) * len(injection["methods"]) * seeds
+    labels = len(condition_labels(injection["conditions"], injection["alphas"]))
+    runs = jobs["injection"]
     per_row = samples["receiver", "eval"]
     # the engine runs the prompt once, then per edit the rest of the prompt (1 token at the last
     # position, about half the prompt at the bridge mention) and each candidate's tokens but the last
@@ -241,18 +261,29 @@ def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[St
 
     stats = config["stats"]
     contrasts = (labels + len(injection["alphas"]) + 1) * 2  # every condition vs none, the rescaled pairs; 2 metrics
-    costs.append(StageCost("condition_stats", jobs=len(pairs) * len(injection["methods"]),
+    costs.append(StageCost("condition_stats", jobs=jobs["condition_stats"],
                            note=f"about {contrasts} contrasts x ({stats['resamples']} per-seed + "
                                 f"{stats['hierarchical_resamples']} crossed) bootstrap resamples each"))
 
     sender_layers = sorted({i for i, _ in pairs})
     causal_edits = len(sender_layers) * len(roles) * 2 + len(sender_layers) * len(roles)
     causal_tokens = eval_sample.rows * (samples["sender", "eval"].mean_tokens["sender"] * (1 + causal_edits))
-    costs.append(StageCost("sender_causal", jobs=1, forward_passes=eval_sample.rows * causal_edits,
+    costs.append(StageCost("sender_causal", jobs=jobs["sender_causal"], forward_passes=eval_sample.rows * causal_edits,
                            tokens=round(causal_tokens), flops=2 * shapes["sender"].trunk_parameters * causal_tokens,
                            note=f"{len(sender_layers)} layers x {len(roles)} roles x (mean, resample ablation "
                                 "+ counterfactual patching); full prompts, an upper bound"))
-    costs.append(StageCost("figures and summaries", jobs=5 + 4, note="run where Snakemake runs (localrules)"))
+    receiver_layers = sorted({j for _, j in pairs})
+    receiver_edits = len(receiver_layers) * len(roles)  # patching on shared rows, self-patching on the others
+    receiver_tokens = eval_sample.rows * samples["receiver", "eval"].mean_tokens["full"] * (1 + receiver_edits)
+    costs.append(StageCost("receiver_causal", jobs=jobs["receiver_causal"],
+                           forward_passes=eval_sample.rows * receiver_edits, tokens=round(receiver_tokens),
+                           flops=2 * shapes["receiver"].trunk_parameters * receiver_tokens,
+                           note=f"{len(receiver_layers)} layers x {len(roles)} roles x (counterfactual patching "
+                                "on shared prompts, self-patching on the others); full prompts, an upper bound"))
+    gathered = sum(jobs[rule] for rule in jobs if rule in SUMMARIES or rule.startswith("figure_") or rule == "all")
+    costs.append(StageCost("figures and summaries", jobs=gathered,
+                           note=f"{len(FIGURES)} figures, {len(SUMMARIES)} tables and the `all` target, run where "
+                                "Snakemake runs (localrules)"))
     return costs, notes
 
 

@@ -12,6 +12,7 @@ from actbridge.data.worlds import SPLITS
 from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.injection.conditions import CONDITIONS, store_inputs
 from actbridge.fingerprint import script_fingerprint
+from actbridge.report import FIGURES
 from actbridge.activations.layers import (layer_pairs, layers_for, pair_name, parse_pair, recorded_shape, recorded_weights_mb,
                               resolve_layers)
 
@@ -41,7 +42,7 @@ wildcard_constraints:
 def script_code(script):
     """Fingerprint of the library code a rule's script runs: its import closure (see actbridge.fingerprint).
 
-    Snakemake's code trigger sees only the rule's own script, so a rule passes this as a param: changing
+    Snakemake's code trigger sees only the script itself, so each job passes this as a param: changing
     the science it calls reruns it, as editing its script would; editing comments and docstrings does not.
     """
     return script_fingerprint(Path(workflow.basedir) / "scripts" / f"{script}.py")
@@ -282,8 +283,6 @@ def stats_tables(kind):
     return tables
 
 
-FIGURES = ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender", "causal_receiver",
-           "asymmetric", "relay")
 
 
 def all_targets(wildcards=None):

@@ -10,6 +10,7 @@ registry (``actbridge.fingerprint`` counts every module of such a package as imp
 from __future__ import annotations
 
 import importlib
+import re
 import math
 import pkgutil
 from typing import Callable, Generic, Iterator, TypeVar
@@ -74,3 +75,28 @@ def import_all(package: str) -> None:
     module = importlib.import_module(package)
     for info in sorted(pkgutil.iter_modules(module.__path__), key=lambda info: info.name):
         importlib.import_module(f"{package}.{info.name}")
+
+
+DOCS = "config/README.md"
+BLOCK = re.compile(r"(<!-- registry: (\S+) -->\n)(.*?)(<!-- end registry -->)", re.DOTALL)
+
+
+def docs_tables() -> dict[str, str]:
+    """The generated tables of the docs, by block name."""
+    from actbridge.bridges.methods import markdown_table as methods_table
+    from actbridge.injection.conditions import markdown_table as conditions_table
+
+    return {"conditions": conditions_table(), "bridge_methods": methods_table()}
+
+
+def with_docs_tables(text: str) -> str:
+    """``text`` with each ``<!-- registry: NAME -->`` block replaced by the registry's current table."""
+    tables = docs_tables()
+    return BLOCK.sub(lambda match: match.group(1) + tables[match.group(2)] + match.group(4), text)
+
+
+if __name__ == "__main__":  # python -m actbridge.registry: rewrite the tables in config/README.md
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / DOCS
+    docs.write_text(with_docs_tables(docs.read_text()))

@@ -1,0 +1,85 @@
+"""Drift tests: everything built from the registries agrees with them, and nothing lists them by hand."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from actbridge.bridges.methods import BRIDGE_METHODS, default_methods
+from actbridge.config import ConfigError, load_schema, validate_config
+from actbridge.fingerprint import import_closure
+from actbridge.injection.conditions import CONDITIONS, default_conditions, rescaled_twins
+from actbridge.registry import DOCS, with_docs_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_docs_tables_are_the_registries():
+    text = (ROOT / DOCS).read_text()
+    assert "<!-- registry: conditions -->" in text and "<!-- registry: bridge_methods -->" in text
+    assert with_docs_tables(text) == text, "stale tables in config/README.md: run `python -m actbridge.registry`"
+
+
+def test_every_enum_that_names_an_item_is_the_registry():
+    schema = load_schema()["properties"]
+    injection, bridge = schema["injection"]["properties"], schema["bridge"]["properties"]
+    assert injection["conditions"]["items"]["enum"] == list(CONDITIONS.names())
+    assert injection["conditions"]["default"] == default_conditions()
+    for enum in (bridge["methods"]["items"]["enum"], injection["methods"]["items"]["enum"],
+                 schema["figures"]["properties"]["method"]["enum"]):
+        assert enum == list(BRIDGE_METHODS.names())
+    assert bridge["methods"]["default"] == default_methods()
+    raw = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert not re.search(r"\b(add_rescaled|procrustes)\b", yaml.safe_dump(raw)), "the schema file lists items by hand"
+
+
+def test_the_defaults_keep_the_reference_order():
+    assert default_conditions() == ["none", "add", "add_rescaled", "replace", "replace_rescaled", "interpolate",
+                                    "random", "shuffled", "mean", "self_patch"]
+    assert default_methods() == ["ridge", "sgd", "procrustes", "lowrank", "mlp"]
+
+
+def test_each_item_is_complete():
+    for condition in CONDITIONS.values():
+        assert condition.formula and condition.purpose, condition.name
+        assert condition.rescaled_twin in (None, *CONDITIONS.names())
+        assert condition.style.figure in (None, "alpha", "replacement")
+        assert not condition.alpha_scaled or condition.style.figure != "replacement", condition.name
+    assert rescaled_twins() == {"add_rescaled": "add", "replace_rescaled": "replace"}
+    for method in BRIDGE_METHODS.values():
+        assert method.summary, method.name
+        assert not method.through_receiver or method.start in BRIDGE_METHODS
+        assert set(method.settings_schema) <= set(method.keys), method.name
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("conditions", ["none", "boost"], "injection.conditions[1]"),
+    ("subspace_swap", {"k": -1}, "injection.subspace_swap.k"),
+    ("subspace_swap", {"width": 3}, "injection.subspace_swap.width"),
+])
+def test_an_unknown_item_or_a_bad_item_key_is_a_config_error_naming_it(key, value, message):
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["injection"] = {key: value}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(config)
+
+
+def test_every_rule_fingerprints_its_own_script():
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for body in re.split(r"(?m)^(?=(?:rule|checkpoint) )", path.read_text())[1:]:
+            script = re.search(r'script:\n\s+"\.\./scripts/(\w+)\.py"', body)
+            code = re.search(r'code=script_code\("(\w+)"\)', body)
+            assert script and code and script.group(1) == code.group(1), body.splitlines()[0]
+
+
+def test_the_closure_follows_registries_and_function_level_imports():
+    package = ROOT / "src" / "actbridge"
+    inject = {p.relative_to(package).as_posix() for p in import_closure(ROOT / "workflow" / "scripts" / "inject.py")}
+    # every condition module (found by import_all, named by no import statement) and the engine
+    assert {"injection/conditions/standard.py", "injection/conditions/subspace_swap.py",
+            "injection/engine.py", "bridges/methods/cca.py", "bridges/maps.py"} <= inject
+    split = {p.relative_to(package).as_posix() for p in import_closure(ROOT / "workflow" / "scripts" / "dataset_split.py")}
+    assert "injection/engine.py" not in split and "data/worlds.py" in split

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actbridge.config import ConfigError, merge_config, validate_config
+from actbridge.config import ConfigError, merge_config, routes_over_base, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -51,6 +51,40 @@ def test_an_overlay_that_names_a_model_another_way_replaces_its_spec():
     # switching back from a hub id to a micro spec drops the hub keys
     back = merge_config(merge_config(DEFAULT, pythia), {"models": {"sender": DEFAULT["models"]["sender"]}})
     assert set(back["models"]["sender"]) == {"micro"}
+
+
+
+def snakemake_merge(base: dict, overlay: dict) -> dict:
+    """Snakemake's own merge of a --configfile over the configfile: key by key, no routes."""
+    merged = copy.deepcopy(base)
+
+    def update(target, source):
+        for key, value in source.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                update(target[key], value)
+            else:
+                target[key] = copy.deepcopy(value)
+
+    update(merged, overlay)
+    return merged
+
+
+@pytest.mark.parametrize("overlay", [
+    "pythia", {"models": {"receiver": {"path": "/weights/receiver"}}}, {"models": {"sender": {"micro": {"steps": 10}}}},
+    {"models": {"sender": {"hf_id": "org/model"}, "receiver": {"path": "/w", "gguf_file": "m.gguf"}}},
+])
+def test_the_workflow_recovers_the_routes_from_the_merge_and_the_base_alone(overlay):
+    """What the workflow sees (Snakemake's merged config, and the base file) gives the same config as merging
+    with the overlay in hand: no Snakemake internals are needed to know which way a model is named."""
+    if overlay == "pythia":
+        overlay = yaml.safe_load((ROOT / "config" / "pythia.yaml").read_text())
+    assert routes_over_base(snakemake_merge(DEFAULT, overlay), DEFAULT) == merge_config(DEFAULT, overlay)
+
+
+def test_a_spec_naming_a_model_two_new_ways_is_still_an_error():
+    merged = snakemake_merge(DEFAULT, {"models": {"sender": {"micro": {"layers": 9}, "hf_id": "org/model"}}})
+    with pytest.raises(ConfigError, match="models.sender"):
+        validate_config(routes_over_base(merged, DEFAULT))
 
 
 BAD = [

@@ -10,6 +10,7 @@ found, what is allowed.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,8 +27,37 @@ class ConfigError(ValueError):
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     """The config schema with the registries' parts filled in (:func:`with_registries`)."""
+    return copy.deepcopy(_schema(str(path)))
+
+
+@functools.cache
+def _schema(path: str) -> dict:
     with open(path, encoding="utf-8") as handle:
         return with_registries(yaml.safe_load(handle))
+
+
+def schema_default(key: str) -> Any:
+    """The schema's default of a dotted config key (``bridge.sgd.epochs``): the one place defaults are written.
+    Library dataclasses take their defaults from here, so a default never disagrees with the schema's."""
+    root = _schema(str(SCHEMA_PATH))
+    node = root
+    for part in key.split("."):
+        while "$ref" in node:
+            node = _resolve(root, node["$ref"])
+        try:
+            node = node["properties"][part]
+        except KeyError:
+            raise KeyError(f"config key {key}: not in the schema") from None
+    if "default" not in node:
+        raise KeyError(f"config key {key}: the schema gives it no default")
+    return copy.deepcopy(node["default"])
+
+
+def _resolve(root: dict, reference: str) -> dict:
+    target = root
+    for part in reference.removeprefix("#/").split("/"):
+        target = target[part]
+    return target
 
 
 def with_registries(schema: dict) -> dict:
@@ -107,11 +137,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
 def _fill_defaults(schema: dict, instance: Any, root: dict) -> None:
     """Insert ``default`` values of properties the instance leaves out (in place)."""
     if "$ref" in schema:
-        ref = schema["$ref"].removeprefix("#/").split("/")
-        target = root
-        for part in ref:
-            target = target[part]
-        _fill_defaults(target, instance, root)
+        _fill_defaults(_resolve(root, schema["$ref"]), instance, root)
         return
     if not isinstance(instance, dict):
         return
@@ -209,6 +235,24 @@ def replace_model_specs(merged: dict, overlay: dict) -> dict:
             if chosen:
                 dropped = set().union(*(MODEL_ROUTES[r] for r in MODEL_ROUTES if r not in chosen))
                 merged["models"][name] = {key: value for key, value in current.items() if key not in dropped}
+    return merged
+
+
+def routes_over_base(merged: dict, base: dict) -> dict:
+    """The model specs of ``merged`` (Snakemake's merge of ``--configfile`` files over the ``base`` config)
+    as the user meant them, knowing only the result and the base: where a spec names a model two ways,
+    the way the base named it, left exactly as the base had it, came from the base and is dropped. A spec
+    whose two ways both differ from the base came so from the user and is kept, for validation to reject."""
+    merged = copy.deepcopy(merged)
+    for name in ("sender", "receiver"):
+        spec = merged.get("models", {}).get(name)
+        base_spec = base.get("models", {}).get(name)
+        if not isinstance(spec, dict) or not isinstance(base_spec, dict) or len(_routes(spec)) < 2:
+            continue
+        for route in _routes(base_spec):
+            keys = MODEL_ROUTES[route] & set(spec)
+            if all(spec[key] == base_spec.get(key) for key in keys):
+                merged["models"][name] = {key: value for key, value in spec.items() if key not in keys}
     return merged
 
 

@@ -7,21 +7,26 @@ SRC = str(Path(workflow.basedir).parent / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
-from actbridge.config import ConfigError, model_kind, replace_model_specs, validate_config
+import yaml
+
+from actbridge.config import ConfigError, model_kind, routes_over_base, validate_config
+from actbridge.settings import Settings
 from actbridge.data.worlds import SPLITS
 from actbridge.bridges.methods import BRIDGE_METHODS
-from actbridge.injection.conditions import CONDITIONS, store_inputs
 from actbridge.fingerprint import script_fingerprint
 from actbridge.report import FIGURES
 from actbridge.activations.layers import (layer_pairs, layers_for, pair_name, parse_pair, recorded_shape, recorded_weights_mb,
                               resolve_layers)
 
+# The Snakefile's configfile, which every --configfile is merged over.
+BASE_CONFIG = "config/config.yaml"
 try:
     # --configfile config/pythia.yaml names models by hub id: that replaces the default micro specs
-    config = replace_model_specs(config, workflow.config_settings.overwrite_config or {})
-    config = validate_config(config)
+    with open(BASE_CONFIG, encoding="utf-8") as handle:
+        config = validate_config(routes_over_base(config, yaml.safe_load(handle)))
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+SETTINGS = Settings.from_config(config)
 
 MODELS = ("sender", "receiver")
 BRIDGE_SPLITS = ("bridge_train", "bridge_val", "eval")
@@ -69,21 +74,7 @@ def micro_models():
 
 
 def data_params(split):
-    """Only the keys that change this split's bytes, so resizing eval never rebuilds lm_train."""
-    data = config["data"]
-    params = {
-        "seed": config["seed"],
-        "hops": data["hops"],
-        "distractors": data["distractors"],
-        "template": data["template"],
-        "size": data["sizes"][split],
-    }
-    if split == "lm_train":
-        params["train_questions"] = data["train_questions"]
-    else:
-        params["context_modes"] = data["context_modes"]
-        params["shots"] = data["shots"]
-    return params
+    return SETTINGS.data.split_params(split)
 
 
 def split_params(wildcards):
@@ -122,8 +113,7 @@ def activation_layers(wildcards):
 
 
 def activation_settings(wildcards):
-    """The extraction keys that change the shards' bytes (the layers are their own param)."""
-    return {key: config["activations"][key] for key in ("roles", "dtype", "shard_rows", "batch_size")}
+    return SETTINGS.activations.params()
 
 
 def model_layer_count(model):
@@ -210,12 +200,7 @@ def bridge_inputs(wildcards):
 
 
 def bridge_settings(wildcards):
-    """Only the keys the method reads, so tuning the MLP never refits the ridge maps."""
-    method = BRIDGE_METHODS[wildcards.method]
-    settings = {key: config["bridge"][key] for key in ("subsample", *method.keys)}
-    if method.through_receiver:  # it runs the receiver, in the configured precision
-        settings["dtype"] = config["dtype"]
-    return settings
+    return SETTINGS.bridge.method_params(wildcards.method, dtype=SETTINGS.run.dtype)
 
 
 def bridge_memory(wildcards):
@@ -228,11 +213,7 @@ def bridge_gpus(wildcards):
 
 
 def bridge_fit(wildcards):
-    """Which rows each fit uses: one fit per context mode, or ``bridge.fit_modes`` pooled (read only then)."""
-    fit = {"strategy": config["bridge"]["fit"], "context_modes": config["data"]["context_modes"]}
-    if fit["strategy"] == "pooled":
-        fit["pooled_modes"] = config["bridge"]["fit_modes"]
-    return fit
+    return SETTINGS.bridge.fit_params(SETTINGS.data.context_modes)
 
 
 def injected_runs():
@@ -248,18 +229,12 @@ def injection_inputs(wildcards):
         "eval": f"{RESULTS}/data/eval.parquet",
         "bridge": f"{RESULTS}/bridges/{wildcards.pair}/{wildcards.method}/seed{wildcards.seed}",
         **{name: f"{RESULTS}/activations/{model}/{split}"
-           for name, (model, split) in store_inputs(config["injection"]["conditions"]).items()},
+           for name, (model, split) in SETTINGS.injection.stored_inputs().items()},
     }
 
 
 def injection_settings(wildcards):
-    """The keys that change an injection job's rows, and the settings of the conditions that have some."""
-    injection = config["injection"]
-    settings = {key: injection[key] for key in ("conditions", "alphas", "roles")}
-    own = {name: injection[name] for name in injection["conditions"] if CONDITIONS[name].settings_schema}
-    if own:
-        settings["condition_settings"] = own
-    return settings
+    return SETTINGS.injection.params()
 
 
 def seed_injections(wildcards):

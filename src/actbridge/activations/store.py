@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from actbridge.models.encoding import prompt_token_ids
+from actbridge.config import schema_default
 from actbridge.io import atomic_directory, sha256_file, write_json
 from actbridge.logs import Progress
 from actbridge.activations.roles import role_positions_for_table
@@ -70,9 +71,9 @@ class ExtractionPlan:
     layers: tuple[int, ...]
     roles: tuple[str, ...]
     prompt: str  # which prompt column the model reads: sender, receiver or full
-    dtype: str = "float32"
-    shard_rows: int = 4096
-    batch_size: int = 32
+    dtype: str = schema_default("activations.dtype")
+    shard_rows: int = schema_default("activations.shard_rows")
+    batch_size: int = schema_default("activations.batch_size")
 
 
 PROMPT_FOR_MODEL = {"sender": "sender", "receiver": "full"}

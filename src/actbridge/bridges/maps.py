@@ -32,6 +32,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from actbridge.io import atomic_path, write_json
+from actbridge.config import schema_default
 
 if TYPE_CHECKING:  # torch is imported where sgd and mlp train: the closed-form methods never wait for it
     import torch
@@ -295,13 +296,13 @@ def fit_lowrank(train: Moments, val: Moments, penalties: Iterable[float], rank: 
 class IterativeSettings:
     """Adam on normalized pairs, for ``sgd`` (linear) and ``mlp``."""
 
-    loss: str = "mse"  # mse | cosine
-    epochs: int = 100
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 10  # epochs without a better validation loss before stopping
-    hidden: int = 0  # mlp hidden width; 0 = 2 * d_r
+    loss: str = schema_default("bridge.sgd.loss")  # mse | cosine
+    epochs: int = schema_default("bridge.sgd.epochs")
+    batch_size: int = schema_default("bridge.sgd.batch_size")
+    learning_rate: float = schema_default("bridge.sgd.learning_rate")
+    weight_decay: float = schema_default("bridge.sgd.weight_decay")
+    patience: int = schema_default("bridge.sgd.patience")  # epochs without a better validation loss before stopping
+    hidden: int = schema_default("bridge.sgd.hidden")  # mlp hidden width; 0 = 2 * d_r
 
 
 def _loss(predicted: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -409,9 +410,9 @@ def fit_iterative(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y
 class BridgeSettings:
     """``bridge.*`` in the config (the parts a fit needs)."""
 
-    penalties: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-    rank: int = 16
-    subsample: float = 0.9
+    penalties: tuple[float, ...] = tuple(schema_default("bridge.ridge_penalties"))
+    rank: int = schema_default("bridge.rank")
+    subsample: float = schema_default("bridge.subsample")
     sgd: IterativeSettings = IterativeSettings()
     mlp: IterativeSettings = IterativeSettings()
 

@@ -30,6 +30,7 @@ import torch
 
 from actbridge.activations.store import RowKey
 from actbridge.bridges.maps import Bridge
+from actbridge.config import schema_default
 from actbridge.models.encoding import encode_continuations
 from actbridge.models.heads import token_scores
 from actbridge.injection.engine import Edits, Example, packed_token_logprobs, residual_edit
@@ -49,12 +50,14 @@ INJECTIONS = ("replace", "add")
 class TrainedSettings:
     """``bridge.trained`` in the config."""
 
-    epochs: int = 8
-    learning_rate: float = 2e-3
-    batch_size: int = 16
-    injection: str = "replace"
-    max_rows: int = 4000  # training rows drawn (by seed) from bridge_train: a forward and backward pass each
-    patience: int = 2  # stop after this many epochs in a row without a better bridge_val loss
+    epochs: int = schema_default("bridge.trained.epochs")
+    learning_rate: float = schema_default("bridge.trained.learning_rate")
+    batch_size: int = schema_default("bridge.trained.batch_size")
+    injection: str = schema_default("bridge.trained.injection")
+    # training rows drawn (by seed) from bridge_train: a forward and backward pass each
+    max_rows: int = schema_default("bridge.trained.max_rows")
+    # stop after this many epochs in a row without a better bridge_val loss
+    patience: int = schema_default("bridge.trained.patience")
 
     def __post_init__(self) -> None:
         if self.injection not in INJECTIONS:

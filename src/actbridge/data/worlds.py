@@ -53,6 +53,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
+from actbridge.config import schema_default
+
 SYLLABLES: tuple[str, ...] = (
     "ba", "ko", "ri", "zu", "mel", "dor", "fen", "ta", "vi", "lo",
     "ne", "sar", "gu", "pim", "rax", "tul", "yo", "ek", "wen", "qua",
@@ -89,9 +91,10 @@ class DataConfig:
     # every mode; each split keeps those that apply to it (mode_applies): lm_train, whose rule passes no
     # modes, keeps its shared rows
     context_modes: tuple[str, ...] = CONTEXT_MODES
-    train_questions: int = 6
-    template: str = "compact"
-    shots: int = 0  # solved demonstrations before every prompt of bridge_train, bridge_val and eval
+    train_questions: int = schema_default("data.train_questions")
+    template: str = schema_default("data.template")
+    # solved demonstrations before every prompt of bridge_train, bridge_val and eval
+    shots: int = schema_default("data.shots")
 
     def __post_init__(self) -> None:
         if not 0 <= self.shots <= MAX_SHOTS:
@@ -110,6 +113,18 @@ class DataConfig:
     def from_config(cls, config: dict) -> "DataConfig":
         """``seed`` and ``data.*`` of a config."""
         return cls._from_keys(config["seed"], config["data"], config["data"]["sizes"])
+
+    def split_params(self, split: str) -> dict:
+        """The keys that change ``split``'s bytes (the dataset rule's params): resizing eval never rebuilds
+        lm_train, and lm_train reads no context modes or shots."""
+        params = {"seed": self.seed, "hops": list(self.hops), "distractors": self.distractors,
+                  "template": self.template, "size": self.sizes[split]}
+        if split == "lm_train":
+            params["train_questions"] = self.train_questions
+        else:
+            params["context_modes"] = list(self.context_modes)
+            params["shots"] = self.shots
+        return params
 
     @classmethod
     def from_split_params(cls, params: dict, split: str) -> "DataConfig":

@@ -21,6 +21,7 @@ import pyarrow as pa
 import torch
 
 from actbridge.data.worlds import ACCURACY_VIEWS
+from actbridge.config import schema_default
 from actbridge.models.encoding import encode_continuations, prompt_token_ids, with_gold
 from actbridge.injection.engine import Edits, score_under_edits
 from actbridge.logs import Progress
@@ -29,7 +30,7 @@ from actbridge.models.padding import right_padded
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-DEFAULT_BATCH_TOKENS = 4096  # config key batch_tokens's default in the schema
+DEFAULT_BATCH_TOKENS = schema_default("batch_tokens")
 
 
 @dataclass(frozen=True)

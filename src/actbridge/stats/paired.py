@@ -42,6 +42,7 @@ from scipy import special
 from scipy import stats as scipy_stats
 
 from actbridge.injection.conditions import BASELINE, rescaled_twins
+from actbridge.config import schema_default
 from actbridge.stats.markdown import to_arrow
 
 RESCALED_TWINS = rescaled_twins()
@@ -52,10 +53,10 @@ METRICS = {"accuracy": "exact_match", "logprob": "gold_logprob"}
 class StatsSettings:
     """``stats.*`` of the config."""
 
-    resamples: int = 10_000
-    hierarchical_resamples: int = 10_000
-    confidence: float = 0.95
-    seed: int = 0
+    resamples: int = schema_default("stats.resamples")
+    hierarchical_resamples: int = schema_default("stats.hierarchical_resamples")
+    confidence: float = schema_default("stats.confidence")
+    seed: int = schema_default("stats.seed")
 
     @classmethod
     def from_config(cls, stats: dict) -> "StatsSettings":

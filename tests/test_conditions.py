@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from actbridge.injection.conditions import (CONDITIONS, ConditionInputs, build_edits, condition_labels, derangement,
+from actbridge.injection.jobs import build_edits
+from actbridge.injection.conditions import (CONDITIONS, ConditionInputs, condition_labels, derangement,
                                   random_directions)
 from actbridge.injection.engine import apply_edits
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from actbridge.fingerprint import import_closure
+
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "workflow" / "rules"
 PACKAGE = ROOT / "src" / "actbridge"
@@ -77,20 +79,13 @@ def imported_modules(path: Path) -> set[str]:
 
 @cache
 def third_party_imports(path: Path) -> frozenset[str]:
-    """Third-party top-level imports of a file and of every actbridge module it reaches."""
-    seen, found, queue = set(), set(), [path]
-    while queue:
-        current = queue.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        for name in imported_modules(current):
-            if name.startswith("actbridge."):
-                module = PACKAGE / f"{name.split('.', 1)[1].replace('.', '/')}.py"
-                if module.exists():
-                    queue.append(module)
-            elif name not in sys.stdlib_module_names and name not in PROVIDED and name != "__future__":
-                found.add(name)
+    """Third-party top-level imports of a file and of every actbridge module importing it runs (the import
+    closure of the rules' code fingerprints, registries included, less other modules' function-level imports:
+    those run only on the paths that need them, e.g. a method's fit, never in a figure job)."""
+    found = set()
+    for current in (path, *import_closure(path, function_level=False)):
+        found |= {name for name in imported_modules(current) if not name.startswith("actbridge.")
+                  and name not in sys.stdlib_module_names and name not in PROVIDED and name != "__future__"}
     return frozenset(found)
 
 

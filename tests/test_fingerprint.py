@@ -41,3 +41,23 @@ def test_code_changes_do_change_it(tmp_path):
 def test_a_function_that_is_only_a_docstring_stays_valid_code(tmp_path):
     text = 'def later():\n    """Not written yet."""\n'
     assert fingerprint(tmp_path, text) == fingerprint(tmp_path, 'def later():\n    "Another note."\n')
+
+
+def test_the_closure_skips_hints_and_declaration_reads_and_follows_function_imports(tmp_path):
+    from actbridge.fingerprint import DECLARATIONS_ONLY, import_closure
+
+    package = tmp_path / "actbridge"
+    package.mkdir()
+    for name in ("__init__", "hinted", "declared", "lazy", "eager", "fallback"):
+        (package / f"{name}.py").write_text("")
+    (package / "main.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import actbridge.eager\n"
+        "if TYPE_CHECKING:\n    import actbridge.hinted\nelse:\n    import actbridge.fallback\n"
+        f"def read():\n    import actbridge.declared  {DECLARATIONS_ONLY}\n    import actbridge.lazy\n")
+    script = tmp_path / "script.py"
+    script.write_text("import actbridge.main\n")
+    names = {p.stem for p in import_closure(script, package)}
+    assert names == {"__init__", "main", "eager", "fallback", "lazy"}
+    assert {p.stem for p in import_closure(script, package, function_level=False)} == {"__init__", "main", "eager",
+                                                                                         "fallback"}

@@ -91,7 +91,8 @@ def test_shuffled_control_takes_another_example_of_the_same_mode():
 
 
 def test_perturbation_is_relative_to_the_clean_state():
-    from actbridge.injection.conditions import ConditionInputs, build_edits, condition_labels
+    from actbridge.injection.jobs import build_edits
+    from actbridge.injection.conditions import ConditionInputs, condition_labels
     from actbridge.injection.jobs import relative_perturbation
 
     rng = np.random.default_rng(0)

@@ -110,7 +110,8 @@ def test_fast_path_equals_naive_on_a_pythia_160m_shaped_model(tokenizer, eval_ta
 
 def test_every_injection_condition_equals_naive(tokenizer, eval_table):
     """The edits of every condition the pipeline injects, built as run_injection builds them."""
-    from actbridge.injection.conditions import CONDITIONS, ConditionInputs, build_edits, condition_labels
+    from actbridge.injection.jobs import build_edits
+    from actbridge.injection.conditions import CONDITIONS, ConditionInputs, condition_labels
 
     model = tiny_model(tokenizer, layers=2, hidden=32)
     examples = examples_for(tokenizer, eval_table, n=4, role="middle")

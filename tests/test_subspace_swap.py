@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actbridge.injection.conditions import (CONDITIONS, ConditionInputs, InjectionContext, bind, build_edits,
-                                            condition_labels)
+from actbridge.injection.jobs import build_edits
+from actbridge.injection.conditions import (CONDITIONS, ConditionInputs, InjectionContext, bind, condition_labels)
 from actbridge.injection.conditions.subspace_swap import principal_directions
 from actbridge.injection.engine import fast_scores, naive_scores
 from tests.test_activations import tiny_model

@@ -267,7 +267,7 @@ def test_rerun_with_nothing_changed_does_nothing(finished_run):
 
 
 def test_editing_prose_in_the_library_reruns_nothing_and_editing_code_reruns_its_rules(finished_run):
-    module = finished_run / "src" / "actbridge" / "verdict.py"
+    module = finished_run / "src" / "actbridge" / "stats" / "verdict.py"
     original = module.read_text()
     try:
         module.write_text(original.replace('"""The verdict table:', '"""The verdict table (reworded):', 1)

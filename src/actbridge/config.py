@@ -63,8 +63,8 @@ def _resolve(root: dict, reference: str) -> dict:
 def with_registries(schema: dict) -> dict:
     """``schema`` with every enum that names a condition or a bridge method, their defaults, and each
     registered item's own keys (``injection.<condition>.*``, ``bridge.<key>``) taken from the registries."""
-    from actbridge.bridges.methods import BRIDGE_METHODS, default_methods
-    from actbridge.injection.conditions import CONDITIONS, default_conditions
+    from actbridge.bridges.methods import BRIDGE_METHODS, default_methods  # fingerprint: declarations only
+    from actbridge.injection.conditions import CONDITIONS, default_conditions  # fingerprint: declarations only
 
     schema = copy.deepcopy(schema)
     top = schema["properties"]

@@ -64,37 +64,62 @@ def _module_name(path: Path, package_root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path, package_root: Path) -> set[str]:
-    """Every ``actbridge`` module a file names in an import, at any depth of its code."""
+# An import that reads other modules' declarations only (names, schemas: what reaches a job as its params), not
+# code a job runs: marked with this comment on its line, it is not followed.
+DECLARATIONS_ONLY = "# fingerprint: declarations only"
+
+
+def _imports(path: Path, package_root: Path, *, function_level: bool = True) -> set[str]:
+    """Every ``actbridge`` module a file names in an import: at any depth of its code, or with
+    ``function_level=False`` only those that run when it is imported (not inside a function)."""
     own = _module_name(path, package_root) if path.is_relative_to(package_root) else ""
     package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    source = path.read_text()
+    lines = source.splitlines()
     names: set[str] = set()
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join([*base, *([node.module] if node.module else [])])
-            else:
-                module = node.module or ""
-            names.add(module)
-            names |= {f"{module}.{alias.name}" for alias in node.names}  # `from actbridge.x import module`
-        elif (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == IMPORT_ALL
-              and path.name == "__init__.py"):
-            names |= {f"{own}.{p.stem}" for p in path.parent.glob("*.py") if p.name != "__init__.py"}
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and getattr(child.test, "id", getattr(child.test, "attr", None)) == \
+                    "TYPE_CHECKING":  # hints only: never runs
+                visit(ast.Module(body=child.orelse, type_ignores=[]), in_function)
+                continue
+            inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and (function_level or not in_function):
+                if DECLARATIONS_ONLY not in lines[child.lineno - 1]:
+                    names.update(_named(child, package))
+            elif (isinstance(child, ast.Call) and getattr(child.func, "id", getattr(child.func, "attr", None))
+                  == IMPORT_ALL and path.name == "__init__.py" and (function_level or not in_function)):
+                names.update(f"{own}.{p.stem}" for p in path.parent.glob("*.py") if p.name != "__init__.py")
+            visit(child, inside)
+
+    visit(ast.parse(source), False)
     return names
 
 
-def import_closure(path: str | Path, package_root: Path = PACKAGE_ROOT) -> list[Path]:
-    """The ``actbridge`` modules a file runs when imported: every module it imports, theirs in turn, and the
-    ``__init__`` of each package on the way; sorted. Imports inside functions count (they may run)."""
+def _named(node: ast.Import | ast.ImportFrom, package: str) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if node.level:
+        parts = package.split(".")
+        module = ".".join([*parts[: len(parts) - node.level + 1], *([node.module] if node.module else [])])
+    else:
+        module = node.module or ""
+    return {module, *(f"{module}.{alias.name}" for alias in node.names)}  # `from actbridge.x import module`
+
+
+def import_closure(path: str | Path, package_root: Path = PACKAGE_ROOT, *, function_level: bool = True
+                   ) -> list[Path]:
+    """The ``actbridge`` modules a file may run: every module it imports, theirs in turn, and the ``__init__``
+    of each package on the way; sorted. Imports inside functions count (they may run), unless
+    ``function_level`` is False: then only what importing the file runs, plus the file's own
+    function-level imports. Imports marked :data:`DECLARATIONS_ONLY` are not followed."""
     seen: set[Path] = set()
-    queue = [Path(path).resolve()]
+    start = Path(path).resolve()
+    queue = [start]
     while queue:
         current = queue.pop()
-        for name in _imports(current, package_root):
+        for name in _imports(current, package_root, function_level=function_level or current == start):
             parts = name.split(".")
             for depth in range(1, len(parts) + 1):
                 found = _module_path(".".join(parts[:depth]), package_root)

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from actbridge.activations.store import ActivationStore, RowKey
 from actbridge.bridges.jobs import BridgeRun, load_bridges, load_fit_modes
 from actbridge.bridges.maps import Bridge
-from actbridge.injection.conditions import (CONDITIONS, NEEDS, ConditionInputs, InjectionContext, bind, build_edits,
-                                            condition_labels, derangement, random_directions)
+from actbridge.injection.conditions import (CONDITIONS, NEEDS, Condition, ConditionInputs, InjectionContext, bind,
+                                            condition_labels, derangement, edit_for, random_directions)
 from actbridge.models.scoring import DEFAULT_BATCH_TOKENS
 from actbridge.injection.engine import Edits, score_under_edits
 from actbridge.logs import Progress
@@ -31,6 +32,21 @@ if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+
+def build_edits(labels: Sequence[tuple[str, float | None]], inputs: ConditionInputs,
+                bound: Mapping[str, Condition] | None = None) -> Edits:
+    """The engine's edits of one example, one per label."""
+    parts = [edit_for(condition, alpha, inputs, bound) for condition, alpha in labels]
+    bases = {id(p.project_out): p.project_out for p in parts if p.project_out is not None}
+    if len(bases) > 1:
+        raise ValueError("the edits of one example can remove at most one subspace")
+    basis = next(iter(bases.values()), None)
+    return Edits(torch.tensor([p.keep for p in parts], dtype=torch.float32),
+                 torch.from_numpy(np.stack([p.vector for p in parts]).astype(np.float32)),
+                 torch.tensor([p.norm_scaled for p in parts], dtype=torch.bool),
+                 None if basis is None else torch.tensor([p.project_out is not None for p in parts]),
+                 None if basis is None else torch.from_numpy(np.ascontiguousarray(basis, dtype=np.float32)))
+
 
 @dataclass(frozen=True)
 class InjectionSite:

@@ -8,6 +8,7 @@ import polars as pl
 import pyarrow as pa
 
 from actbridge.data.worlds import PARTIAL_MODES
+from actbridge.injection.conditions import CONDITIONS
 from actbridge.stats.markdown import ci_cell, ci_side, number, table_lines  # noqa: F401 - ci_side: re-exported
 
 # (title, scale, decimals)
@@ -37,10 +38,9 @@ def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
         "`crosses 0`: it does not. Per-seed BCa intervals, exact McNemar and paired t-tests, Holm-adjusted "
         "p-values (families: the conditions of one pair, method, seed, role, mode and metric), effect sizes "
         "and the t-interval over seeds are in `per_seed.parquet` and `across_seeds.parquet`.", "",
-        "Conditions: `add` h + α·b, `add_rescaled` h + α·(‖h‖/‖b‖)·b, `replace` b, `replace_rescaled` "
-        "(‖h‖/‖b‖)·b, `interpolate` (1−α)·h + α·b; controls `random` (same norm as b, random direction), "
-        "`shuffled` (b of another example), `mean` (the receiver's bridge_train mean), `self_patch` (the "
-        "receiver's own state on the full-context prompt: the upper bound of any bridge).", "",
+        "Conditions (h′ of the receiver's state h, with b the bridged state): " + "; ".join(
+            f"`{name}` {CONDITIONS[name].formula}" for name in frame["condition"].unique(maintain_order=True)) + ".",
+        "",
     ]
     pairs = sorted(frame["pair"].unique().to_list(), key=lambda name: [int(part[1:]) for part in name.split("-")])
     for (method, role, mode), group in sorted(frame.partition_by("method", "role", "mode", as_dict=True).items()):

@@ -16,14 +16,11 @@ once per α, whether it is in the default ``injection.conditions``, its config k
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from actbridge.registry import Registry, import_all
-
-if TYPE_CHECKING:
-    from actbridge.injection.engine import Edits
 
 # A stored state set a condition may read beyond what every injection job has (the sender's and the receiver's
 # eval states): name -> (model, split) of the activation shards; the job gets them as inputs of that name.
@@ -147,25 +144,6 @@ def edit_for(condition: str, alpha: float | None, inputs: ConditionInputs,
     """One condition's edit (``bound``: the conditions prepared for this job, where some need it)."""
     chosen = bound[condition] if bound is not None and condition in bound else CONDITIONS[condition]()
     return chosen.edit(alpha, inputs)
-
-
-def build_edits(labels: Sequence[tuple[str, float | None]], inputs: ConditionInputs,
-                bound: Mapping[str, Condition] | None = None) -> "Edits":
-    """The engine's edits of one example, one per label."""
-    import torch  # here, not at import: the registry is read where torch is not installed (statistics, the DAG)
-
-    from actbridge.injection.engine import Edits
-
-    parts = [edit_for(condition, alpha, inputs, bound) for condition, alpha in labels]
-    bases = {id(p.project_out): p.project_out for p in parts if p.project_out is not None}
-    if len(bases) > 1:
-        raise ValueError("the edits of one example can remove at most one subspace")
-    basis = next(iter(bases.values()), None)
-    return Edits(torch.tensor([p.keep for p in parts], dtype=torch.float32),
-                 torch.from_numpy(np.stack([p.vector for p in parts]).astype(np.float32)),
-                 torch.tensor([p.norm_scaled for p in parts], dtype=torch.bool),
-                 None if basis is None else torch.tensor([p.project_out is not None for p in parts]),
-                 None if basis is None else torch.from_numpy(np.ascontiguousarray(basis, dtype=np.float32)))
 
 
 def random_directions(n: int, d: int, seed: int) -> np.ndarray:

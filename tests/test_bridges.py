@@ -172,10 +172,10 @@ def test_pairs():
     assert parse_pair("s3-r10") == (3, 10)
     with pytest.raises(ValueError, match="s<sender layer>"):
         parse_pair("3-10")
-    assert layer_pairs("grid", [0, 1], [2, 3], 1, 3) == [(0, 2), (0, 3), (1, 2), (1, 3)]
-    assert layer_pairs([[1, 3], [1, 3]], [0, 1], [2, 3], 1, 3) == [(1, 3)]
+    assert layer_pairs("grid", [0, 1], [2, 3], n_sender=1, n_receiver=3) == [(0, 2), (0, 3), (1, 2), (1, 3)]
+    assert layer_pairs([[1, 3], [1, 3]], [0, 1], [2, 3], n_sender=1, n_receiver=3) == [(1, 3)]
     with pytest.raises(ValueError, match="bridge.pairs.*activations.layers"):
-        layer_pairs("relative_depth", [0, 1], [2, 3], 1, 3)
+        layer_pairs("relative_depth", [0, 1], [2, 3], n_sender=1, n_receiver=3)
 
 
 @pytest.fixture(scope="module")

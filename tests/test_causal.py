@@ -101,7 +101,7 @@ def test_self_patching_the_final_state_gives_the_full_prompts_scores(sender_setu
     from actbridge.causal.profiles import receiver_causal_tables, self_patch_effects
 
     model, table, _ = sender_setup
-    patches, self_patches = receiver_causal_tables(model, big_tokenizer, table, [2], ["last"])
+    patches, self_patches = receiver_causal_tables(model, big_tokenizer, table, layers=[2], roles=["last"])
     assert patches.num_rows > 0 and set(patches.column("condition").to_pylist()) == {"none", "patch"}
     rows = self_patches.to_pylist()
     partial = {(r["example_id"], r["mode"]): r for r in table.to_pylist() if r["mode"] != "shared"}

@@ -189,7 +189,7 @@ def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[St
     row_counts = ", ".join(f"{split} {samples['sender', split].rows}" for split in BRIDGE_SPLITS)
     layers = {m: resolve_layers(layers_for(config["activations"]["layers"], m), shapes[m].layers) for m in shapes}
     pairs = layer_pairs(config["bridge"]["pairs"], layers["sender"], layers["receiver"],
-                        shapes["sender"].layers, shapes["receiver"].layers)
+                        n_sender=shapes["sender"].layers, n_receiver=shapes["receiver"].layers)
     jobs = job_counts(config, pairs=len(pairs))
     costs: list[StageCost] = [StageCost("dataset_split", jobs=jobs["dataset_split"], note=f"rows: {row_counts}")]
 

@@ -143,7 +143,7 @@ def bridged_pairs():
     """``bridge.pairs`` resolved to pair names such as ``s3-r6``."""
     try:
         pairs = layer_pairs(config["bridge"]["pairs"], extracted_layers("sender"), extracted_layers("receiver"),
-                            model_layer_count("sender"), model_layer_count("receiver"))
+                            n_sender=model_layer_count("sender"), n_receiver=model_layer_count("receiver"))
     except ValueError as error:
         raise WorkflowError(str(error)) from None
     return [pair_name(i, j) for i, j in pairs]

@@ -13,9 +13,8 @@ from actbridge.stats.paired import StatsSettings
 log_to_file(snakemake.log[0])
 model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
                                    snakemake.config["threads"] or snakemake.threads)
-patches, self_patches = receiver_causal_tables(model, tokenizer,
-                                               pq.read_table(snakemake.input.eval), snakemake.params.layers,
-                                               snakemake.params.roles,
+patches, self_patches = receiver_causal_tables(model, tokenizer, pq.read_table(snakemake.input.eval),
+                                               layers=snakemake.params.layers, roles=snakemake.params.roles,
                                                batch_tokens=snakemake.config["batch_tokens"])
 settings = StatsSettings.from_config(snakemake.params.stats)
 effects = [patching_effects(patches, settings)] if patches.num_rows else []

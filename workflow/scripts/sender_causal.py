@@ -13,12 +13,11 @@ from actbridge.stats.paired import StatsSettings
 log_to_file(snakemake.log[0])
 model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
                                    snakemake.config["threads"] or snakemake.threads)
-ablations, patches = sender_causal_tables(model, tokenizer,
-                                          pq.read_table(snakemake.input.eval), snakemake.params.layers,
-                                          snakemake.params.roles,
-                                          ActivationStore(snakemake.input.eval_states, quarantine=True),
-                                          ActivationStore(snakemake.input.train_states, quarantine=True),
-                                          batch_tokens=snakemake.config["batch_tokens"])
+ablations, patches = sender_causal_tables(
+    model, tokenizer, pq.read_table(snakemake.input.eval), layers=snakemake.params.layers,
+    roles=snakemake.params.roles, eval_store=ActivationStore(snakemake.input.eval_states, quarantine=True),
+    train_store=ActivationStore(snakemake.input.train_states, quarantine=True),
+    batch_tokens=snakemake.config["batch_tokens"])
 settings = StatsSettings.from_config(snakemake.params.stats)
 effects = pa.concat_tables([ablation_effects(ablations, settings)]
                            + ([patching_effects(patches, settings)] if patches.num_rows else []))

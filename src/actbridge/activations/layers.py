@@ -46,7 +46,7 @@ def relative_depth_pairs(sender_layers: Sequence[int], n_sender: int, n_receiver
     return [(i, int(round(i * n_receiver / n_sender))) for i in sender_layers]
 
 
-def layer_pairs(spec: str | list, sender_layers: Sequence[int], receiver_layers: Sequence[int],
+def layer_pairs(spec: str | list, sender_layers: Sequence[int], receiver_layers: Sequence[int], *,
                 n_sender: int, n_receiver: int) -> list[tuple[int, int]]:
     """``bridge.pairs`` resolved against the extracted layers; a pair outside them is an error naming the key."""
     if spec == "relative_depth":

@@ -192,7 +192,7 @@ def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBas
     return _concat(tables)
 
 
-def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, *,
                          layers: Sequence[int], roles: Sequence[str], eval_store: ActivationStore,
                          train_store: ActivationStore, batch_tokens: int = DEFAULT_BATCH_TOKENS
                          ) -> tuple[pa.Table, pa.Table]:
@@ -215,7 +215,7 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables) if tables else EXAMPLE_SCHEMA.empty_table()
 
 
-def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, *,
                            layers: Sequence[int], roles: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS
                            ) -> tuple[pa.Table, pa.Table]:
     """(counterfactual patching rows on shared prompts, self-patch rows on asymmetric and relay prompts) at

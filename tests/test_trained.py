@@ -13,7 +13,8 @@ from actbridge.data.worlds import DataConfig, build_split
 from actbridge.bridges.jobs import BridgeRun
 from actbridge.injection.jobs import InjectionSite, run_injection, tag_rows
 from actbridge.schemas import EFFECT_SCHEMA
-from actbridge.stats.paired import StatsSettings, condition_statistics
+from actbridge.settings import StatsSettings
+from actbridge.stats.paired import condition_statistics
 from actbridge.bridges.through_receiver import (AnswerRows, TrainedSettings, answer_loss, answer_rows, cached_prefix_answer_loss,
                                train_bridge, whole_sequence_answer_loss)
 from actbridge.stats.verdict import verdict_table

@@ -50,7 +50,8 @@ from actbridge.logs import Progress
 from actbridge.activations.roles import role_positions_for_table
 from actbridge.schemas import EFFECT_SCHEMA
 from actbridge.stats.markdown import interval, number, table_lines, to_arrow
-from actbridge.stats.paired import METRICS, StatsSettings, paired_statistics, with_holm
+from actbridge.settings import StatsSettings
+from actbridge.stats.paired import METRICS, paired_statistics, with_holm
 from actbridge.stats.summaries import pooled
 
 if TYPE_CHECKING:  # hints only

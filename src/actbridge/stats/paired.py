@@ -42,26 +42,11 @@ from scipy import special
 from scipy import stats as scipy_stats
 
 from actbridge.injection.conditions import BASELINE, rescaled_twins
-from actbridge.config import schema_default
+from actbridge.settings import StatsSettings
 from actbridge.stats.markdown import to_arrow
 
 RESCALED_TWINS = rescaled_twins()
 METRICS = {"accuracy": "exact_match", "logprob": "gold_logprob"}
-
-
-@dataclass(frozen=True)
-class StatsSettings:
-    """``stats.*`` of the config."""
-
-    resamples: int = schema_default("stats.resamples")
-    hierarchical_resamples: int = schema_default("stats.hierarchical_resamples")
-    confidence: float = schema_default("stats.confidence")
-    seed: int = schema_default("stats.seed")
-
-    @classmethod
-    def from_config(cls, stats: dict) -> "StatsSettings":
-        return cls(int(stats["resamples"]), int(stats["hierarchical_resamples"]), float(stats["confidence"]),
-                   int(stats["seed"]))
 
 
 @dataclass(frozen=True)

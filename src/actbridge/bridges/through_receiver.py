@@ -13,9 +13,8 @@ negative log-probability of the gold answer's tokens (teacher-forced, full vocab
 receiver frozen. Each epoch is scored on bridge_val; the best epoch (epoch 0 = the start) is kept,
 and training stops once ``patience`` epochs in a row have not beaten it.
 
-The default budget (8 epochs over up to 4,000 rows, Adam 2e-3, patience 2) is the one measured on
-the default config with relay rows in training: the bridge_val loss levels off after 3-4 epochs
-there, while the earlier 2 epochs x 1,000 rows at 1e-3 stopped it still falling.
+The default budget (``bridge.trained`` in the schema) is sized so that the bridge_val loss has levelled
+off before training stops; docs/findings.md, "A bridge trained for the receiver", has the measurements.
 """
 
 from __future__ import annotations
@@ -120,10 +119,10 @@ def answer_loss(receiver: "PreTrainedModel", layer: int, rows: AnswerRows, index
     """Mean over ``index`` rows of −log p(gold answer tokens), with ``bridged`` [n, d_r] injected.
 
     Two equal ways (value and gradient, tested): :func:`cached_prefix_answer_loss` where the tokens from
-    the injection on are at most half of the rows' tokens (the last-token role: measured 1.3-1.4x faster
-    on the default receiver, 2.3x and 1.6x on Pythia-160M and -410M shapes), else
-    :func:`whole_sequence_answer_loss` (the bridge-mention role, ~70% of the tokens after the injection:
-    the cached prefix was 0.7-1.0x there; ``benchmarks/trained_bridge.py``).
+    the injection on are at most half of the rows' tokens (the prefix cache saves the work before the
+    site), else :func:`whole_sequence_answer_loss` (a mid-prompt site leaves little prefix to save, and
+    the cache costs more than it saves); ``benchmarks/trained_bridge.py`` measures both, docs/measurements.md
+    has the figures.
     """
     after = sum(len(rows.token_ids[i]) - int(rows.positions[i]) for i in index)
     total = sum(len(rows.token_ids[i]) for i in index)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # hints only
 
 log = logging.getLogger(__name__)
 
+
 def build_edits(labels: Sequence[tuple[str, float | None]], inputs: ConditionInputs,
                 bound: Mapping[str, Condition] | None = None) -> Edits:
     """The engine's edits of one example, one per label."""

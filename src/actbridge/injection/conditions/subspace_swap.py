@@ -49,5 +49,8 @@ class SubspaceSwap(Condition):
         return SubspaceSwap(bases)
 
     def edit(self, alpha, inputs: ConditionInputs) -> Edit:
+        if inputs.mode not in self.bases:
+            raise ValueError(f"subspace_swap has no basis for mode {inputs.mode!r}: bind it to the job first "
+                             "(actbridge.injection.conditions.bind)")
         basis = self.bases[inputs.mode]
         return Edit(1.0, basis @ (basis.T @ inputs.bridged), project_out=basis)

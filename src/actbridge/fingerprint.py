@@ -6,6 +6,10 @@ is taken over the modules' syntax trees with docstrings removed, so editing a co
 docstring, or re-wrapping lines, reruns nothing; changing what the code does reruns the rules
 that run it. (The tree's printed form can differ between Python minor versions: running the
 workflow under another Python may rerun jobs once.)
+
+Which modules: the script's import closure (:func:`import_closure`), derived, never listed. It
+errs on the side of rerunning: imports inside functions count, since they may run, so a job that
+reads a registry's declarations also depends on the code its items import to do their work.
 """
 
 from __future__ import annotations

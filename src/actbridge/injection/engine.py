@@ -14,9 +14,10 @@ prompt and candidate per (edit, candidate) with the same hook: the reference
 the fast path is tested against.
 
 Every edit has the form ``h' = keep * h + s * vector`` with ``s = ||h||`` when
-``norm_scaled`` and 1 otherwise, where ``h`` is the clean state at (layer, p).
-That covers additive, replacement, norm-rescaled and interpolating injection
-without a separate code path per condition.
+``norm_scaled`` and 1 otherwise, where ``h`` is the clean state at (layer, p),
+and may also remove h's component in a subspace (``Edits.project_out``).
+That covers additive, replacement, norm-rescaled, interpolating and subspace
+injection without a separate code path per condition.
 """
 
 from __future__ import annotations

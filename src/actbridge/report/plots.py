@@ -165,8 +165,9 @@ def injection_sweep_figure(across_seeds: pa.Table, method: str, *, metric: str =
 
     One row per (role, mode), one column per layer pair.
     """
+    drawn = drawn_conditions("alpha")
     rows = [r for r in _rows(across_seeds, method=method, metric=metric, reference="none")
-            if r["condition"] in drawn_conditions("alpha") and r["alpha"] is not None]
+            if r["condition"] in drawn and r["alpha"] is not None]
     scale, unit = (100.0, "Δ accuracy (points)") if metric == "accuracy" else (1.0, "Δ gold log-prob")
     panels = _panels(rows)
     pairs = _pair_order(r["pair"] for r in rows)
@@ -178,7 +179,7 @@ def injection_sweep_figure(across_seeds: pa.Table, method: str, *, metric: str =
         for col, pair in enumerate(pairs):
             axis = axes[row, col]
             axis.axhline(0, color="k", linewidth=0.6)
-            for condition, (color, style) in drawn_conditions("alpha").items():
+            for condition, (color, style) in drawn.items():
                 series = sorted((r for r in rows if (r["role"], r["mode"], r["pair"], r["condition"])
                                  == (role, mode, pair, condition)), key=lambda r: r["alpha"])
                 if not series:

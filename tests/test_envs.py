@@ -2,7 +2,7 @@
 
 Each rule names a pinned env; the env must hold every third-party package its script imports,
 directly or through the actbridge modules it reaches; the pins must agree across envs and with
-the versions this test suite runs against."""
+the lock, the versions this test suite runs against."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import ast
 import re
 import sys
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -29,8 +28,6 @@ CONDA_NAMES = {
     "huggingface_hub": "huggingface_hub", "tqdm": "tqdm", "gguf": "gguf", "matplotlib": "matplotlib",
     "polars": "polars",
 }
-# conda-forge package name -> distribution name in this Python environment
-DISTRIBUTIONS = {"pytorch": "torch", "pyyaml": "PyYAML"}
 # Provided by Snakemake's script directive, not by the env.
 PROVIDED = {"snakemake", "actbridge"}
 RULE_BLOCK = re.compile(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)+)", re.MULTILINE)
@@ -122,20 +119,21 @@ def test_the_envs_together_cover_the_package():
         assert {CONDA_NAMES[m] for m in imports} <= pinned, module.name
 
 
-def test_pins_agree_across_envs_and_with_the_tested_versions():
-    versions: dict[str, set[str]] = {}
-    for env in (ROOT / "workflow" / "envs").glob("*.yaml"):
+def test_env_pins_are_the_lock():
+    """One source of versions: every conda env pins each package at the version requirements/lock.txt locks
+    (the set `make install` installs and the suite runs against), python at the lock's; `make lock` rewrites
+    both from one resolution (tools/lock.py)."""
+    from test_install import LOCK, lock_tool
+
+    tool = lock_tool()
+    pins, fields = tool.read_lock(LOCK)
+    disagree = {}
+    for env in sorted((ROOT / "workflow" / "envs").glob("*.yaml")):
         for package, version in env_dependencies(env).items():
-            versions.setdefault(package, set()).add(version)
-    disagree = {package: pins for package, pins in versions.items() if len(pins) > 1}
-    assert not disagree, f"envs pin different versions: {disagree}"
-    for package, (pin,) in versions.items():
-        if package == "python":
-            installed = f"{sys.version_info.major}.{sys.version_info.minor}"
-        else:
-            installed = metadata.version(DISTRIBUTIONS.get(package, package))
-        assert (installed.split("+")[0] + ".").startswith(pin.rstrip(".*") + "."), (
-            f"{package}: envs pin {pin}, tests run against {installed}")
+            locked = fields["python"] if package == "python" else pins.get(tool.conda_distribution(package))
+            if version != locked:
+                disagree[f"{env.name}: {package}"] = f"env pins {version}, lock has {locked}"
+    assert not disagree, f"conda envs and the lock disagree (run `make lock`): {disagree}"
 
 
 def test_shard_readers_and_closed_form_bridges_do_not_import_torch():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from actbridge.bridges.methods import BRIDGE_METHODS, default_methods
-from actbridge.config import ConfigError, load_schema, validate_config
+from actbridge.config import SCHEMA_PATH, ConfigError, load_schema, validate_config
 from actbridge.fingerprint import import_closure
 from actbridge.injection.conditions import CONDITIONS, default_conditions, rescaled_twins
 from actbridge.registry import DOCS, with_docs_tables
@@ -32,7 +32,7 @@ def test_every_enum_that_names_an_item_is_the_registry():
                  schema["figures"]["properties"]["method"]["enum"]):
         assert enum == list(BRIDGE_METHODS.names())
     assert bridge["methods"]["default"] == default_methods()
-    raw = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    raw = yaml.safe_load(SCHEMA_PATH.read_text())
     assert not re.search(r"\b(add_rescaled|procrustes)\b", yaml.safe_dump(raw)), "the schema file lists items by hand"
 
 

@@ -17,7 +17,8 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data, so an installed wheel validates configs as the checkout does; workflow/schemas/ links to it.
+SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 MODEL_FORMS = "{micro: {layers, hidden, heads, steps, ...}}, {hf_id, revision}, {path} or {path, gguf_file}"
 
 

@@ -29,8 +29,10 @@ from actbridge.data.worlds import ACCURACY_VIEWS, SPLITS, DataConfig, iter_split
 from actbridge.injection.conditions import condition_labels
 from actbridge.report import FIGURES, SUMMARIES
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
+# Relative to the workflow directory it is run from, as Snakemake reads them (never the package's own place:
+# an installed wheel sits elsewhere).
+DEFAULT_CONFIG = Path("config") / "config.yaml"
+RESULTS = Path("results")
 BRIDGE_SPLITS = ("bridge_train", "bridge_val", "eval")
 SAMPLE_ROWS = 200
 CHARS_PER_TOKEN = 4.0
@@ -71,6 +73,8 @@ class StageCost:
 
 def load_config(paths: Sequence[str | Path]) -> dict:
     """The default config overlaid with each file in turn, as Snakemake's --configfile does, then validated."""
+    if not DEFAULT_CONFIG.is_file():
+        raise SystemExit(f"{DEFAULT_CONFIG}: not found; run from the workflow directory (the checkout's root)")
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     for path in paths:
         config = merge_config(config, yaml.safe_load(Path(path).read_text()) or {})
@@ -174,7 +178,7 @@ def job_counts(config: dict, *, pairs: int, models: Sequence[str] = ("sender", "
     return {rule: count for rule, count in counts.items() if count}
 
 
-def stage_costs(config: dict, results: Path = ROOT / "results") -> tuple[list[StageCost], list[str]]:
+def stage_costs(config: dict, results: Path = RESULTS) -> tuple[list[StageCost], list[str]]:
     """Per-stage costs of ``config`` and the notes on how each estimate was made."""
     data = DataConfig.from_config(config)
     vocab = config["models"]["tokenizer"]["vocab_size"]
@@ -310,7 +314,7 @@ def plan_markdown(costs: Sequence[StageCost], notes: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configfile", nargs="*", default=[], help="config files overlaid on config/config.yaml")
-    parser.add_argument("--results", default=str(ROOT / "results"), help="where tokenizers may already sit")
+    parser.add_argument("--results", default=str(RESULTS), help="where tokenizers may already sit")
     args = parser.parse_args(argv)
     config = load_config(args.configfile)
     costs, notes = stage_costs(config, Path(args.results))

@@ -95,8 +95,8 @@ def with_docs_tables(text: str) -> str:
     return BLOCK.sub(lambda match: match.group(1) + tables[match.group(2)] + match.group(4), text)
 
 
-if __name__ == "__main__":  # python -m actbridge.registry: rewrite the tables in config/README.md
+if __name__ == "__main__":  # python -m actbridge.registry, from the checkout's root: rewrite config/README.md's tables
     from pathlib import Path
 
-    docs = Path(__file__).resolve().parents[2] / DOCS
+    docs = Path(DOCS)
     docs.write_text(with_docs_tables(docs.read_text()))

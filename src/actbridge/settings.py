@@ -1,7 +1,7 @@
 """The configuration as one typed tree: a node per config section, each knowing which of its keys change
 which outputs (the rules' params are built from that, so a changed value reruns exactly its dependents).
 
-Defaults are written once, in the schema (workflow/schemas/config.schema.yaml, with the registries' parts):
+Defaults are written once, in the schema (src/actbridge/config.schema.yaml, with the registries' parts):
 the tree is built from a *validated* config, whose defaults are filled in, and has none of its own.
 """
 

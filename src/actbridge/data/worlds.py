@@ -80,7 +80,7 @@ FACTS_MARK = "Facts:"  # so every name, the first included, follows a space and 
 class DataConfig:
     """What the dataset stage reads from the config (``data.*`` plus ``seed``).
 
-    The keys the schema (workflow/schemas/config.schema.yaml) requires have no default here; those
+    The keys the schema (src/actbridge/config.schema.yaml) requires have no default here; those
     it defaults have the same default here, so a config that leaves them out reads the same.
     """
 

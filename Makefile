@@ -16,8 +16,9 @@ LOCKED_PIP = $(VENV)/bin/pip install --quiet --constraint $(LOCK) --no-build-iso
 
 .PHONY: install run test lint plan pretrained lock clean-results
 
+# A new lock or new ranges install into an emptied venv, so nothing from the previous set stays behind.
 $(VENV)/.installed: pyproject.toml $(LOCK)
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(LOCKED_PIP) pip setuptools
 	$(LOCKED_PIP) "$(TORCH)"
 	$(LOCKED_PIP) --editable ".[$(EXTRAS)]"

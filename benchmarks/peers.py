@@ -46,8 +46,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from transformers import DynamicCache  # noqa: E402
 
 from actbridge.injection.engine import Edits, Example, fast_scores  # noqa: E402
+from actbridge.models.cache_api import with_cache  # noqa: E402
 from actbridge.models.padding import right_padded  # noqa: E402
 from injection import edits_for, timed  # noqa: E402  (benchmarks/injection.py: the same conditions, cycled)
 
@@ -103,8 +105,9 @@ def _scores(logits: torch.Tensor, example: Example, rows, k_count: int) -> np.nd
 
 
 def _prefix_cache(hf_model, example: Example, n_rows: int):
+    cache = DynamicCache()
     with torch.inference_mode():
-        cache = hf_model(input_ids=torch.tensor([example.prompt_ids[:-1]]), use_cache=True).past_key_values
+        hf_model(input_ids=torch.tensor([example.prompt_ids[:-1]]), **with_cache(hf_model, cache), use_cache=True)
     cache = copy.deepcopy(cache)
     cache.batch_repeat_interleave(n_rows)
     return cache
@@ -131,6 +134,7 @@ def transformer_lens(model_dir: Path) -> Sweep:
                 return resid
 
             logits = bridge.run_with_hooks(ids, fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", hook)],
+                                           # TransformerLens's own keyword: it computes positions from it
                                            past_key_values=cache, attention_mask=torch.cat([prefix, mask], 1))
             out.append(_scores(logits, example, rows, len(example_edits)))
         return out
@@ -151,7 +155,7 @@ def nnsight(model_dir: Path) -> Sweep:
             cache = _prefix_cache(hf_model, example, len(rows))
             prefix = torch.ones(len(rows), len(example.prompt_ids) - 1, dtype=mask.dtype)
             with torch.inference_mode(), lm.trace(ids, attention_mask=torch.cat([prefix, mask], 1),
-                                                  past_key_values=cache):
+                                                  **with_cache(hf_model, cache)):
                 block = lm.gpt_neox.layers[layer]
                 hidden = block.input.clone()
                 hidden[:, 0] = _edited(hidden[:, 0], keep, vector, norm_scaled)
@@ -199,7 +203,7 @@ def pyvene(model_dir: Path) -> Sweep:
             prefix = torch.ones(len(rows), len(example.prompt_ids) - 1, dtype=mask.dtype)
             intervention.edit = (keep, vector, norm_scaled)
             _, outputs = model({"input_ids": ids, "attention_mask": torch.cat([prefix, mask], 1),
-                                "past_key_values": cache},
+                                **with_cache(hf_model, cache)},
                                unit_locations={"base": [[[0]] * len(rows)]})
             out.append(_scores(outputs.logits, example, rows, len(example_edits)))
         return out

@@ -121,6 +121,51 @@ def test_bounded_edit_scores_equal_the_naive_hooked_forward_with_a_bos(architect
             np.testing.assert_array_equal(f.exact, n.exact)
 
 
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_the_prefix_cache_goes_in_under_the_keyword_the_model_reads(architecture, eval_table, bos_tokenizer,
+                                                                    monkeypatch):
+    """transformers 5.24 renamed ``past_key_values`` to ``cache``; a release before it ignores ``cache=``
+    silently. The keyword is read off the forward: ``cache`` on the locked release, and the old keyword, which
+    the releases before 5.24 read, gives the same scores (it only warns here)."""
+    import inspect
+
+    from actbridge.models import cache_api
+
+    model = ARCHITECTURES[architecture](bos_tokenizer)
+    keyword = cache_api.cache_keyword(model.base_model)
+    assert keyword in inspect.signature(type(model.base_model).forward).parameters
+    assert keyword == "cache"  # the locked transformers' name: no deprecated call of ours
+    rows = eval_table.slice(0, 4).to_pylist()
+    prompt_ids = prompt_token_ids(bos_tokenizer, [row["full_prompt"] for row in rows])
+    examples = [Example(ids, len(ids) - 2, [bos_tokenizer(" " + c, add_special_tokens=False)["input_ids"]
+                                            for c in row["candidates"]]) for ids, row in zip(prompt_ids, rows)]
+    generator = torch.Generator().manual_seed(3)
+    edits = [Edits(torch.tensor([1.0, 0.0]), torch.randn(2, model.config.hidden_size, generator=generator),
+                   torch.tensor([False, True])) for _ in examples]
+    current = fast_scores(model, examples, 1, edits)
+    monkeypatch.setattr(cache_api, "_keyword", lambda forward_owner: "past_key_values")
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        old = fast_scores(model, examples, 1, edits)
+    for a, b in zip(current, old):
+        np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-6, rtol=0)
+
+
+def test_a_forward_without_a_cache_keyword_is_named():
+    from actbridge.models.cache_api import cache_keyword
+
+    class BeforeTheRename(torch.nn.Module):
+        def forward(self, input_ids, past_key_values=None, use_cache=None):
+            return input_ids
+
+    class NoCache(torch.nn.Module):
+        def forward(self, input_ids):
+            return input_ids
+
+    assert cache_keyword(BeforeTheRename()) == "past_key_values"
+    with pytest.raises(TypeError, match="NoCache.forward takes no key/value cache"):
+        cache_keyword(NoCache())
+
+
 def test_chunked_vocabulary_scores_equal_one_chunk_with_and_without_a_gradient(bos_tokenizer):
     model = gemma3_model(bos_tokenizer)
     hidden = torch.randn(7, model.config.hidden_size, requires_grad=True)

@@ -152,3 +152,13 @@ def test_the_workflow_schema_is_the_packaged_file():
     linked = ROOT / "workflow" / "schemas" / "config.schema.yaml"
     assert linked.is_symlink() and linked.resolve() == SCHEMA_PATH.resolve()
     assert SCHEMA_PATH.parent == ROOT / "src" / "actbridge"
+
+
+def test_the_suite_turns_deprecations_into_errors():
+    """pyproject.toml's filterwarnings: a deprecated call (ours, or a library's that our calls reach) fails the
+    suite the day it appears, rather than a user's run the day the old API is removed."""
+    import warnings
+
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        with pytest.raises(category):
+            warnings.warn("planted", category)

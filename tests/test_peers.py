@@ -30,6 +30,9 @@ def condition_edits(d: int, generator: torch.Generator) -> Edits:
                  torch.tensor([False, False, False, True]))
 
 
+# TransformerLens 4.3 hands the prefix cache to the HF model under the old keyword itself (a peer's call, not
+# ours: the equality is still checked, and our engine's own calls warn nowhere else in the suite)
+@pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")
 def test_transformer_lens_scores_equal_ours():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from actbridge.models.cache_api import with_cache
 from actbridge.models.encoding import continuation_ids, prompt_token_ids, with_gold
 from actbridge.models.heads import token_scores
 from actbridge.models.padding import right_padded
@@ -372,8 +373,8 @@ def prefix_cache(model: "PreTrainedModel", examples: Sequence[Example], pad_id: 
     # but the last window's): the packed pass's masks give each layer the keys it may see
     cache = DynamicCache()
     with torch.no_grad():  # the prefix needs its keys and values, not logits over the vocabulary
-        model.base_model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device), cache=cache,
-                         use_cache=True)
+        model.base_model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
+                         **with_cache(model.base_model, cache), use_cache=True)
     return cache, prefix_lengths
 
 
@@ -427,7 +428,7 @@ def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example],
     with residual_edit(model, layer, edit_rows, edit_positions, keep, vector, norm_scaled, recorded,
                        projections=projections):
         final = model.base_model(input_ids=rows.input_ids.to(device), attention_mask=_to(mask, device),
-                                 position_ids=rows.position_ids.to(device), cache=cache,
+                                 position_ids=rows.position_ids.to(device), **with_cache(model.base_model, cache),
                                  use_cache=cache is not None).last_hidden_state  # [batch, width, d]
     # the vocabulary only at the packed positions that predict a candidate token, each projected once
     sites = sorted({(i, p) for i, _, _, predicting in rows.predictors for p in predicting})

@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-pytest.importorskip("transformer_lens", reason="the peers extra is not installed (pip install -e '.[peers]')")
+pytest.importorskip("transformer_lens", reason="the peers extra is not installed (pip install -c requirements/lock.txt -e '.[peers]')")
 
 from peers import MICRO_RECEIVER, ours, sweep_examples, transformer_lens  # noqa: E402
 

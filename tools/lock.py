@@ -112,7 +112,8 @@ def main() -> None:
     text = lock_text(pins, environment=report["environment"])
     old = read_lock(args.lock)[0] if args.lock.exists() else {}
     args.lock.parent.mkdir(parents=True, exist_ok=True)
-    args.lock.write_text(text, encoding="utf-8")
+    if not args.lock.exists() or args.lock.read_text(encoding="utf-8") != text:
+        args.lock.write_text(text, encoding="utf-8")  # untouched when equal: make install's target stays fresh
     _, fields = read_lock(args.lock)
     changed = pin_envs(args.envs, pins, python=fields["python"])
     moved = {name: (old.get(name), version) for name, version in pins.items() if old.get(name) != version}

@@ -74,7 +74,7 @@ class StageCost:
 def load_config(paths: Sequence[str | Path]) -> dict:
     """The default config overlaid with each file in turn, as Snakemake's --configfile does, then validated."""
     if not DEFAULT_CONFIG.is_file():
-        raise SystemExit(f"{DEFAULT_CONFIG}: not found; run from the workflow directory (the checkout's root)")
+        raise FileNotFoundError(f"{DEFAULT_CONFIG}: not found; run from the workflow directory (the checkout's root)")
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     for path in paths:
         config = merge_config(config, yaml.safe_load(Path(path).read_text()) or {})

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"
@@ -46,8 +47,7 @@ def test_the_environment_is_the_lock():
     pins, _ = tool.read_lock(LOCK)
     installed = {tool.normalize(dist.metadata["Name"]): dist.version for dist in metadata.distributions()}
     installed.pop("actbridge", None)
-    torch_brings = {tool.normalize(requirement.split(";")[0].split("[")[0].split()[0].rstrip("<>=!~,0123456789."))
-                    for requirement in metadata.requires("torch") or ()}
+    torch_brings = {tool.normalize(Requirement(requirement).name) for requirement in metadata.requires("torch") or ()}
     wrong = {name: f"{installed[name]} installed, {version} locked" for name, version in pins.items()
              if name in installed and tool.public_version(installed[name]) != version}
     missing = sorted(set(pins) - set(installed))

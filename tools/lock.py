@@ -51,8 +51,13 @@ def resolved_pins(report: dict, *, exclude: set[str]) -> dict[str, str]:
     return dict(sorted(pins.items()))
 
 
+def python_minor(environment: dict) -> str:
+    """``3.11`` from a pip report's environment markers."""
+    return ".".join(environment["python_full_version"].split(".")[:2])
+
+
 def lock_text(pins: dict[str, str], *, environment: dict) -> str:
-    python = ".".join(environment["python_full_version"].split(".")[:2])
+    python = python_minor(environment)
     where = f"{environment['sys_platform']} {environment['platform_machine']}"
     lines = [HEADER, f"# python: {python}", f"# platform: {where}", ""]
     lines += [f"{name}=={version}" for name, version in pins.items()]
@@ -114,8 +119,7 @@ def main() -> None:
     args.lock.parent.mkdir(parents=True, exist_ok=True)
     if not args.lock.exists() or args.lock.read_text(encoding="utf-8") != text:
         args.lock.write_text(text, encoding="utf-8")  # untouched when equal: make install's target stays fresh
-    _, fields = read_lock(args.lock)
-    changed = pin_envs(args.envs, pins, python=fields["python"])
+    changed = pin_envs(args.envs, pins, python=python_minor(report["environment"]))
     moved = {name: (old.get(name), version) for name, version in pins.items() if old.get(name) != version}
     gone = sorted(set(old) - set(pins))
     print(f"{args.lock}: {len(pins)} distributions; {len(moved)} changed, {len(gone)} dropped")

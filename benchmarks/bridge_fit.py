@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from actbridge.activations.store import ActivationStore  # noqa: E402
 from actbridge.bridges.alignment import alignment_metrics  # noqa: E402
 from actbridge.bridges.jobs import pair_stream  # noqa: E402
-from actbridge.bridges.maps import BridgeSettings, fit_bridge, fit_normalizers  # noqa: E402
+from actbridge.bridges.maps import fit_normalizers  # noqa: E402
+from actbridge.bridges.methods import fit_bridge  # noqa: E402
 from actbridge.activations.layers import parse_pair  # noqa: E402
 
 MODES = ("shared", "asymmetric")
@@ -57,7 +58,7 @@ def timed_fit(method: str, root: Path, sender_layer: int, receiver_layer: int, r
         started = time.perf_counter()
         sender, receiver = fit_normalizers(streams["bridge_train"]())
         bridge = fit_bridge(method, streams["bridge_train"], streams["bridge_val"], sender, receiver,
-                            settings=BridgeSettings(), seed=0)
+                            settings=None, seed=0)
         best = min(best, time.perf_counter() - started)
     score = alignment_metrics(bridge.map_normalized, streams["eval"], bridge.sender, bridge.receiver)
     return best, score, bridge.info

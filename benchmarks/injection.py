@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from actbridge.injection.engine import Edits, Example, fast_scores, naive_scores  # noqa: E402
+from actbridge.models.edited_scoring import Edits, Example, fast_scores, naive_scores  # noqa: E402
 from extraction import prompts, pythia_shaped  # noqa: E402
 
 

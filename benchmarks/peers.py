@@ -20,7 +20,7 @@ Each peer runs the sweep the way its own documentation writes it, with its batch
 * pyvene (``IntervenableModel``): a custom intervention on ``block_input`` at the edited position, the rows
   in one batch, the prefix cache passed through in ``base``.
 
-actbridge: ``actbridge.injection.engine.fast_scores`` (prefix once, the edited token once per condition, each
+actbridge: ``actbridge.models.edited_scoring.fast_scores`` (prefix once, the edited token once per condition, each
 candidate's tokens but the last once per condition, logits only where a candidate token is predicted).
 
 Prints, per model, K and thread count, the wall time per example of each library, our speed-up over it,
@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
-from actbridge.injection.engine import Edits, Example, fast_scores  # noqa: E402
+from actbridge.models.edited_scoring import Edits, Example, fast_scores  # noqa: E402
 from actbridge.models.cache_api import with_cache  # noqa: E402
 from actbridge.models.padding import right_padded  # noqa: E402
 from injection import edits_for, timed  # noqa: E402  (benchmarks/injection.py: the same conditions, cycled)

@@ -16,7 +16,7 @@ from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPTNeoXForCausalL
 from actbridge.models.encoding import prompt_token_ids, special_prefix
 from actbridge.models.scoring import naive_answer_scores, score_answers
 from actbridge.models.heads import check_output_head, output_logits, token_scores
-from actbridge.injection.engine import Edits, Example, fast_scores, naive_scores
+from actbridge.models.edited_scoring import Edits, Example, fast_scores, naive_scores
 from actbridge.activations.roles import role_positions_for_table
 from actbridge.models.tokenizer import EOS_TOKEN, train_bpe_tokenizer
 from actbridge.models.micro_training import MicroModelConfig, build_gpt_neox_config

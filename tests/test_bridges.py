@@ -11,8 +11,9 @@ from actbridge.activations.store import ActivationStore, ExtractionPlan, extract
 from actbridge.bridges.alignment import alignment_metrics, alignment_metrics_by_predictor, identity_predictor, mean_predictor
 from actbridge.bridges.jobs import BridgeRun, fit_groups, load_bridges, run_bridge_job
 from actbridge.activations.layers import layer_pairs, parse_pair, relative_depth_pairs
-from actbridge.bridges.maps import (Bridge, BridgeSettings, IterativeSettings, Moments, Normalizer, fit_bridge,
-                               fit_normalizers, fit_ridge, ridge_path, ridge_weights)
+from actbridge.bridges.maps import Bridge, Moments, Normalizer, fit_normalizers
+from actbridge.bridges.methods import fit_bridge
+from actbridge.bridges.solvers import fit_ridge, ridge_path, ridge_weights
 from tests.test_activations import tiny_model
 
 
@@ -75,11 +76,11 @@ def test_streamed_moments_equal_one_shot():
     np.testing.assert_allclose(ridge_weights(many, 0.1)[0], ridge_weights(one, 0.1)[0], rtol=1e-10)
 
 
-def fit(method, x, y, settings=BridgeSettings(subsample=1.0), seed=0):
+def fit(method, x, y, settings=None, seed=0):
     n_train = int(0.8 * len(x))
     train, val = chunked(x[:n_train], y[:n_train], 64), chunked(x[n_train:], y[n_train:], 64)
     sender, receiver = fit_normalizers(train())
-    return fit_bridge(method, train, val, sender, receiver, settings=settings, seed=seed)
+    return fit_bridge(method, train, val, sender, receiver, settings={"subsample": 1.0, **(settings or {})}, seed=seed)
 
 
 def test_ridge_recovers_the_planted_map_in_raw_space():
@@ -113,7 +114,7 @@ def test_procrustes_recovers_a_rotation_between_different_widths():
 
 def test_lowrank_recovers_a_low_rank_map():
     x, y, a = planted(rank=3, noise=0.01)
-    bridge = fit("lowrank", x, y, BridgeSettings(subsample=1.0, rank=3))
+    bridge = fit("lowrank", x, y, dict(subsample=1.0, rank=3))
     assert np.linalg.matrix_rank(bridge.weight, tol=1e-6) == 3
     assert np.abs(bridge.apply(x) - y).max() < 0.2
 
@@ -121,8 +122,8 @@ def test_lowrank_recovers_a_low_rank_map():
 @pytest.mark.parametrize("method", ["sgd", "mlp"])
 def test_iterative_methods_learn_a_linear_map(method):
     x, y, _ = planted(n=800, noise=0.01)
-    settings = BridgeSettings(subsample=1.0, sgd=IterativeSettings(epochs=300, learning_rate=1e-2),
-                              mlp=IterativeSettings(epochs=300, learning_rate=3e-3))
+    settings = dict(subsample=1.0, sgd=dict(epochs=300, learning_rate=1e-2),
+                              mlp=dict(epochs=300, learning_rate=3e-3))
     bridge = fit(method, x, y, settings)
     score = alignment_metrics(bridge.map_normalized, chunked(x, y, 100), bridge.sender, bridge.receiver)
     assert score["r2"] > 0.98
@@ -130,7 +131,7 @@ def test_iterative_methods_learn_a_linear_map(method):
 
 def test_cosine_loss_sgd_aligns_directions():
     x, y, _ = planted(n=800, noise=0.01)
-    settings = BridgeSettings(subsample=1.0, sgd=IterativeSettings(loss="cosine", epochs=200, learning_rate=1e-2))
+    settings = dict(subsample=1.0, sgd=dict(loss="cosine", epochs=200, learning_rate=1e-2))
     bridge = fit("sgd", x, y, settings)
     score = alignment_metrics(bridge.map_normalized, chunked(x, y, 100), bridge.sender, bridge.receiver)
     assert score["cos_normalized"] > 0.99
@@ -138,17 +139,17 @@ def test_cosine_loss_sgd_aligns_directions():
 
 def test_seeds_change_the_subsample():
     x, y, _ = planted(noise=0.5)
-    a = fit("ridge", x, y, BridgeSettings(subsample=0.7), seed=0)
-    b = fit("ridge", x, y, BridgeSettings(subsample=0.7), seed=1)
+    a = fit("ridge", x, y, {"subsample": 0.7}, seed=0)
+    b = fit("ridge", x, y, {"subsample": 0.7}, seed=1)
     assert a.info["train_rows"] != b.info["train_rows"] or not np.allclose(a.weight, b.weight)
-    again = fit("ridge", x, y, BridgeSettings(subsample=0.7), seed=0)
+    again = fit("ridge", x, y, {"subsample": 0.7}, seed=0)
     np.testing.assert_array_equal(a.weight, again.weight)
 
 
 @pytest.mark.parametrize("method", ["ridge", "mlp"])
 def test_save_load_round_trip(tmp_path, method):
     x, y, _ = planted(n=200)
-    settings = BridgeSettings(subsample=1.0, mlp=IterativeSettings(epochs=5))
+    settings = dict(subsample=1.0, mlp=dict(epochs=5))
     bridge = fit(method, x, y, settings)
     bridge.save(tmp_path / "b", {"what": "test"})
     loaded = Bridge.load(tmp_path / "b")
@@ -207,7 +208,7 @@ def test_bridge_from_a_model_to_itself_is_the_identity(tmp_path, self_bridge_sto
     shared and relay states, although the asymmetric rows (a sender without the second-hop facts) are not."""
     groups = fit_groups("per_mode", MODES, ())
     metrics = run_bridge_job(self_bridge_stores, BridgeRun(1, 1, "ridge", 0), roles=("last", "bridge"), groups=groups,
-                             settings=BridgeSettings(penalties=(0.0, 1e-3, 1e-1)), out_dir=tmp_path / "out",
+                             settings={"ridge_penalties": [0.0, 1e-3, 1e-1]}, out_dir=tmp_path / "out",
                              provenance={"test": True})
     rows = metrics.to_pylist()
     bridge_rows = [r for r in rows if r["predictor"] == "bridge"]
@@ -229,7 +230,7 @@ def test_bridge_from_a_model_to_itself_is_the_identity(tmp_path, self_bridge_sto
 def test_a_pooled_fit_moves_the_shared_map_off_the_identity(tmp_path, self_bridge_stores):
     """The reason fits are per mode: pooling shared rows (the identity) with asymmetric rows (a different
     regression) makes a map that no longer reproduces the shared states exactly."""
-    settings = BridgeSettings(penalties=(0.0, 1e-3, 1e-1))
+    settings = {"ridge_penalties": [0.0, 1e-3, 1e-1]}
     scores = {}
     for strategy in ("per_mode", "pooled"):
         metrics = run_bridge_job(self_bridge_stores, BridgeRun(1, 1, "ridge", 0), roles=("last",),
@@ -267,8 +268,8 @@ def test_a_constant_sender_state_bridges_to_the_receivers_mean(method):
     example-specific, so every method must fit without error and predict the receiver's mean."""
     x, y, _ = planted(n=300)
     constant = np.tile(np.random.default_rng(1).normal(size=(1, x.shape[1])) * 3, (len(x), 1))
-    bridge = fit(method, constant, y, BridgeSettings(subsample=1.0, rank=3,
-                                                      sgd=IterativeSettings(epochs=30), mlp=IterativeSettings(epochs=30)))
+    bridge = fit(method, constant, y, dict(subsample=1.0, rank=3,
+                                                      sgd=dict(epochs=30), mlp=dict(epochs=30)))
     np.testing.assert_allclose(bridge.apply(constant[:5]), np.tile(y[:240].mean(0), (5, 1)), atol=0.05 * np.abs(y).max())
 
 
@@ -297,7 +298,7 @@ def test_adam_is_torch_adam_bit_for_bit(weight_decay):
     torch.optim.Adam's steps: identical parameters after 60 steps of an mlp on random data."""
     import torch
 
-    from actbridge.bridges.maps import Adam
+    from actbridge.bridges.solvers import Adam
 
     def module():
         torch.manual_seed(0)

@@ -10,7 +10,7 @@ from actbridge.activations.store import ActivationStore, ExtractionPlan, extract
 from actbridge.causal.profiles import EXAMPLE_SCHEMA, ablation_effects, sender_ablation_rows
 from actbridge.data.worlds import DataConfig, build_split
 from actbridge.models.scoring import score_answers
-from actbridge.settings import StatsSettings
+from actbridge.stats.paired import StatsSettings
 from tests.test_activations import tiny_model
 
 

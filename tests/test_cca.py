@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actbridge.bridges.maps import BridgeSettings, Moments
+from actbridge.bridges.maps import Moments
 from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.bridges.methods.cca import cca_weights
 from tests.test_bridges import fit
@@ -19,7 +19,7 @@ def planted(rank, n=3000, d_s=12, d_r=10, noise=0.05, seed=0):
 
 def test_a_planted_low_rank_relation_is_recovered():
     x, y, relation = planted(rank=3)
-    bridge = fit("cca", x, y, BridgeSettings(subsample=1.0, rank=3))
+    bridge = fit("cca", x, y, dict(subsample=1.0, rank=3))
     assert bridge.info["rank"] == 3
     correlations = bridge.info["canonical_correlations"]
     assert min(correlations) > 0.99  # three shared directions, almost noiseless

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from actbridge.injection.jobs import build_edits
-from actbridge.injection.conditions import (CONDITIONS, ConditionInputs, condition_labels, derangement,
-                                  random_directions)
-from actbridge.injection.engine import apply_edits
+from actbridge.injection.conditions import CONDITIONS, ConditionInputs, condition_labels
+from actbridge.injection.controls import derangement, random_directions
+from actbridge.models.edited_scoring import apply_edits
 
 
 @pytest.fixture()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actbridge.config import ConfigError, merge_config, routes_over_base, validate_config
+from actbridge.catalog import validate_config
+from actbridge.config import ConfigError, merge_config, routes_over_base
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())

@@ -121,12 +121,13 @@ def test_the_wheel_carries_what_the_package_reads(tmp_path):
     probe = (
         "import json, sys, yaml\n"
         "import actbridge\n"
-        "from actbridge.config import SCHEMA_PATH, schema_default, validate_config\n"
+        "from actbridge.catalog import validate_config\n"
+        "from actbridge.config import SCHEMA_PATH, schema_default\n"
         "from actbridge.settings import Settings\n"
         f"raw = yaml.safe_load(open({str(ROOT / 'config' / 'config.yaml')!r}))\n"
         "settings = Settings.from_config(validate_config(raw))\n"
         "print(json.dumps({'package': actbridge.__file__, 'schema': str(SCHEMA_PATH),\n"
-        "                  'epochs': schema_default('bridge.sgd.epochs'), 'settings': repr(settings),\n"
+        "                  'epochs': schema_default('stats.resamples'), 'settings': repr(settings),\n"
         "                  'src_on_path': any(p.startswith(sys.argv[1]) for p in sys.path)}))\n")
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
     out = subprocess.run([str(python), "-I", "-c", probe, str(ROOT / "src")], cwd=outside, env=env, check=True,
@@ -137,10 +138,11 @@ def test_the_wheel_carries_what_the_package_reads(tmp_path):
     assert not found["src_on_path"]
     import yaml
 
-    from actbridge.config import schema_default, validate_config
+    from actbridge.catalog import validate_config
+    from actbridge.config import schema_default
     from actbridge.settings import Settings
 
-    assert found["epochs"] == schema_default("bridge.sgd.epochs")
+    assert found["epochs"] == schema_default("stats.resamples")
     checkout = Settings.from_config(validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())))
     assert found["settings"] == repr(checkout), "the wheel builds another config tree than the checkout"
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from actbridge.injection.engine import Edits, Example, fast_scores, naive_scores, residual_edit
+from actbridge.models.edited_scoring import Edits, Example, fast_scores, naive_scores, residual_edit
 from tests.test_activations import tiny_model
 
 

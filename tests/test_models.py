@@ -173,7 +173,7 @@ def test_cuda_without_a_gpu_names_the_device_key():
 def test_the_record_keeps_the_shape_so_the_dag_never_parses_the_weights(tmp_path, tokenizer):
     """The workflow asks for layer counts in every input function after the model checkpoint: they come from
     ``model.json``, written once by the model rule, not from the config or weights (a GGUF file is parsed whole)."""
-    from actbridge.activations.layers import recorded_shape
+    from actbridge.models.record import recorded_shape
     from actbridge.models.loading import layer_count
 
     GPTNeoXForCausalLM(pythia_config(3, 64, 4, 256)).save_pretrained(tmp_path / "weights", safe_serialization=True)

@@ -19,7 +19,7 @@ pytest.importorskip("transformer_lens", reason="the peers extra is not installed
 
 from peers import MICRO_RECEIVER, ours, sweep_examples, transformer_lens  # noqa: E402
 
-from actbridge.injection.engine import Edits  # noqa: E402
+from actbridge.models.edited_scoring import Edits  # noqa: E402
 
 
 def condition_edits(d: int, generator: torch.Generator) -> Edits:

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from actbridge.bridges.methods import BRIDGE_METHODS, default_methods
-from actbridge.config import SCHEMA_PATH, ConfigError, load_schema, validate_config
+from actbridge.catalog import DOCS, item_files, load_schema, validate_config, with_docs_tables
+from actbridge.config import SCHEMA_PATH, ConfigError
 from actbridge.fingerprint import import_closure
 from actbridge.injection.conditions import CONDITIONS, default_conditions, rescaled_twins
-from actbridge.registry import DOCS, with_docs_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_docs_tables_are_the_registries():
     text = (ROOT / DOCS).read_text()
     assert "<!-- registry: conditions -->" in text and "<!-- registry: bridge_methods -->" in text
-    assert with_docs_tables(text) == text, "stale tables in config/README.md: run `python -m actbridge.registry`"
+    assert with_docs_tables(text) == text, "stale tables in config/README.md: run `python -m actbridge.catalog`"
 
 
 def test_every_enum_that_names_an_item_is_the_registry():
@@ -75,14 +75,23 @@ def test_every_rule_fingerprints_its_own_script():
             assert script and code and script.group(1) == code.group(1), body.splitlines()[0]
 
 
-def test_the_closure_follows_registries_and_function_level_imports():
+def test_the_closure_follows_configured_items_and_function_level_imports():
     package = ROOT / "src" / "actbridge"
-    inject = {p.relative_to(package).as_posix() for p in import_closure(ROOT / "workflow" / "scripts" / "inject.py")}
-    # every condition module (found by import_all, named by no import statement) and the engine
+    script = ROOT / "workflow" / "scripts" / "inject.py"
+
+    def closure(**items):
+        return {p.relative_to(package).as_posix() for p in import_closure(script, items=items or None)}
+
+    # without a configuration: every item module (found by import_all, named by no import statement)
     assert {"injection/conditions/standard.py", "injection/conditions/subspace_swap.py",
-            "injection/engine.py", "bridges/methods/cca.py", "bridges/maps.py"} <= inject
+            "models/edited_scoring.py", "bridges/methods/cca.py", "bridges/maps.py"} <= closure()
+    # with one: the configured items only, and what they import
+    configured = item_files(validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())))
+    chosen = closure(**configured)
+    assert {"injection/conditions/standard.py", "bridges/methods/closed_form.py", "bridges/solvers.py"} <= chosen
+    assert not {"injection/conditions/subspace_swap.py", "bridges/methods/cca.py"} & chosen
     split = {p.relative_to(package).as_posix() for p in import_closure(ROOT / "workflow" / "scripts" / "dataset_split.py")}
-    assert "injection/engine.py" not in split and "data/worlds.py" in split
+    assert "models/edited_scoring.py" not in split and "data/worlds.py" in split
 
 
 def test_the_extension_examples_in_the_docs_are_one_file_each_and_work(tmp_path):
@@ -100,8 +109,9 @@ def test_the_extension_examples_in_the_docs_are_one_file_each_and_work(tmp_path)
         (tmp_path / block.splitlines()[0].lstrip("# ").strip()).write_text(block)
     check = (
         "import numpy as np\n"
-        "from actbridge.config import load_schema\n"
-        "from actbridge.bridges.maps import BridgeSettings, fit_bridge, fit_normalizers\n"
+        "from actbridge.catalog import load_schema\n"
+        "from actbridge.bridges.maps import fit_normalizers\n"
+        "from actbridge.bridges.methods import fit_bridge\n"
         "from actbridge.injection.conditions import CONDITIONS, ConditionInputs\n"
         "schema = load_schema()['properties']\n"
         "assert 'half_replace' in schema['injection']['properties']['conditions']['items']['enum']\n"
@@ -111,6 +121,6 @@ def test_the_extension_examples_in_the_docs_are_one_file_each_and_work(tmp_path)
         "x = np.random.default_rng(0).normal(size=(50, 4)); y = np.random.default_rng(1).normal(size=(50, 3))\n"
         "rows = lambda: iter([(x, y)])\n"
         "bridge = fit_bridge('mean_shift', rows, rows, *fit_normalizers(rows()),\n"
-        "                    settings=BridgeSettings(subsample=1.0), seed=0)\n"
+        "                    settings={'subsample': 1.0}, seed=0)\n"
         "assert np.allclose(bridge.apply(x[:2]), y.mean(axis=0))\n")
     subprocess.run([sys.executable, "-c", check], cwd=tmp_path, check=True, env={"PYTHONPATH": str(tmp_path / "src")})

@@ -8,7 +8,7 @@ import pytest
 from actbridge.injection.jobs import build_edits
 from actbridge.injection.conditions import (CONDITIONS, ConditionInputs, InjectionContext, bind, condition_labels)
 from actbridge.injection.conditions.subspace_swap import principal_directions
-from actbridge.injection.engine import fast_scores, naive_scores
+from actbridge.models.edited_scoring import fast_scores, naive_scores
 from tests.test_activations import tiny_model
 from tests.test_interventions import assert_same, examples_for
 
@@ -92,7 +92,7 @@ def test_k_equal_to_the_width_is_replace_and_k_zero_is_none(tokenizer, eval_tabl
 
 
 def test_it_is_off_by_default_and_its_key_is_in_the_schema():
-    from actbridge.config import load_schema
+    from actbridge.catalog import load_schema
 
     assert "subspace_swap" not in CONDITIONS.names(lambda c: c.in_default)
     injection = load_schema()["properties"]["injection"]["properties"]

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from actbridge.activations.store import hidden_states_at
-from actbridge.bridges.maps import BridgeSettings, fit_bridge, fit_normalizers
+from actbridge.bridges.maps import fit_normalizers
+from actbridge.bridges.methods import fit_bridge
+from actbridge.bridges.methods.trained import TrainedSettings
 from actbridge.data.worlds import DataConfig, build_split
 from actbridge.bridges.jobs import BridgeRun
 from actbridge.injection.jobs import InjectionSite, run_injection, tag_rows
 from actbridge.schemas import EFFECT_SCHEMA
-from actbridge.settings import StatsSettings
-from actbridge.stats.paired import condition_statistics
-from actbridge.bridges.through_receiver import (AnswerRows, TrainedSettings, answer_loss, answer_rows, cached_prefix_answer_loss,
+from actbridge.stats.paired import StatsSettings, condition_statistics
+from actbridge.bridges.through_receiver import (AnswerRows, answer_loss, answer_rows, cached_prefix_answer_loss,
                                train_bridge, whole_sequence_answer_loss)
 from actbridge.stats.verdict import verdict_table
 from tests.test_activations import tiny_model
@@ -62,7 +63,7 @@ def offline_start(splits):
         return lambda: iter([(splits[split][2], splits[split][3])])
     sender_norm, receiver_norm = fit_normalizers(stream("bridge_train")())
     return fit_bridge("ridge", stream("bridge_train"), stream("bridge_val"), sender_norm, receiver_norm,
-                      settings=BridgeSettings(subsample=1.0), seed=0)
+                      settings={"subsample": 1.0}, seed=0)
 
 
 def test_the_answer_loss_is_the_teacher_forced_answer_log_probability(channel, big_tokenizer):
@@ -124,7 +125,7 @@ def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_help
     results = {"ridge": {}, "trained": {}}
     for seed in (0, 1):
         trained = train_bridge(receiver, LAYERS, start, rows["bridge_train"], rows["bridge_val"],
-                               TrainedSettings(epochs=2, learning_rate=0.02, batch_size=16, max_rows=10_000), seed=seed, pad_id=0)
+                               TrainedSettings.of(epochs=2, learning_rate=0.02, batch_size=16, max_rows=10_000), seed=seed, pad_id=0)
         assert trained.info["best_epoch"] > 0 and trained.info["val_loss_by_epoch"][-1] < trained.info[
             "val_loss_by_epoch"][0]
         for method, bridge in (("ridge", start), ("trained", trained)):
@@ -157,7 +158,7 @@ def test_training_stops_after_patience_epochs_without_a_better_val_loss(channel,
     scripted = iter([5.0, 4.0, 4.5, 4.6, 3.0, 2.0, 1.0, 0.5, 0.1])
     monkeypatch.setattr(trained_module, "_mean_loss", lambda *args, **kwargs: next(scripted))
     trained = train_bridge(receiver, LAYERS, start, rows["bridge_train"], rows["bridge_val"],
-                           TrainedSettings(epochs=8, learning_rate=0.02, max_rows=64, patience=2), seed=0, pad_id=0)
+                           TrainedSettings.of(epochs=8, learning_rate=0.02, max_rows=64, patience=2), seed=0, pad_id=0)
     assert trained.info["val_loss_by_epoch"] == [5.0, 4.0, 4.5, 4.6] and trained.info["best_epoch"] == 1
     with pytest.raises(ValueError, match="bridge.trained.patience"):
-        TrainedSettings(patience=0)
+        TrainedSettings.of(patience=0)

@@ -29,7 +29,7 @@ from actbridge.config import schema_default  # noqa: E402
 from actbridge.data.worlds import DataConfig, iter_split_rows  # noqa: E402
 from actbridge.injection.conditions import CONDITIONS, ConditionInputs, condition_labels  # noqa: E402
 from actbridge.injection.conditions.subspace_swap import principal_directions  # noqa: E402
-from actbridge.injection.engine import Example, fast_scores, naive_scores  # noqa: E402
+from actbridge.models.edited_scoring import Example, fast_scores, naive_scores  # noqa: E402
 from actbridge.injection.jobs import build_edits  # noqa: E402
 from actbridge.models.encoding import continuation_ids, prompt_token_ids  # noqa: E402
 from actbridge.models.loading import load_model, load_tokenizer  # noqa: E402

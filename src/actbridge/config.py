@@ -1,6 +1,8 @@
-"""Config validation with messages that name the key, and typed views of the config.
+"""Config validation with messages that name the key, and the schema's defaults.
 
-Snakemake calls :func:`validate_config` at parse time, so a bad value stops
+The bottom of the package: it imports nothing of ours. The registries complete the schema (their enums
+and their items' own keys) through :func:`load_schema`'s ``extensions``, which only the composition root,
+:mod:`actbridge.catalog`, gathers. Snakemake validates at parse time, so a bad value stops
 the run before any job starts. jsonschema's raw messages for ``oneOf``
 branches are unreadable ("is not valid under any of the given schemas"), so
 this module turns them into one line per problem: the dotted key, what was
@@ -12,7 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import jsonschema
 import yaml
@@ -26,21 +28,29 @@ class ConfigError(ValueError):
     """A config value the schema rejects; the message names the key."""
 
 
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    """The config schema with the registries' parts filled in (:func:`with_registries`)."""
-    return copy.deepcopy(_schema(str(path)))
+def load_schema(path: str | Path = SCHEMA_PATH, *, extensions: Iterable[Callable[[dict], None]] = ()) -> dict:
+    """The config schema: the static file, completed by each of ``extensions`` in turn (a registry's part: the
+    enums that name its items and their own keys; :mod:`actbridge.catalog` passes every registry's)."""
+    schema = copy.deepcopy(static_schema(path))
+    for extend in extensions:
+        extend(schema)
+    return schema
 
 
 @functools.cache
-def _schema(path: str) -> dict:
+def _static(path: str) -> dict:
     with open(path, encoding="utf-8") as handle:
-        return with_registries(yaml.safe_load(handle))
+        return yaml.safe_load(handle)
 
 
-def schema_default(key: str) -> Any:
-    """The schema's default of a dotted config key (``bridge.sgd.epochs``): the one place defaults are written.
-    Library dataclasses take their defaults from here, so a default never disagrees with the schema's."""
-    root = _schema(str(SCHEMA_PATH))
+def static_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The schema file as written, without any registry's part (read once; do not modify it)."""
+    return _static(str(path))
+
+
+def schema_fragment(key: str) -> dict:
+    """The static schema's node of a dotted config key (``stats.resamples``), ``$ref``s followed."""
+    root = static_schema()
     node = root
     for part in key.split("."):
         while "$ref" in node:
@@ -49,9 +59,40 @@ def schema_default(key: str) -> Any:
             node = node["properties"][part]
         except KeyError:
             raise KeyError(f"config key {key}: not in the schema") from None
+    return node
+
+
+def schema_default(key: str) -> Any:
+    """The static schema's default of a dotted config key (``stats.resamples``): the one place defaults are
+    written. Read when called, never at import: library dataclasses take it through :func:`default_of`."""
+    node = schema_fragment(key)
     if "default" not in node:
         raise KeyError(f"config key {key}: the schema gives it no default")
     return copy.deepcopy(node["default"])
+
+
+def default_of(key: str) -> Callable[[], Any]:
+    """A ``default_factory`` for a dataclass field: :func:`schema_default` of ``key`` when an instance is made."""
+    return lambda: schema_default(key)
+
+
+def checked_value(fragment: dict, value: Any, *, key: str) -> Any:
+    """``value`` (None: the fragment's default) validated against one schema ``fragment`` (whose ``$ref``s point
+    into the static schema), with its defaults filled in. Raises :class:`ConfigError` naming ``key``."""
+    root = static_schema()
+    value = copy.deepcopy(fragment.get("default") if value is None else value)
+    resolved = fragment
+    while "$ref" in resolved:
+        resolved = _resolve(root, resolved["$ref"])
+    validator = jsonschema.Draft202012Validator({**fragment, "$defs": root.get("$defs", {})})
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        error = errors[0]
+        error.path.extendleft(reversed(key.split(".")))
+        raise ConfigError(_describe(error))
+    if isinstance(value, dict):
+        _fill_defaults(resolved, value, root)
+    return value
 
 
 def _resolve(root: dict, reference: str) -> dict:
@@ -59,36 +100,6 @@ def _resolve(root: dict, reference: str) -> dict:
     for part in reference.removeprefix("#/").split("/"):
         target = target[part]
     return target
-
-
-def with_registries(schema: dict) -> dict:
-    """``schema`` with every enum that names a condition or a bridge method, their defaults, and each
-    registered item's own keys (``injection.<condition>.*``, ``bridge.<key>``) taken from the registries."""
-    from actbridge.bridges.methods import BRIDGE_METHODS, default_methods  # fingerprint: declarations only
-    from actbridge.injection.conditions import CONDITIONS, default_conditions  # fingerprint: declarations only
-
-    schema = copy.deepcopy(schema)
-    top = schema["properties"]
-    injection, bridge = top["injection"]["properties"], top["bridge"]["properties"]
-    methods = list(BRIDGE_METHODS.names())
-    injection["conditions"]["items"] = {"enum": list(CONDITIONS.names())}
-    injection["conditions"]["default"] = default_conditions()
-    bridge["methods"]["items"] = {"enum": methods}
-    bridge["methods"]["default"] = default_methods()
-    injection["methods"]["items"] = {"enum": methods}
-    top["figures"]["properties"]["method"]["enum"] = methods
-    for condition in CONDITIONS.values():
-        if condition.settings_schema:
-            injection[condition.name] = {
-                "description": f"settings of the {condition.name} condition (read only where it is injected)",
-                "type": "object", "additionalProperties": False, "default": {},
-                "properties": copy.deepcopy(condition.settings_schema)}
-    for method in BRIDGE_METHODS.values():
-        for key, fragment in method.settings_schema.items():
-            if key in bridge:
-                raise ValueError(f"bridge method {method.name}: key bridge.{key} is already defined")
-            bridge[key] = copy.deepcopy(fragment)
-    return schema
 
 
 def dotted(path: Iterable[Any]) -> str:
@@ -154,12 +165,12 @@ def _fill_defaults(schema: dict, instance: Any, root: dict) -> None:
             _fill_defaults(sub, instance[name], root)
 
 
-def validate_config(config: dict, schema: dict | None = None) -> dict:
-    """Return a validated copy of ``config`` with defaults filled in.
+def validate_config(config: dict, schema: dict) -> dict:
+    """Return a validated copy of ``config`` with defaults filled in, against the complete ``schema`` (the
+    registries' parts filled in: :func:`actbridge.catalog.validate_config` passes it).
 
     Raises :class:`ConfigError` listing every problem, each naming its key.
     """
-    schema = schema if schema is not None else load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:

@@ -8,8 +8,10 @@ that run it. (The tree's printed form can differ between Python minor versions: 
 workflow under another Python may rerun jobs once.)
 
 Which modules: the script's import closure (:func:`import_closure`), derived, never listed. It
-errs on the side of rerunning: imports inside functions count, since they may run, so a job that
-reads a registry's declarations also depends on the code its items import to do their work.
+errs on the side of rerunning: imports inside functions count, since they may run. Of a registry's
+items (the modules its package's ``__init__`` imports with ``import_all``), the closure holds those
+the run configures (``items``, from :func:`actbridge.catalog.item_files`) and what they import: an
+item no rule runs changes no fingerprint, and one a rule runs reruns it when its code changes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import ast
 import hashlib
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 _WITH_DOCSTRINGS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -46,8 +48,7 @@ def code_fingerprint(paths: Iterable[str | Path]) -> str:
 
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-# A package whose __init__ calls this imports every module beside it (actbridge.registry): all of them are in
-# the closure, though no import statement names them.
+# A package whose __init__ calls this imports every module beside it (actbridge.registry): its items.
 IMPORT_ALL = "import_all"
 
 
@@ -73,16 +74,19 @@ def _module_name(path: Path, package_root: Path) -> str:
 DECLARATIONS_ONLY = "# fingerprint: declarations only"
 
 
-def _imports(path: Path, package_root: Path, *, function_level: bool = True) -> set[str]:
+def _imports(path: Path, package_root: Path, *, function_level: bool = True) -> tuple[set[str], bool]:
     """Every ``actbridge`` module a file names in an import: at any depth of its code, or with
-    ``function_level=False`` only those that run when it is imported (not inside a function)."""
+    ``function_level=False`` only those that run when it is imported (not inside a function); and whether
+    it is a registry's ``__init__`` (it calls ``import_all``)."""
     own = _module_name(path, package_root) if path.is_relative_to(package_root) else ""
     package = own if path.name == "__init__.py" else own.rpartition(".")[0]
     source = path.read_text()
     lines = source.splitlines()
     names: set[str] = set()
+    registry = False
 
     def visit(node: ast.AST, in_function: bool) -> None:
+        nonlocal registry
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and getattr(child.test, "id", getattr(child.test, "attr", None)) == \
                     "TYPE_CHECKING":  # hints only: never runs
@@ -93,12 +97,12 @@ def _imports(path: Path, package_root: Path, *, function_level: bool = True) -> 
                 if DECLARATIONS_ONLY not in lines[child.lineno - 1]:
                     names.update(_named(child, package))
             elif (isinstance(child, ast.Call) and getattr(child.func, "id", getattr(child.func, "attr", None))
-                  == IMPORT_ALL and path.name == "__init__.py" and (function_level or not in_function)):
-                names.update(f"{own}.{p.stem}" for p in path.parent.glob("*.py") if p.name != "__init__.py")
+                  == IMPORT_ALL and path.name == "__init__.py"):
+                registry = True
             visit(child, inside)
 
     visit(ast.parse(source), False)
-    return names
+    return names, registry
 
 
 def _named(node: ast.Import | ast.ImportFrom, package: str) -> set[str]:
@@ -112,18 +116,31 @@ def _named(node: ast.Import | ast.ImportFrom, package: str) -> set[str]:
     return {module, *(f"{module}.{alias.name}" for alias in node.names)}  # `from actbridge.x import module`
 
 
-def import_closure(path: str | Path, package_root: Path = PACKAGE_ROOT, *, function_level: bool = True
-                   ) -> list[Path]:
+def import_closure(path: str | Path, package_root: Path = PACKAGE_ROOT, *, function_level: bool = True,
+                   items: Mapping[str, Iterable[Path]] | None = None) -> list[Path]:
     """The ``actbridge`` modules a file may run: every module it imports, theirs in turn, and the ``__init__``
     of each package on the way; sorted. Imports inside functions count (they may run), unless
     ``function_level`` is False: then only what importing the file runs, plus the file's own
-    function-level imports. Imports marked :data:`DECLARATIONS_ONLY` are not followed."""
+    function-level imports. Imports marked :data:`DECLARATIONS_ONLY` are not followed.
+
+    A registry package that enters the closure brings the item modules ``items[package]`` (its configured
+    items); with ``items`` None, every module beside its ``__init__`` (all that importing it runs)."""
     seen: set[Path] = set()
     start = Path(path).resolve()
     queue = [start]
     while queue:
         current = queue.pop()
-        for name in _imports(current, package_root, function_level=function_level or current == start):
+        names, registry = _imports(current, package_root, function_level=function_level or current == start)
+        if registry:
+            package = _module_name(current, package_root)
+            chosen = (items or {}).get(package) if items is not None else None
+            members = ([p for p in current.parent.glob("*.py") if p.name != "__init__.py"] if chosen is None
+                       else [Path(p).resolve() for p in chosen])
+            for member in members:
+                if member not in seen:
+                    seen.add(member)
+                    queue.append(member)
+        for name in names:
             parts = name.split(".")
             for depth in range(1, len(parts) + 1):
                 found = _module_path(".".join(parts[:depth]), package_root)
@@ -133,7 +150,8 @@ def import_closure(path: str | Path, package_root: Path = PACKAGE_ROOT, *, funct
     return sorted(seen, key=lambda p: p.relative_to(package_root).as_posix())
 
 
-def script_fingerprint(script: str | Path, package_root: Path = PACKAGE_ROOT) -> str:
-    """The fingerprint of the library code a script runs: its whole import closure (not the script itself,
-    which Snakemake's own code trigger covers)."""
-    return code_fingerprint(import_closure(script, package_root))
+def script_fingerprint(script: str | Path, package_root: Path = PACKAGE_ROOT, *,
+                       items: Mapping[str, Iterable[Path]] | None = None) -> str:
+    """The fingerprint of the library code a script runs: its whole import closure with the registries'
+    configured ``items`` (not the script itself, which Snakemake's own code trigger covers)."""
+    return code_fingerprint(import_closure(script, package_root, items=items))

@@ -24,7 +24,8 @@ import yaml
 
 from actbridge.activations.layers import layer_pairs, layers_for, resolve_layers
 from actbridge.bridges.methods import BRIDGE_METHODS
-from actbridge.config import merge_config, model_kind, validate_config
+from actbridge.catalog import validate_config
+from actbridge.config import merge_config, model_kind
 from actbridge.data.worlds import ACCURACY_VIEWS, SPLITS, DataConfig, iter_split_rows
 from actbridge.injection.conditions import condition_labels
 from actbridge.report import FIGURES, SUMMARIES

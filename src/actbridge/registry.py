@@ -4,16 +4,15 @@ A registry maps names to classes, in the order of their ``order`` attribute (the
 the default lists keep their order) and then of registration. Its package's ``__init__`` calls
 :func:`import_all`, so a new item is one module dropped beside the others: the schema's enums, the
 plan, the plots, the summaries, the Snakemake input functions and the docs tables all read the
-registry (``actbridge.fingerprint`` counts every module of such a package as imported).
+registry. This module imports nothing of ours: :mod:`actbridge.catalog` gathers the registries.
 """
 
 from __future__ import annotations
 
 import importlib
-import re
 import math
 import pkgutil
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -77,26 +76,34 @@ def import_all(package: str) -> None:
         importlib.import_module(f"{package}.{info.name}")
 
 
-DOCS = "config/README.md"
-BLOCK = re.compile(r"(<!-- registry: (\S+) -->\n)(.*?)(<!-- end registry -->)", re.DOTALL)
+class UndeclaredKey(KeyError):
+    """An item read a config key it did not declare: a test error, never a silent default."""
 
 
-def docs_tables() -> dict[str, str]:
-    """The generated tables of the docs, by block name."""
-    from actbridge.bridges.methods import markdown_table as methods_table
-    from actbridge.injection.conditions import markdown_table as conditions_table
+class ItemKeys(Mapping[str, Any]):
+    """The validated config keys of one item (a condition's ``injection.<name>.*``, the ``bridge.*`` keys a
+    method reads), and no other: reading any key it did not declare raises :class:`UndeclaredKey`, ``get``
+    included, so a key an item forgot to declare fails its tests instead of falling back to a default."""
 
-    return {"conditions": conditions_table(), "bridge_methods": methods_table()}
+    def __init__(self, owner: str, section: str, values: Mapping[str, Any]):
+        self.owner, self.section = owner, section
+        self._values = dict(values)
 
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise UndeclaredKey(f"{self.owner} read {self.section}.{key}, which it does not declare; declared: "
+                                f"{sorted(self._values)}") from None
 
-def with_docs_tables(text: str) -> str:
-    """``text`` with each ``<!-- registry: NAME -->`` block replaced by the registry's current table."""
-    tables = docs_tables()
-    return BLOCK.sub(lambda match: match.group(1) + tables[match.group(2)] + match.group(4), text)
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key]
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
 
-if __name__ == "__main__":  # python -m actbridge.registry, from the checkout's root: rewrite config/README.md's tables
-    from pathlib import Path
+    def __len__(self) -> int:
+        return len(self._values)
 
-    docs = Path(DOCS)
-    docs.write_text(with_docs_tables(docs.read_text()))
+    def __repr__(self) -> str:
+        return f"ItemKeys({self.owner}: {self._values!r})"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from actbridge.bridges.methods import BRIDGE_METHODS
-from actbridge.config import schema_default
 from actbridge.data.worlds import DataConfig
 from actbridge.injection.conditions import CONDITIONS, store_inputs
+from actbridge.stats.paired import StatsSettings
 
 
 @dataclass(frozen=True)
@@ -100,21 +100,6 @@ class InjectionConfig:
     def stored_inputs(self) -> dict[str, tuple[str, str]]:
         """Input name -> (model, split) of the stored states an injection job reads."""
         return store_inputs(self.conditions)
-
-
-@dataclass(frozen=True)
-class StatsSettings:
-    """``stats.*`` of the config."""
-
-    resamples: int = schema_default("stats.resamples")
-    hierarchical_resamples: int = schema_default("stats.hierarchical_resamples")
-    confidence: float = schema_default("stats.confidence")
-    seed: int = schema_default("stats.seed")
-
-    @classmethod
-    def from_config(cls, stats: dict) -> "StatsSettings":
-        return cls(int(stats["resamples"]), int(stats["hierarchical_resamples"]), float(stats["confidence"]),
-                   int(stats["seed"]))
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,15 @@ if SRC not in sys.path:
 
 import yaml
 
-from actbridge.config import ConfigError, model_kind, routes_over_base, validate_config
+from actbridge.catalog import item_files, validate_config
+from actbridge.config import ConfigError, model_kind, routes_over_base
 from actbridge.settings import Settings
 from actbridge.data.worlds import SPLITS
 from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.fingerprint import script_fingerprint
 from actbridge.report import FIGURES
-from actbridge.activations.layers import (layer_pairs, layers_for, pair_name, parse_pair, recorded_shape, recorded_weights_mb,
-                              resolve_layers)
+from actbridge.activations.layers import layer_pairs, layers_for, pair_name, parse_pair, resolve_layers
+from actbridge.models.record import recorded_shape, recorded_weights_mb
 
 # The Snakefile's configfile, which every --configfile is merged over.
 BASE_CONFIG = "config/config.yaml"
@@ -27,6 +28,7 @@ try:
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 SETTINGS = Settings.from_config(config)
+ITEM_FILES = item_files(config)
 
 MODELS = ("sender", "receiver")
 BRIDGE_SPLITS = ("bridge_train", "bridge_val", "eval")
@@ -49,8 +51,9 @@ def script_code(script):
 
     Snakemake's code trigger sees only the script itself, so each job passes this as a param: changing
     the science it calls reruns it, as editing its script would; editing comments and docstrings does not.
+    Of the conditions and bridge methods, only the configured ones count: adding an item reruns nothing.
     """
-    return script_fingerprint(Path(workflow.basedir) / "scripts" / f"{script}.py")
+    return script_fingerprint(Path(workflow.basedir) / "scripts" / f"{script}.py", items=ITEM_FILES)
 
 
 # What a model-running job needs beside its model's weights: activations are bounded by batch_tokens and the

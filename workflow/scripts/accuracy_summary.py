@@ -3,7 +3,7 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 import polars as pl
 import pyarrow.parquet as pq
 
-from actbridge.stats.markdown import to_arrow
+from actbridge.markdown import to_arrow
 from actbridge.stats.summaries import accuracy_markdown
 from actbridge.io import write_parquet, write_text
 from actbridge.logs import log_to_file

@@ -5,7 +5,7 @@ import polars as pl
 from actbridge.bridges.jobs import METRICS_SCHEMA, metrics_markdown
 from actbridge.io import write_parquet, write_text
 from actbridge.logs import log_to_file
-from actbridge.stats.markdown import to_arrow
+from actbridge.markdown import to_arrow
 
 log_to_file(snakemake.log[0])
 # one lazy scan over every bridge job's metrics

@@ -3,7 +3,7 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 from actbridge.io import read_parquet_output, write_parquet
 from actbridge.logs import log_to_file
 from actbridge.schemas import JOB_SCHEMA
-from actbridge.settings import StatsSettings
+from actbridge.stats.paired import StatsSettings
 from actbridge.stats.paired import condition_statistics
 
 log_to_file(snakemake.log[0])

@@ -4,7 +4,6 @@ import pyarrow.parquet as pq
 
 from actbridge.activations.store import ActivationStore
 from actbridge.bridges.jobs import BridgeRun, fit_groups, run_bridge_job
-from actbridge.bridges.maps import BridgeSettings
 from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.io import atomic_directory, write_parquet
 from actbridge.logs import log_to_file
@@ -23,7 +22,7 @@ provenance = {"settings": snakemake.params.settings, "seed": run.seed,
               "receiver": stores["receiver"]["bridge_train"].manifest["model"]}
 trainer = None
 if method.through_receiver:  # it runs the receiver (transformers is imported only here)
-    from actbridge.bridges.through_receiver import TrainedSettings, receiver_trainer
+    from actbridge.bridges.through_receiver import receiver_trainer
     from actbridge.models.loading import load_for_job
 
     receiver, tokenizer, _ = load_for_job(snakemake.input.receiver, snakemake.config["device"],
@@ -31,12 +30,12 @@ if method.through_receiver:  # it runs the receiver (transformers is imported on
     trainer = receiver_trainer(receiver, tokenizer,
                                {split: pq.read_table(snakemake.input[split]) for split in ("bridge_train", "bridge_val")},
                                stores["sender"], run.sender_layer, run.receiver_layer,
-                               TrainedSettings.from_config(snakemake.params.settings[run.method]), run.seed)
+                               method.trainer_settings(method.settings(snakemake.params.settings)), run.seed)
 with atomic_directory(snakemake.output[0]) as out_dir:
     fit = snakemake.params.fit
     groups = fit_groups(fit["strategy"], fit["context_modes"], fit.get("pooled_modes", ()),
                         through_receiver=method.through_receiver)
     metrics = run_bridge_job(stores, run, roles=snakemake.params.roles, groups=groups,
-                             settings=BridgeSettings.from_config(snakemake.params.settings),
+                             settings=snakemake.params.settings,
                              out_dir=out_dir, provenance=provenance, train_through_receiver=trainer)
     write_parquet(metrics, out_dir / "metrics.parquet")

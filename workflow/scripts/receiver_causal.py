@@ -8,7 +8,7 @@ from actbridge.causal.profiles import (EFFECT_SCHEMA, patching_effects, receiver
 from actbridge.io import write_parquet, write_text
 from actbridge.logs import log_to_file
 from actbridge.models.loading import load_for_job
-from actbridge.settings import StatsSettings
+from actbridge.stats.paired import StatsSettings
 
 log_to_file(snakemake.log[0])
 model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,

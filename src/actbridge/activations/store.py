@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from actbridge.models.encoding import prompt_token_ids
-from actbridge.config import schema_default
+from actbridge.config import default_of
 from actbridge.io import atomic_directory, sha256_file, write_json
 from actbridge.logs import Progress
 from actbridge.activations.roles import role_positions_for_table
@@ -71,9 +71,9 @@ class ExtractionPlan:
     layers: tuple[int, ...]
     roles: tuple[str, ...]
     prompt: str  # which prompt column the model reads: sender, receiver or full
-    dtype: str = schema_default("activations.dtype")
-    shard_rows: int = schema_default("activations.shard_rows")
-    batch_size: int = schema_default("activations.batch_size")
+    dtype: str = field(default_factory=default_of("activations.dtype"))
+    shard_rows: int = field(default_factory=default_of("activations.shard_rows"))
+    batch_size: int = field(default_factory=default_of("activations.batch_size"))
 
 
 PROMPT_FOR_MODEL = {"sender": "sender", "receiver": "full"}

@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -24,11 +24,10 @@ import pyarrow as pa
 from actbridge.activations.store import ActivationStore, iter_aligned
 from actbridge.bridges.alignment import METRICS, alignment_metrics_by_predictor, identity_predictor, mean_predictor
 from actbridge.io import write_json
-from actbridge.stats.markdown import number, table_lines
+from actbridge.markdown import number, table_lines
 from actbridge.activations.layers import pair_name, parse_pair
-from actbridge.bridges.methods import BRIDGE_METHODS, offline_method
-from actbridge.bridges.maps import (Bridge, BridgeSettings, PairStream, fit_bridge, fit_normalizers,
-                               shuffled_pairs)
+from actbridge.bridges.methods import BRIDGE_METHODS, fit_bridge, offline_method
+from actbridge.bridges.maps import Bridge, PairStream, fit_normalizers, shuffled_pairs
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ class BridgeRun:
 
 def run_bridge_job(stores: dict[str, dict[str, ActivationStore]], run: BridgeRun, *, roles: Sequence[str],
                    groups: Sequence[FitGroup],
-                   settings: BridgeSettings, out_dir: str | Path, provenance: dict,
+                   settings: Mapping[str, Any] | None, out_dir: str | Path, provenance: dict,
                    train_through_receiver: Callable[[str, Bridge, Sequence[str]], Bridge] | None = None
                    ) -> pa.Table:
     """Fit and score; ``stores[model][split]`` for model in sender/receiver, split in bridge_train/val/eval.

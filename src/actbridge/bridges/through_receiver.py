@@ -29,10 +29,9 @@ import torch
 
 from actbridge.activations.store import RowKey
 from actbridge.bridges.maps import Bridge
-from actbridge.config import schema_default
 from actbridge.models.encoding import encode_continuations
 from actbridge.models.heads import token_scores
-from actbridge.injection.engine import Edits, Example, packed_token_logprobs, residual_edit
+from actbridge.models.edited_scoring import Edits, Example, packed_token_logprobs, residual_edit
 from actbridge.logs import Progress
 from actbridge.models.padding import right_padded
 from actbridge.activations.roles import role_positions_for_table
@@ -40,33 +39,11 @@ from actbridge.activations.roles import role_positions_for_table
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from actbridge.bridges.methods.trained import TrainedSettings
+
 log = logging.getLogger(__name__)
 
 INJECTIONS = ("replace", "add")
-
-
-@dataclass(frozen=True)
-class TrainedSettings:
-    """``bridge.trained`` in the config."""
-
-    epochs: int = schema_default("bridge.trained.epochs")
-    learning_rate: float = schema_default("bridge.trained.learning_rate")
-    batch_size: int = schema_default("bridge.trained.batch_size")
-    injection: str = schema_default("bridge.trained.injection")
-    # training rows drawn (by seed) from bridge_train: a forward and backward pass each
-    max_rows: int = schema_default("bridge.trained.max_rows")
-    # stop after this many epochs in a row without a better bridge_val loss
-    patience: int = schema_default("bridge.trained.patience")
-
-    def __post_init__(self) -> None:
-        if self.injection not in INJECTIONS:
-            raise ValueError(f"bridge.trained.injection: {self.injection!r} not in {list(INJECTIONS)}")
-        if self.patience < 1:
-            raise ValueError(f"bridge.trained.patience must be >= 1, got {self.patience}")
-
-    @classmethod
-    def from_config(cls, trained: dict) -> "TrainedSettings":
-        return cls(**trained)
 
 
 @dataclass(frozen=True)
@@ -134,7 +111,7 @@ def cached_prefix_answer_loss(receiver: "PreTrainedModel", layer: int, rows: Ans
                               bridged: torch.Tensor, injection: str, pad_id: int) -> torch.Tensor:
     """:func:`answer_loss` with the prompt before the injection run once without a gradient (its key/value
     cache: the injection changes nothing before its token) and only the rest with one, logits only where an
-    answer token is predicted (:func:`actbridge.injection.engine.packed_token_logprobs`)."""
+    answer token is predicted (:func:`actbridge.models.edited_scoring.packed_token_logprobs`)."""
     examples = [Example(rows.token_ids[i][: rows.answer_start[i]], int(rows.positions[i]),
                         [rows.token_ids[i][rows.answer_start[i]:]]) for i in index]
     keep = torch.ones(1) if injection == "add" else torch.zeros(1)

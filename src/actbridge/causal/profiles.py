@@ -41,17 +41,15 @@ import pyarrow.compute as pc
 import torch
 
 from actbridge.activations.store import ActivationStore, hidden_states_at
-from actbridge.injection.conditions import derangement
+from actbridge.injection.controls import derangement
 from actbridge.data.worlds import PARTIAL_MODES
 from actbridge.models.encoding import prompt_token_ids
-from actbridge.models.scoring import DEFAULT_BATCH_TOKENS
-from actbridge.injection.engine import Edits, score_under_edits
+from actbridge.models.edited_scoring import Edits, batch_tokens_or_default, score_under_edits
 from actbridge.logs import Progress
 from actbridge.activations.roles import role_positions_for_table
 from actbridge.schemas import EFFECT_SCHEMA
-from actbridge.stats.markdown import interval, number, table_lines, to_arrow
-from actbridge.settings import StatsSettings
-from actbridge.stats.paired import METRICS, paired_statistics, with_holm
+from actbridge.markdown import interval, number, table_lines, to_arrow
+from actbridge.stats.paired import METRICS, StatsSettings, paired_statistics, with_holm
 from actbridge.stats.summaries import pooled
 
 if TYPE_CHECKING:  # hints only
@@ -80,7 +78,7 @@ def ablation_edits(mean: np.ndarray, resampled: np.ndarray) -> Edits:
 
 def _score_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", table: pa.Table, keep: Sequence[int],
                 positions: np.ndarray, layer: int, role: str, edits: Sequence[Edits], conditions: Sequence[str],
-                batch_tokens: int, side: str = "sender") -> pa.Table:
+                batch_tokens: int | None, side: str = "sender") -> pa.Table:
     """Score the model's answer on ``table``'s ``side`` prompts (rows ``keep``) under each example's edits."""
     ids = table.column("example_id").to_pylist()
     modes = table.column("mode").to_pylist()
@@ -118,7 +116,7 @@ def shared_rows(examples: pa.Table) -> pa.Table:
 
 def sender_ablation_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
                          layer: int, role: str, eval_store: ActivationStore, train_store: ActivationStore,
-                         seed: int = 0, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
+                         seed: int = 0, batch_tokens: int | None = None) -> pa.Table:
     """Per-example scores of the sender's own answer, clean and under each ablation, at one layer and role."""
     shared = shared_rows(examples)
     positions = role_positions_for_table(tokenizer, shared, "sender", [role])[role]
@@ -138,12 +136,12 @@ def sender_ablation_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
 
 
 def donor_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", donor_prompts: Sequence[str],
-                donor_positions: np.ndarray, layer: int, batch_tokens: int) -> list[Edits]:
+                donor_positions: np.ndarray, layer: int, batch_tokens: int | None) -> list[Edits]:
     """Per example: none, and the state replaced by the model's own state at ``donor_positions`` of its donor prompt."""
     donors = prompt_token_ids(tokenizer, donor_prompts)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    rows = max(1, batch_tokens // max(len(ids) for ids in donors))  # the donor pass, sized in tokens too
+    rows = max(1, batch_tokens_or_default(batch_tokens) // max(len(ids) for ids in donors))  # the donor pass, sized in tokens too
     states = np.concatenate([
         hidden_states_at(model, donors[begin:begin + rows], donor_positions[begin:begin + rows][:, None],
                          [layer], pad_id, device)[:, 0, 0]
@@ -153,7 +151,7 @@ def donor_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", 
 
 
 def _donor_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", table: pa.Table, layer: int,
-                      role: str, side: str, donor_side: str, condition: str, batch_tokens: int) -> pa.Table:
+                      role: str, side: str, donor_side: str, condition: str, batch_tokens: int | None) -> pa.Table:
     """Scores on ``table``'s ``side`` prompts, clean and with the state at (layer, role) replaced by the model's
     own state at the same role of the ``donor_side`` prompt (``condition`` names the patched rows)."""
     positions = role_positions_for_table(tokenizer, table, side, [role])[role]
@@ -168,7 +166,7 @@ def _donor_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerB
 
 
 def patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                  layer: int, role: str, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
+                  layer: int, role: str, batch_tokens: int | None = None) -> pa.Table:
     """Per-example scores on ``shared`` prompts, clean and with the state at (layer, role) taken from the
     counterfactual prompt. In ``shared`` mode both models read the full prompt, so this serves either."""
     shared = shared_rows(examples)
@@ -177,7 +175,7 @@ def patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase"
 
 
 def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
-                    layer: int, role: str, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
+                    layer: int, role: str, batch_tokens: int | None = None) -> pa.Table:
     """Per-example scores of the receiver on its ``asymmetric`` and ``relay`` prompts, clean and with the state
     at (layer, role) taken from its own full-context prompt: what a perfect bridge could deliver there."""
     partial = examples.filter(pc.and_(pc.is_in(examples.column("mode"), pa.array(PARTIAL_MODES)),
@@ -195,7 +193,7 @@ def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBas
 
 def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, *,
                          layers: Sequence[int], roles: Sequence[str], eval_store: ActivationStore,
-                         train_store: ActivationStore, batch_tokens: int = DEFAULT_BATCH_TOKENS
+                         train_store: ActivationStore, batch_tokens: int | None = None
                          ) -> tuple[pa.Table, pa.Table]:
     """(ablation rows, patching rows) for every layer and role; patching where counterfactual prompts exist."""
     ablations, patches = [], []
@@ -217,7 +215,7 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
 
 
 def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, *,
-                           layers: Sequence[int], roles: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS
+                           layers: Sequence[int], roles: Sequence[str], batch_tokens: int | None = None
                            ) -> tuple[pa.Table, pa.Table]:
     """(counterfactual patching rows on shared prompts, self-patch rows on asymmetric and relay prompts) at
     the receiver's injection layers and roles; either is empty where the eval split has no such rows."""

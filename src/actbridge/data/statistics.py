@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
-from actbridge.stats.markdown import number, table_lines, to_arrow
+from actbridge.markdown import number, table_lines, to_arrow
 
 STATS_SCHEMA = pa.schema([
     ("statistic", pa.string()),

@@ -53,7 +53,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from actbridge.config import schema_default
+from actbridge.config import default_of
 
 SYLLABLES: tuple[str, ...] = (
     "ba", "ko", "ri", "zu", "mel", "dor", "fen", "ta", "vi", "lo",
@@ -91,10 +91,10 @@ class DataConfig:
     # every mode; each split keeps those that apply to it (mode_applies): lm_train, whose rule passes no
     # modes, keeps its shared rows
     context_modes: tuple[str, ...] = CONTEXT_MODES
-    train_questions: int = schema_default("data.train_questions")
-    template: str = schema_default("data.template")
+    train_questions: int = field(default_factory=default_of("data.train_questions"))
+    template: str = field(default_factory=default_of("data.template"))
     # solved demonstrations before every prompt of bridge_train, bridge_val and eval
-    shots: int = schema_default("data.shots")
+    shots: int = field(default_factory=default_of("data.shots"))
 
     def __post_init__(self) -> None:
         if not 0 <= self.shots <= MAX_SHOTS:

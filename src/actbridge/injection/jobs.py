@@ -21,9 +21,9 @@ from actbridge.activations.store import ActivationStore, RowKey
 from actbridge.bridges.jobs import BridgeRun, load_bridges, load_fit_modes
 from actbridge.bridges.maps import Bridge
 from actbridge.injection.conditions import (CONDITIONS, NEEDS, Condition, ConditionInputs, InjectionContext, bind,
-                                            condition_labels, derangement, edit_for, random_directions)
-from actbridge.models.scoring import DEFAULT_BATCH_TOKENS
-from actbridge.injection.engine import Edits, score_under_edits
+                                            condition_labels, edit_for)
+from actbridge.injection.controls import derangement, random_directions
+from actbridge.models.edited_scoring import Edits, score_under_edits
 from actbridge.logs import Progress
 from actbridge.activations.roles import ROLES, role_positions_for_table
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
@@ -61,7 +61,7 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
                   site: InjectionSite, bridge: Bridge | Mapping[str, Bridge], *, sender_keys: Sequence[RowKey],
                   sender_states: np.ndarray, conditions: Sequence[str], alphas: Sequence[float],
                   full_keys: Sequence[RowKey] | None = None, full_states: np.ndarray | None = None, seed: int = 0,
-                  batch_tokens: int = DEFAULT_BATCH_TOKENS, bound: Mapping | None = None) -> pa.Table:
+                  batch_tokens: int | None = None, bound: Mapping | None = None) -> pa.Table:
     """Per-example scores of every (condition, α) at ``site``.
 
     ``sender_states`` [n, d_s] are the sender's raw states at the bridged layer
@@ -189,7 +189,7 @@ def run_injection_job(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
                       bridge_dir: str | Path, run: BridgeRun, *, stores: Mapping[str, ActivationStore],
                       roles: Sequence[str], conditions: Sequence[str], alphas: Sequence[float],
                       condition_settings: Mapping[str, Mapping] | None = None,
-                      batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
+                      batch_tokens: int | None = None) -> pa.Table:
     """One injection job: one bridge ``run`` (pair, method, seed), every role, on ``examples`` (eval).
 
     ``bridge_dir/{role}`` holds the role's fitted bridges, one per context mode or pooled

@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from actbridge.config import model_kind
 from actbridge.io import sha256_file, write_json
-from actbridge.activations.layers import MODEL_RECORD, recorded_shape
+from actbridge.models.record import MODEL_RECORD, recorded_shape
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ decoding reproduces the gold answer exactly when, at each answer position, the a
 gold prefix is the gold token, so exact match needs no separate generation loop.
 
 The work is the injection engine's with one identity edit at the prompt's last token
-(:func:`actbridge.injection.engine.score_under_edits`): the prompt runs once per example and its
+(:func:`actbridge.models.edited_scoring.score_under_edits`): the prompt runs once per example and its
 key/value cache serves every candidate, the vocabulary is projected only where an answer token is
 predicted, and batches are sized in tokens. ``naive_answer_scores`` is the full-vocabulary,
 whole-sequence-per-candidate reference it is tested against.
@@ -21,16 +21,14 @@ import pyarrow as pa
 import torch
 
 from actbridge.data.worlds import ACCURACY_VIEWS
-from actbridge.config import schema_default
 from actbridge.models.encoding import encode_continuations, prompt_token_ids, with_gold
-from actbridge.injection.engine import Edits, score_under_edits
+from actbridge.models.edited_scoring import Edits, score_under_edits
 from actbridge.logs import Progress
 from actbridge.models.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-DEFAULT_BATCH_TOKENS = schema_default("batch_tokens")
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class AnswerScores:
 
 def score_answers(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str],
                   answers: Sequence[str], candidates: Sequence[Sequence[str]], *,
-                  batch_tokens: int = DEFAULT_BATCH_TOKENS, batch_key: str = "batch_tokens",
+                  batch_tokens: int | None = None, batch_key: str = "batch_tokens",
                   progress: "Progress | None" = None) -> AnswerScores:
     """Score gold answers against candidate sets with teacher forcing, in bounded memory."""
     n_examples = len(prompts)
@@ -70,7 +68,7 @@ def naive_answer_scores(model: "PreTrainedModel", tokenizer: "PreTrainedTokenize
                         ) -> AnswerScores:
     """Reference for :func:`score_answers`: each whole ``prompt + candidate`` through the model's forward,
     log-softmax over the full vocabulary at every position (memory grows with vocabulary x sequence x batch)."""
-    from actbridge.injection.engine import score_continuation
+    from actbridge.models.edited_scoring import score_continuation
 
     device = next(model.parameters()).device
     rows: list[tuple[int, int, list[int], int]] = []  # (example, candidate, ids, start)
@@ -125,7 +123,7 @@ def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores, *, model
 
 
 def evaluate_model_accuracy(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, *,
-                            model_name: str, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pa.Table:
+                            model_name: str, batch_tokens: int | None = None) -> pa.Table:
     """Accuracy by mode, prompt side and hops: shared prompts, each half of asymmetric ones, and the
     receiver's half of relay ones. Batches are sized by config key ``batch_tokens``."""
 

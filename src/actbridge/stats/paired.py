@@ -31,7 +31,7 @@ cost for hundreds of contrasts (``benchmarks/statistics.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -42,8 +42,24 @@ from scipy import special
 from scipy import stats as scipy_stats
 
 from actbridge.injection.conditions import BASELINE, rescaled_twins
-from actbridge.settings import StatsSettings
-from actbridge.stats.markdown import to_arrow
+from actbridge.config import default_of
+from actbridge.markdown import to_arrow
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """``stats.*`` of the config."""
+
+    resamples: int = field(default_factory=default_of("stats.resamples"))
+    hierarchical_resamples: int = field(default_factory=default_of("stats.hierarchical_resamples"))
+    confidence: float = field(default_factory=default_of("stats.confidence"))
+    seed: int = field(default_factory=default_of("stats.seed"))
+
+    @classmethod
+    def from_config(cls, stats: dict) -> "StatsSettings":
+        return cls(int(stats["resamples"]), int(stats["hierarchical_resamples"]), float(stats["confidence"]),
+                   int(stats["seed"]))
+
+
 
 RESCALED_TWINS = rescaled_twins()
 METRICS = {"accuracy": "exact_match", "logprob": "gold_logprob"}

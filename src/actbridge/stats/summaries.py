@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from actbridge.data.worlds import PARTIAL_MODES
 from actbridge.injection.conditions import CONDITIONS
-from actbridge.stats.markdown import ci_cell, ci_side, number, table_lines  # noqa: F401 - ci_side: re-exported
+from actbridge.markdown import ci_cell, ci_side, number, table_lines  # noqa: F401 - ci_side: re-exported
 
 # (title, scale, decimals)
 METRIC_TITLES = {"accuracy": ("Δ exact-match accuracy, points", 100.0, 2),

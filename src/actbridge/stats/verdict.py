@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from actbridge.data.worlds import PARTIAL_MODES
 from actbridge.activations.layers import parse_pair
-from actbridge.stats.markdown import points, table_lines
+from actbridge.markdown import points, table_lines
 from actbridge.stats.summaries import pooled
 
 VERDICT_SCHEMA = pa.schema([

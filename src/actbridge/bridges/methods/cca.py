@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from actbridge.bridges.maps import Moments
 from actbridge.bridges.methods import BRIDGE_METHODS, BridgeMethod, FittedMap
+from actbridge.bridges.solvers import moment_mse
 
 
 def _inverse_and_root(covariance: np.ndarray, shift: float) -> tuple[np.ndarray, np.ndarray]:
@@ -52,20 +54,18 @@ class CanonicalCorrelation(BridgeMethod):
     colour = "tab:pink"
 
     def fit(self, train, val, settings, seed) -> FittedMap:
-        from actbridge.bridges.maps import Moments, moment_mse
-
         train_moments = Moments.of(train(), outer_y=True)
         val_moments = Moments.of(val(), outer_y=False)
         cxx, cxy, cyy = train_moments.centered()
         scores, best = {}, None
-        for penalty in settings.penalties:
-            weight, correlations = cca_weights(cxx, cxy, cyy, settings.rank, penalty * train_moments.n)
+        for penalty in settings["ridge_penalties"]:
+            weight, correlations = cca_weights(cxx, cxy, cyy, settings["rank"], penalty * train_moments.n)
             bias = train_moments.mean_y - train_moments.mean_x @ weight
             scores[penalty] = moment_mse(val_moments, weight, bias)
             if best is None or scores[penalty] < scores[best[0]]:
                 best = (penalty, weight, bias, correlations)
         penalty, weight, bias, correlations = best
-        rank = min(settings.rank, len(correlations))
+        rank = min(settings["rank"], len(correlations))
         info = {"penalty": penalty, "rank": rank, "val_mse_by_penalty": {str(k): v for k, v in scores.items()},
                 "canonical_correlations": [float(c) for c in correlations[:rank]],
                 "train_rows": train_moments.n}

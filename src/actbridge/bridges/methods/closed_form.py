@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from actbridge.bridges.maps import Moments
 from actbridge.bridges.methods import BRIDGE_METHODS, BridgeMethod, FittedMap
+from actbridge.bridges.solvers import fit_lowrank, fit_procrustes, fit_ridge
 
 
 def _moments(stream):
-    # imported here: the registry is read where only the names matter (the DAG, the figures)
-    from actbridge.bridges.maps import Moments
-
     return Moments.of(stream(), outer_y=False)
 
 
@@ -34,9 +33,7 @@ class Ridge(ClosedForm):
     colour = "tab:blue"
 
     def solve(self, train, val, settings):
-        from actbridge.bridges.maps import fit_ridge
-
-        return fit_ridge(train, _moments(val), settings.penalties)
+        return fit_ridge(train, _moments(val), settings["ridge_penalties"])
 
 
 @BRIDGE_METHODS.register
@@ -47,8 +44,6 @@ class Procrustes(ClosedForm):
     colour = "tab:green"
 
     def solve(self, train, val, settings):
-        from actbridge.bridges.maps import fit_procrustes
-
         return fit_procrustes(train)
 
 
@@ -61,6 +56,4 @@ class LowRank(ClosedForm):
     colour = "tab:red"
 
     def solve(self, train, val, settings):
-        from actbridge.bridges.maps import fit_lowrank
-
-        return fit_lowrank(train, _moments(val), settings.penalties, settings.rank)
+        return fit_lowrank(train, _moments(val), settings["ridge_penalties"], settings["rank"])

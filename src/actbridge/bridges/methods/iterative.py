@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from actbridge.bridges.maps import materialize
 from actbridge.bridges.methods import BRIDGE_METHODS, BridgeMethod, FittedMap
+from actbridge.bridges.solvers import IterativeSettings, fit_iterative
 
 
 class Iterative(BridgeMethod):
@@ -10,11 +12,9 @@ class Iterative(BridgeMethod):
     hidden_layer = False
 
     def fit(self, train, val, settings, seed) -> FittedMap:
-        from actbridge.bridges.maps import fit_iterative, materialize
-
         x_train, y_train = materialize(train)
         x_val, y_val = materialize(val)
-        tensors, info = fit_iterative(x_train, y_train, x_val, y_val, getattr(settings, self.name), seed,
+        tensors, info = fit_iterative(x_train, y_train, x_val, y_val, IterativeSettings(**settings[self.name]), seed,
                                       mlp=self.hidden_layer)
         info["train_rows"] = len(x_train)
         return FittedMap(tensors["weight"], tensors["bias"], info, tensors.get("hidden_weight"),

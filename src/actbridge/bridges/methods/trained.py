@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from actbridge.bridges.methods import BRIDGE_METHODS, BridgeMethod
+from actbridge.registry import ItemKeys
+
+
+@dataclass(frozen=True)
+class TrainedSettings:
+    """``bridge.trained``, validated: the keys and their defaults are declared once, in
+    :attr:`Trained.settings_schema`."""
+
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    injection: str  # replace | add
+    max_rows: int  # training rows drawn (by seed) from bridge_train: a forward and backward pass each
+    patience: int  # stop after this many epochs in a row without a better bridge_val loss
+
+    @classmethod
+    def of(cls, **overrides) -> "TrainedSettings":
+        """The defaults with ``overrides``, validated (a bad value is a ConfigError naming its key)."""
+        return Trained.trainer_settings(Trained.settings({"trained": overrides}))
 
 
 @BRIDGE_METHODS.register
@@ -28,3 +49,8 @@ class Trained(BridgeMethod):
     through_receiver = True
     start = "ridge"
     colour = "tab:cyan"
+
+    @classmethod
+    def trainer_settings(cls, settings: ItemKeys) -> TrainedSettings:
+        """What :func:`actbridge.bridges.through_receiver.receiver_trainer` trains with, from its keys."""
+        return TrainedSettings(**settings["trained"])

@@ -1,7 +1,7 @@
 """Injection conditions: each one class, registered in :data:`CONDITIONS`.
 
 A condition edits the receiver's clean state ``h`` at the injection site (see
-:mod:`actbridge.injection.engine`): ``h' = keep * h + (||h|| if norm_scaled else 1) * vector``,
+:mod:`actbridge.models.edited_scoring`): ``h' = keep * h + (||h|| if norm_scaled else 1) * vector``,
 optionally minus ``h``'s component in a subspace. ``b`` is the bridge's output for the example, in
 the receiver's raw space. The table of every registered condition (``python -m
 actbridge.injection.conditions``) is in config/README.md.
@@ -15,12 +15,14 @@ once per α, whether it is in the default ``injection.conditions``, its config k
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from actbridge.registry import Registry, import_all
+from actbridge.config import checked_value
+from actbridge.registry import ItemKeys, Registry, import_all
 
 # A stored state set a condition may read beyond what every injection job has (the sender's and the receiver's
 # eval states): name -> (model, split) of the activation shards; the job gets them as inputs of that name.
@@ -71,7 +73,7 @@ class InjectionContext:
     receiver_layer: int
     bridges: Mapping[str, Any]  # eval mode -> Bridge (actbridge.bridges.maps.Bridge)
     fit_modes: Mapping[str, Sequence[str]]  # eval mode -> the context modes its bridge was fitted on
-    settings: Mapping[str, Any]  # injection.<name> of this condition (defaults filled in), {} if it has none
+    settings: Mapping[str, Any]  # injection.<name> of this condition, validated (Condition.settings), {} if none
     stores: Mapping[str, Any] = field(default_factory=dict)  # NEEDS name -> ActivationStore
 
 
@@ -89,6 +91,19 @@ class Condition:
     needs: ClassVar[frozenset[str]] = frozenset()  # NEEDS entries it reads in prepare()
     settings_schema: ClassVar[dict[str, dict]] = {}  # JSON schema of each injection.<name>.<key>, with defaults
     style: ClassVar[Style] = Style(None)
+
+    @classmethod
+    def settings(cls, values: Mapping[str, Any] | None = None) -> ItemKeys:
+        """Its ``injection.<name>`` keys from ``values`` (absent ones take their defaults), validated: the only
+        keys it may read. Raises :class:`actbridge.config.ConfigError` naming a key the schema rejects."""
+        values = values or {}
+        unknown = sorted(set(values) - set(cls.settings_schema))
+        if unknown:
+            checked_value({"type": "object", "additionalProperties": False, "properties": cls.settings_schema},
+                          dict(values), key=f"injection.{cls.name}")
+        return ItemKeys(f"condition {cls.name}", f"injection.{cls.name}",
+                        {key: checked_value(fragment, values.get(key), key=f"injection.{cls.name}.{key}")
+                         for key, fragment in cls.settings_schema.items()})
 
     def prepare(self, context: InjectionContext) -> "Condition":
         """This condition bound to one job and role (the default needs nothing beyond ConditionInputs)."""
@@ -134,8 +149,9 @@ def condition_labels(conditions: Sequence[str], alphas: Sequence[float]) -> list
 
 
 def bind(conditions: Sequence[str], context: InjectionContext, settings: Mapping[str, Mapping]) -> dict[str, Condition]:
-    """Each condition prepared for one job and role; ``settings[name]`` is its ``injection.<name>``."""
-    return {name: CONDITIONS[name]().prepare(replace(context, settings=settings.get(name, {})))
+    """Each condition prepared for one job and role; ``settings[name]`` is its ``injection.<name>`` (absent:
+    its defaults), handed to it validated and limited to the keys it declares."""
+    return {name: CONDITIONS[name]().prepare(replace(context, settings=CONDITIONS[name].settings(settings.get(name))))
             for name in conditions}
 
 
@@ -146,22 +162,18 @@ def edit_for(condition: str, alpha: float | None, inputs: ConditionInputs,
     return chosen.edit(alpha, inputs)
 
 
-def random_directions(n: int, d: int, seed: int) -> np.ndarray:
-    """[n, d] unit vectors, uniform on the sphere."""
-    rng = np.random.Generator(np.random.PCG64(seed))
-    draws = rng.normal(size=(n, d))
-    return draws / np.linalg.norm(draws, axis=1, keepdims=True)
-
-
-def derangement(n: int, seed: int) -> np.ndarray:
-    """A permutation with no fixed point (each example gets another's bridged state); n >= 2."""
-    if n < 2:
-        raise ValueError("shuffled needs at least two examples")
-    rng = np.random.Generator(np.random.PCG64(seed))
-    while True:
-        permutation = rng.permutation(n)
-        if not np.any(permutation == np.arange(n)):
-            return permutation
+def extend_schema(schema: dict) -> None:
+    """The schema's part of this registry (in place): the enum of ``injection.conditions``, its default, and
+    each condition's own keys under ``injection.<name>``."""
+    injection = schema["properties"]["injection"]["properties"]
+    injection["conditions"]["items"] = {"enum": list(CONDITIONS.names())}
+    injection["conditions"]["default"] = default_conditions()
+    for condition in CONDITIONS.values():
+        if condition.settings_schema:
+            injection[condition.name] = {
+                "description": f"settings of the {condition.name} condition (read only where it is injected)",
+                "type": "object", "additionalProperties": False, "default": {},
+                "properties": copy.deepcopy(condition.settings_schema)}
 
 
 def markdown_table() -> str:

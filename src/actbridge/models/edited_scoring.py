@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from actbridge.config import schema_default
 from actbridge.models.cache_api import with_cache
 from actbridge.models.encoding import continuation_ids, prompt_token_ids, with_gold
 from actbridge.models.heads import token_scores
@@ -477,10 +478,15 @@ def batch_cost(prefix: int, width: int, rows: int) -> int:
     return rows * (prefix + width)
 
 
+def batch_tokens_or_default(batch_tokens: int | None) -> int:
+    """``batch_tokens``, or the config's default where None (read when called: nothing reads the schema at import)."""
+    return schema_default("batch_tokens") if batch_tokens is None else batch_tokens
+
+
 def score_under_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", layer: int,
                       prompts: Sequence[str], positions: Sequence[int], answers: Sequence[str],
                       candidates: Sequence[Sequence[str]], edits_for: Callable[[int], Edits], *,
-                      batch_tokens: int, batch_key: str = "batch_tokens", progress: "Progress | None" = None
+                      batch_tokens: int | None = None, batch_key: str = "batch_tokens", progress: "Progress | None" = None
                       ) -> Iterator[tuple[int, Edits, CandidateScores, list[str], int]]:
     """Score each prompt's candidate answers (the gold one added if missing) under its edits, in batches.
 
@@ -493,6 +499,7 @@ def score_under_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerB
     """
     from actbridge.models.memory import batches_sized_by, check_batch_fits
 
+    batch_tokens = batch_tokens_or_default(batch_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     prompt_ids = prompt_token_ids(tokenizer, prompts)
     batch: list[tuple[int, Example, Edits, list[str], int]] = []

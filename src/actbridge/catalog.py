@@ -1,0 +1,76 @@
+"""The composition root: every registry, gathered in one place, and what is built from all of them.
+
+The configuration imports no registry and no library module reads the schema's registry parts: the
+workflow, ``actbridge.plan`` and the tests take the complete schema, the docs tables and the item modules
+a configured run reads from here. ``python -m actbridge.catalog`` (from the checkout's root) rewrites the
+generated tables of config/README.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import re
+from pathlib import Path
+from typing import Mapping
+
+from actbridge import config as configuration
+from actbridge.bridges import methods
+from actbridge.bridges.methods import BRIDGE_METHODS, offline_method
+from actbridge.injection import conditions
+from actbridge.injection.conditions import CONDITIONS
+
+# Each registry's package and the schema part it fills in (actbridge.config.load_schema's extensions).
+REGISTRIES = {"actbridge.injection.conditions": (CONDITIONS, conditions.extend_schema),
+              "actbridge.bridges.methods": (BRIDGE_METHODS, methods.extend_schema)}
+
+
+@functools.cache
+def _schema() -> dict:
+    return configuration.load_schema(extensions=[extend for _, extend in REGISTRIES.values()])
+
+
+def load_schema() -> dict:
+    """The complete config schema: the static file with every registry's part."""
+    return copy.deepcopy(_schema())
+
+
+def validate_config(config: dict) -> dict:
+    """:func:`actbridge.config.validate_config` against the complete schema."""
+    return configuration.validate_config(config, _schema())
+
+
+def configured_items(config: Mapping) -> dict[str, list[str]]:
+    """Registry package -> the names of its items a validated ``config`` runs: its conditions, and its bridge
+    methods with the offline fits they start from."""
+    fitted = [*config["bridge"]["methods"], *config["injection"]["methods"]]
+    return {"actbridge.injection.conditions": list(dict.fromkeys(config["injection"]["conditions"])),
+            "actbridge.bridges.methods": list(dict.fromkeys([*fitted, *map(offline_method, fitted)]))}
+
+
+def item_files(config: Mapping) -> dict[str, list[Path]]:
+    """Registry package -> the module files of the items ``config`` runs (for the rules' code fingerprints:
+    an item no rule runs is in no fingerprint)."""
+    return {package: sorted({Path(inspect.getfile(REGISTRIES[package][0][name])).resolve() for name in names})
+            for package, names in configured_items(config).items()}
+
+
+DOCS = "config/README.md"
+BLOCK = re.compile(r"(<!-- registry: (\S+) -->\n)(.*?)(<!-- end registry -->)", re.DOTALL)
+
+
+def docs_tables() -> dict[str, str]:
+    """The generated tables of the docs, by block name."""
+    return {"conditions": conditions.markdown_table(), "bridge_methods": methods.markdown_table()}
+
+
+def with_docs_tables(text: str) -> str:
+    """``text`` with each ``<!-- registry: NAME -->`` block replaced by the registry's current table."""
+    tables = docs_tables()
+    return BLOCK.sub(lambda match: match.group(1) + tables[match.group(2)] + match.group(4), text)
+
+
+if __name__ == "__main__":
+    docs = Path(DOCS)
+    docs.write_text(with_docs_tables(docs.read_text()))

@@ -23,7 +23,7 @@ from actbridge.bridges.maps import Bridge
 from actbridge.injection.conditions import (CONDITIONS, NEEDS, Condition, ConditionInputs, InjectionContext, bind,
                                             condition_labels, edit_for)
 from actbridge.injection.controls import derangement, random_directions
-from actbridge.models.edited_scoring import Edits, score_under_edits
+from actbridge.models.edited_scoring import Edits, edited_states, score_under_edits
 from actbridge.logs import Progress
 from actbridge.activations.roles import ROLES, role_positions_for_table
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
@@ -36,17 +36,25 @@ log = logging.getLogger(__name__)
 
 def build_edits(labels: Sequence[tuple[str, float | None]], inputs: ConditionInputs,
                 bound: Mapping[str, Condition] | None = None) -> Edits:
-    """The engine's edits of one example, one per label."""
+    """The engine's edits of one example, one per label (each may remove its own subspace or see h)."""
     parts = [edit_for(condition, alpha, inputs, bound) for condition, alpha in labels]
-    bases = {id(p.project_out): p.project_out for p in parts if p.project_out is not None}
-    if len(bases) > 1:
-        raise ValueError("the edits of one example can remove at most one subspace")
-    basis = next(iter(bases.values()), None)
+    as_tensor: dict[int, torch.Tensor] = {}  # one tensor per basis array, however many edits share it
+
+    def basis(part) -> torch.Tensor | None:
+        if part.project_out is None:
+            return None
+        if id(part.project_out) not in as_tensor:
+            as_tensor[id(part.project_out)] = torch.from_numpy(np.ascontiguousarray(part.project_out, np.float32))
+        return as_tensor[id(part.project_out)]
+
+    transformed = any(p.transform is not None for p in parts)
     return Edits(torch.tensor([p.keep for p in parts], dtype=torch.float32),
                  torch.from_numpy(np.stack([p.vector for p in parts]).astype(np.float32)),
                  torch.tensor([p.norm_scaled for p in parts], dtype=torch.bool),
-                 None if basis is None else torch.tensor([p.project_out is not None for p in parts]),
-                 None if basis is None else torch.from_numpy(np.ascontiguousarray(basis, dtype=np.float32)))
+                 tuple(basis(p) for p in parts) if any(p.project_out is not None for p in parts) else (),
+                 tuple(p.transform for p in parts) if transformed else (),
+                 torch.from_numpy(np.stack([p.source if p.transform is not None else np.zeros_like(p.vector)
+                                            for p in parts]).astype(np.float32)) if transformed else None)
 
 
 @dataclass(frozen=True)
@@ -154,17 +162,11 @@ def bridged_states(bridge_of: Mapping[str, Bridge], modes: Sequence[str], sender
 
 
 def relative_perturbation(clean: np.ndarray, edits: Edits) -> np.ndarray:
-    """[K] ||h' - h|| / ||h|| of each edit of the clean state ``clean`` [d]."""
-    keep = edits.keep.double().numpy()[:, None]
-    vector = edits.vector.double().numpy()
+    """[K] ||h' - h|| / ||h|| of each edit of the clean state ``clean`` [d], applied as the forward pass does."""
+    state = torch.from_numpy(np.asarray(clean, dtype=np.float64))
+    change = (edited_states(state, edits) - state).numpy()
     norm = float(np.linalg.norm(clean))
-    scale = np.where(edits.norm_scaled.numpy(), norm, 1.0)[:, None]
-    change = (keep - 1.0) * clean[None, :] + scale * vector
-    projected = edits.projected()
-    if projected:
-        basis = edits.basis.double().numpy()
-        change[projected] -= basis @ (basis.T @ clean)
-    return np.linalg.norm(change, axis=1) / norm if norm > 0 else np.full(len(keep), np.nan)
+    return np.linalg.norm(change, axis=1) / norm if norm > 0 else np.full(len(edits), np.nan)
 
 
 def within_mode_derangement(modes: Sequence[str], seed: int) -> np.ndarray:

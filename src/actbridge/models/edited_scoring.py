@@ -13,11 +13,13 @@ first is predicted by the prompt's last position). ``naive_*`` runs the whole
 prompt and candidate per (edit, candidate) with the same hook: the reference
 the fast path is tested against.
 
-Every edit has the form ``h' = keep * h + s * vector`` with ``s = ||h||`` when
+An edit has the linear form ``h' = keep * h + s * vector`` with ``s = ||h||`` when
 ``norm_scaled`` and 1 otherwise, where ``h`` is the clean state at (layer, p),
-and may also remove h's component in a subspace (``Edits.project_out``).
-That covers additive, replacement, norm-rescaled, interpolating and subspace
-injection without a separate code path per condition.
+and may also remove h's component in a subspace (``Edits.bases``). That covers
+additive, replacement, norm-rescaled, interpolating and subspace injection
+without a separate code path per condition. A condition that must see h to
+decide its edit gives a batched transform instead (``StateTransform``): it runs
+once per batch on every state it edits, in the same hook, on both paths.
 """
 
 from __future__ import annotations
@@ -41,26 +43,30 @@ if TYPE_CHECKING:  # hints only
     from actbridge.logs import Progress
 
 
+# A condition's own edit of the state, batched: (clean states h [m, d], its source vectors [m, d]) -> h' [m, d].
+StateTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 @dataclass(frozen=True)
 class Edits:
-    """K edits of one example's state: ``h' = keep * h + (||h|| if norm_scaled else 1) * vector``, and for
-    the edits flagged in ``project_out``, ``- U U^T h`` with ``U = basis`` [d, r] (orthonormal columns): the
-    component of h in a subspace removed (one basis per example: its edits share a bridge)."""
+    """K edits of one example's state. The linear form (the fast path, every built-in condition):
+    ``h' = keep * h + (||h|| if norm_scaled else 1) * vector``, minus ``U U^T h`` for an edit with a basis
+    ``U`` [d, r] (orthonormal columns: h's component in a subspace removed). An edit with a transform
+    ``f`` is ``h' = f(h, source)`` instead: a condition that must see h (see ``StateTransform``)."""
 
     keep: torch.Tensor  # [K]
     vector: torch.Tensor  # [K, d]
     norm_scaled: torch.Tensor  # [K] bool
-    project_out: torch.Tensor | None = None  # [K] bool, None: no edit projects
-    basis: torch.Tensor | None = None  # [d, r]
+    bases: tuple[torch.Tensor | None, ...] = ()  # per edit (or () for none): U [d, r] whose component is removed
+    transforms: tuple[StateTransform | None, ...] = ()  # per edit (or () for none)
+    sources: torch.Tensor | None = None  # [K, d]: the transforms' second argument (rows of other edits unused)
 
     def __len__(self) -> int:
         return len(self.keep)
 
     def projected(self) -> list[int]:
-        """Indices of the edits that remove h's component in ``basis``."""
-        if self.project_out is None:
-            return []
-        return torch.nonzero(self.project_out).flatten().tolist()
+        """Indices of the edits that remove h's component in a subspace."""
+        return [k for k, basis in enumerate(self.bases) if basis is not None]
 
     @classmethod
     def identity(cls, d: int, k: int = 1) -> "Edits":
@@ -129,12 +135,35 @@ class Projections:
         return Projections(self.edits.to(device), self.bases.to(device))
 
 
+@dataclass(frozen=True)
+class Transforms:
+    """The edits (by index among a batch's edits) made by a condition's transform, one group per transform:
+    each transform runs once per batch, on every state it edits."""
+
+    groups: tuple[tuple[StateTransform, torch.Tensor, torch.Tensor], ...]  # (transform, edits [m], sources [m, d])
+
+    @classmethod
+    def gather(cls, per_edit: Sequence[tuple[int, StateTransform, torch.Tensor]]) -> "Transforms | None":
+        """From (edit index, transform, source [d]) triples; None where no edit has a transform."""
+        grouped: dict[StateTransform, list[tuple[int, torch.Tensor]]] = {}
+        for n, transform, source in per_edit:
+            grouped.setdefault(transform, []).append((n, source))
+        if not grouped:
+            return None
+        return cls(tuple((transform, torch.as_tensor([n for n, _ in members], dtype=torch.long),
+                          torch.stack([source for _, source in members])) for transform, members in grouped.items()))
+
+    def to(self, device) -> "Transforms":
+        return Transforms(tuple((f, edits.to(device), sources.to(device)) for f, edits, sources in self.groups))
+
+
 def apply_edits(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor,
-                vector: torch.Tensor, norm_scaled: torch.Tensor, projections: Projections | None = None
-                ) -> torch.Tensor:
+                vector: torch.Tensor, norm_scaled: torch.Tensor, projections: Projections | None = None,
+                transforms: Transforms | None = None) -> torch.Tensor:
     """``hidden`` [batch, seq, d] with the state at each (rows[n], positions[n]) edited by edit n.
 
-    An edit with keep=1 and vector=0 leaves its state unchanged.
+    An edit with keep=1 and vector=0 leaves its state unchanged. A transform runs in at least float32 (the
+    states may be bfloat16) and its result is cast back.
     """
     clean = hidden[rows, positions]  # [n, d]
     scale = torch.where(norm_scaled, clean.norm(dim=-1), torch.ones_like(keep, dtype=clean.dtype))
@@ -143,6 +172,11 @@ def apply_edits(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tenso
         bases = projections.bases.to(clean.dtype)
         coefficients = torch.einsum("md,mdr->mr", clean[projections.edits], bases)
         edited = edited.index_add(0, projections.edits, -torch.einsum("mr,mdr->md", coefficients, bases))
+    if transforms is not None:
+        precision = torch.promote_types(clean.dtype, torch.float32)
+        for transform, edits, sources in transforms.groups:
+            changed = transform(clean[edits].to(precision), sources.to(precision))
+            edited = edited.index_copy(0, edits, changed.to(clean.dtype))
     out = hidden.clone()
     out[rows, positions] = edited
     return out
@@ -151,8 +185,8 @@ def apply_edits(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tenso
 @contextlib.contextmanager
 def residual_edit(model: "PreTrainedModel", layer: int, rows: torch.Tensor, positions: torch.Tensor,
                   keep: torch.Tensor, vector: torch.Tensor, norm_scaled: torch.Tensor,
-                  recorded: list[torch.Tensor] | None = None, *, projections: Projections | None = None
-                  ) -> Iterator[None]:
+                  recorded: list[torch.Tensor] | None = None, *, projections: Projections | None = None,
+                  transforms: Transforms | None = None) -> Iterator[None]:
     """Apply the edits to ``hidden_states[layer]`` during forward passes inside the block.
 
     ``recorded``, if given, receives the clean states [n, d] at the edited sites, before the edit.
@@ -171,7 +205,8 @@ def residual_edit(model: "PreTrainedModel", layer: int, rows: torch.Tensor, posi
         if recorded is not None:
             recorded.append(hidden[rows.to(device), positions.to(device)].detach().float().cpu())
         return apply_edits(hidden, rows.to(device), positions.to(device), keep.to(device), vector.to(device),
-                           norm_scaled.to(device), None if projections is None else projections.to(device))
+                           norm_scaled.to(device), None if projections is None else projections.to(device),
+                           None if transforms is None else transforms.to(device))
 
     if layer < n_layers:
         def pre_hook(module, args, kwargs):
@@ -231,8 +266,22 @@ def _edit_tensors(edits: Sequence[Edits], rows: list[tuple[int, int, int]]):
 
 def _projections(edits: Sequence[Edits], rows: Sequence[tuple[int, int]]) -> Projections | None:
     """The projecting edits among ``rows`` ((example, edit) per batch edit, in order)."""
-    projected = {i: set(e.projected()) for i, e in enumerate(edits)}
-    return Projections.gather([(n, edits[i].basis) for n, (i, k) in enumerate(rows) if k in projected[i]])
+    return Projections.gather([(n, edits[i].bases[k]) for n, (i, k) in enumerate(rows)
+                               if edits[i].bases and edits[i].bases[k] is not None])
+
+
+def _transforms(edits: Sequence[Edits], rows: Sequence[tuple[int, int]]) -> Transforms | None:
+    """The transformed edits among ``rows`` ((example, edit) per batch edit, in order)."""
+    return Transforms.gather([(n, edits[i].transforms[k], edits[i].sources[k]) for n, (i, k) in enumerate(rows)
+                              if edits[i].transforms and edits[i].transforms[k] is not None])
+
+
+def edited_states(clean: torch.Tensor, edits: Edits) -> torch.Tensor:
+    """[K, d] each of ``edits`` applied to one clean state ``clean`` [d], as the forward pass applies them."""
+    k = len(edits)
+    rows = [(0, n) for n in range(k)]
+    return apply_edits(clean.expand(k, 1, -1), torch.arange(k), torch.zeros(k, dtype=torch.long), edits.keep,
+                       edits.vector, edits.norm_scaled, _projections([edits], rows), _transforms([edits], rows))[:, 0]
 
 
 @torch.inference_mode()
@@ -245,8 +294,9 @@ def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: i
     input_ids, attention = right_padded(sequences, pad_id)
     positions = torch.as_tensor([examples[i].position for i, _, _ in rows])
     recorded: list[torch.Tensor] = []
+    sites = [(i, k) for i, k, _ in rows]
     with residual_edit(model, layer, torch.arange(len(rows)), positions, *_edit_tensors(edits, rows), recorded,
-                       projections=_projections(edits, [(i, k) for i, k, _ in rows])):
+                       projections=_projections(edits, sites), transforms=_transforms(edits, sites)):
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
     scored = [score_continuation(logprobs, r, len(examples[i].prompt_ids) - 1, examples[i].candidates[c])
@@ -425,9 +475,9 @@ def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example],
     keep = torch.cat([e.keep for e in edits])
     vector = torch.cat([e.vector for e in edits])
     norm_scaled = torch.cat([e.norm_scaled for e in edits])
-    projections = _projections(edits, [(i, k) for i, e in enumerate(edits) for k in range(len(e))])
+    sites = [(i, k) for i, e in enumerate(edits) for k in range(len(e))]
     with residual_edit(model, layer, edit_rows, edit_positions, keep, vector, norm_scaled, recorded,
-                       projections=projections):
+                       projections=_projections(edits, sites), transforms=_transforms(edits, sites)):
         final = model.base_model(input_ids=rows.input_ids.to(device), attention_mask=_to(mask, device),
                                  position_ids=rows.position_ids.to(device), **with_cache(model.base_model, cache),
                                  use_cache=cache is not None).last_hidden_state  # [batch, width, d]

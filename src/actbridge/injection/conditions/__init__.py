@@ -2,7 +2,8 @@
 
 A condition edits the receiver's clean state ``h`` at the injection site (see
 :mod:`actbridge.models.edited_scoring`): ``h' = keep * h + (||h|| if norm_scaled else 1) * vector``,
-optionally minus ``h``'s component in a subspace. ``b`` is the bridge's output for the example, in
+optionally minus ``h``'s component in a subspace; or, where the edit depends on ``h`` itself, through
+its own batched ``transform(h, source)``. ``b`` is the bridge's output for the example, in
 the receiver's raw space. The table of every registered condition (``python -m
 actbridge.injection.conditions``) is in config/README.md.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -46,12 +47,21 @@ class ConditionInputs:
 
 @dataclass(frozen=True)
 class Edit:
-    """One edit: ``h' = keep * h + (||h|| if norm_scaled else 1) * vector - U U^T h`` (U = ``project_out``)."""
+    """One edit: ``h' = keep * h + (||h|| if norm_scaled else 1) * vector - U U^T h`` (U = ``project_out``),
+    the fast path; or, with a ``transform``, ``h' = transform(h, source)`` (:meth:`transformed`)."""
 
     keep: float
     vector: np.ndarray  # [d]
     norm_scaled: bool = False
     project_out: np.ndarray | None = None  # [d, r], orthonormal columns
+    # batched over every state it edits, in torch: (h [m, d], source [m, d]) -> h' [m, d]
+    transform: Callable[[Any, Any], Any] | None = None
+    source: np.ndarray | None = None  # [d]
+
+    @classmethod
+    def transformed(cls, transform: Callable[[Any, Any], Any], source: np.ndarray) -> "Edit":
+        """``h' = transform(h, source)``: for a condition that must see h (see :meth:`Condition.transform`)."""
+        return cls(1.0, np.zeros_like(source), transform=transform, source=np.asarray(source))
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,14 @@ class Condition:
         return self
 
     def edit(self, alpha: float | None, inputs: ConditionInputs) -> Edit:
+        """The example's edit, from its vectors: the linear form, or :meth:`Edit.transformed` with this
+        condition's :meth:`transform` where the edit depends on h itself."""
         raise NotImplementedError
+
+    # Optional: a condition that must see the state it edits defines ``transform(h, source) -> h'``, batched
+    # over every state it edits (torch tensors [m, d]), in the spirit of pyvene's ``forward(base, source)``;
+    # its ``edit`` returns ``Edit.transformed(self.transform, source)``. The engine calls it inside the same
+    # hook on the fast and the naive path (see orthogonal_add.py).
 
 
 CONDITIONS: Registry[Condition] = Registry("injection condition", "injection.conditions")

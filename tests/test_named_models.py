@@ -20,6 +20,7 @@ from tokenizers import processors
 
 from actbridge.data.worlds import DataConfig, build_split
 from actbridge.models.tokenizer import EOS_TOKEN, train_bpe_tokenizer
+from actbridge.report import FIGURES
 from tests.gguf_writer import tiny_llama, write_llama_gguf
 from tests.test_bounded_scoring import gemma3_model
 from tests.test_workflow import COPIED, ROOT, planned_jobs, snakemake

@@ -69,7 +69,7 @@ def test_an_unknown_item_or_a_bad_item_key_is_a_config_error_naming_it(key, valu
 
 def test_every_rule_fingerprints_its_own_script():
     for path in (ROOT / "workflow" / "rules").glob("*.smk"):
-        for body in re.split(r"(?m)^(?=(?:rule|checkpoint) )", path.read_text())[1:]:
+        for body in re.split(r"(?m)^[ \t]*(?=(?:rule|checkpoint)[ :])", path.read_text())[1:]:
             script = re.search(r'script:\n\s+"\.\./scripts/(\w+)\.py"', body)
             code = re.search(r'code=script_code\("(\w+)"\)', body)
             assert script and code and script.group(1) == code.group(1), body.splitlines()[0]
@@ -124,3 +124,22 @@ def test_the_extension_examples_in_the_docs_are_one_file_each_and_work(tmp_path)
         "                    settings={'subsample': 1.0}, seed=0)\n"
         "assert np.allclose(bridge.apply(x[:2]), y.mean(axis=0))\n")
     subprocess.run([sys.executable, "-c", check], cwd=tmp_path, check=True, env={"PYTHONPATH": str(tmp_path / "src")})
+
+
+def test_every_figure_is_one_spec_with_its_builder_and_caption():
+    """The figure rules, their captions, ``plan`` and the tests read :data:`actbridge.report.FIGURES`: each
+    spec names a builder that takes exactly its tables and keywords, and a caption that exists; no caption
+    file is left without its figure."""
+    import inspect
+
+    from actbridge.report import FIGURES, plots
+
+    captions = ROOT / "workflow" / "report"
+    for spec in FIGURES.values():
+        builder = getattr(plots, spec.builder)
+        required = {name for name, parameter in inspect.signature(builder).parameters.items()
+                    if parameter.default is inspect.Parameter.empty}
+        assert required <= {*spec.inputs, *spec.params, *spec.fixed} <= set(inspect.signature(builder).parameters)
+        assert (captions / spec.caption).is_file(), spec.caption
+    assert {path.name for path in captions.glob("figure_*.rst")} == {spec.caption for spec in FIGURES.values()}
+    assert "figure_" not in (ROOT / "workflow" / "Snakefile").read_text(), "figure rules mark themselves local"

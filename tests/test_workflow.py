@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from actbridge.report import FIGURES
+
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("workflow", "config", "profiles", "src", ".test")
 TEST_CONFIG = ".test/config/config.yaml"
@@ -212,8 +214,7 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     assert {r["verdict"].split(":")[0] for r in verdict} <= {"helps", "harmful", "no effect", "upper bound"}
     assert "## mode `asymmetric`" in (results / "stats" / "verdict.md").read_text()
     assert "## mode `relay`" in (results / "stats" / "verdict.md").read_text()
-    for figure in ("dataset", "bridge_quality", "injection_sweep", "replacement", "causal_sender", "causal_receiver",
-                   "asymmetric", "relay"):
+    for figure in FIGURES:
         assert (results / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
         assert (results / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
 
@@ -222,8 +223,9 @@ def test_the_report_gathers_figures_and_tables(finished_run):
     output = snakemake(finished_run, "--configfile", TEST_CONFIG, "--report", "report.html")
     assert "Report created" in output and "ERROR/" not in output  # captions are valid reStructuredText
     report = (finished_run / "report.html").read_text(errors="replace")
-    for name in ("injection_sweep.png", "replacement.png", "bridge_quality.png", "dataset.png", "summary.md"):
+    for name in (*(f"{figure}.png" for figure in FIGURES), "summary.md", "verdict.md"):
         assert name in report
+    assert "What this run concluded is the verdict" in report
 
 
 def test_changing_the_alphas_reruns_only_injection_statistics_and_their_figures(finished_run):

@@ -287,5 +287,5 @@ def all_targets(wildcards=None):
         f"{RESULTS}/causal/sender.md",
         f"{RESULTS}/causal/receiver.parquet",
         f"{RESULTS}/causal/receiver.md",
-        *expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=("pdf", "png")),
+        *expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=list(FIGURES), ext=("pdf", "png")),
     ]

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM  # noqa: E402
 
+from actbridge.models.handle import ModelHandle  # noqa: E402
 from actbridge.activations.store import ExtractionPlan, extract_activations  # noqa: E402
 from actbridge.data.worlds import DataConfig, build_split  # noqa: E402
 from actbridge.models.loading import load_model  # noqa: E402
@@ -96,11 +97,10 @@ def throughput(model_dir: Path, shape: str, n_examples: int, dtype_name: str) ->
     plan = ExtractionPlan(layers=tuple(range(model.config.num_hidden_layers + 1)), roles=("last", "bridge"),
                           prompt="full", dtype="float32", shard_rows=2 * BATCH * 4, batch_size=BATCH)
     with tempfile.TemporaryDirectory() as out:
-        extract_activations(model, tokenizer, table.slice(0, BATCH), plan=plan, out_dir=Path(out) / "warm",
-                            identity={"bench": shape}, device="cpu")
+        extract_activations(ModelHandle.of(model, tokenizer), table.slice(0, BATCH), plan=plan, out_dir=Path(out) / "warm",
+                            identity={"bench": shape})
         started = time.perf_counter()
-        extract_activations(model, tokenizer, table, plan=plan, out_dir=Path(out) / "acts", identity={"bench": shape},
-                            device="cpu")
+        extract_activations(ModelHandle.of(model, tokenizer), table, plan=plan, out_dir=Path(out) / "acts", identity={"bench": shape})
         elapsed = time.perf_counter() - started
     tokens = sum(lengths)
     achieved = trunk_flops_per_token(model, sum(lengths) / len(lengths)) * tokens / elapsed / 1e9
@@ -116,8 +116,7 @@ def peak_rss_child(model_dir: str, shape: str, n_examples: int) -> None:
     plan = ExtractionPlan(layers=tuple(range(model.config.num_hidden_layers + 1)), roles=("last", "bridge"),
                           prompt="full", dtype="float32", shard_rows=2 * BATCH * 2, batch_size=BATCH)
     with tempfile.TemporaryDirectory() as out:
-        extract_activations(model, tokenizer, table, plan=plan, out_dir=Path(out) / "acts", identity={"bench": shape},
-                            device="cpu")
+        extract_activations(ModelHandle.of(model, tokenizer), table, plan=plan, out_dir=Path(out) / "acts", identity={"bench": shape})
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"examples": n_examples, "peak_rss_mb": peak_mb}))
 

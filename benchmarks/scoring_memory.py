@@ -55,15 +55,16 @@ def measure(args) -> dict:
     from actbridge.models.heads import token_scores
     from actbridge.models.loading import load_for_job
 
-    model, tokenizer, _ = load_for_job(args.model, "cpu", "float32", args.threads)
+    handle = load_for_job(args.model, "cpu", "float32", args.threads)
+    model, tokenizer = handle.model, handle.tokenizer
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     loaded_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     prompts, answers, candidates = examples(args.examples, args.shots)
     started = time.perf_counter()
     if args.mode == "bounded":
-        logprob = score_answers(model, tokenizer, prompts, answers, candidates).gold_logprob
+        logprob = score_answers(handle, prompts, answers, candidates).gold_logprob
     elif args.mode == "naive":
-        logprob = naive_answer_scores(model, tokenizer, prompts, answers, candidates,
+        logprob = naive_answer_scores(handle, prompts, answers, candidates,
                                       batch_size=args.naive_batch).gold_logprob
     else:  # ideal: prompt then every candidate's tokens in one sequence, the head where a candidate token is predicted
         from actbridge.models.padding import right_padded

@@ -77,12 +77,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--shapes", nargs="*", default=[], help="also a random-init Pythia-shaped receiver")
     args = parser.parse_args()
-    receiver, tokenizer, _ = load_for_job(args.model, "cpu", "float32", args.threads)
+    handle = load_for_job(args.model, "cpu", "float32", args.threads)
+    receiver = handle.model
     receiver.requires_grad_(False)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     table = pq.read_table(args.data)
     keys = list(zip(table.column("example_id").to_pylist(), table.column("mode").to_pylist()))
-    rows = {role: answer_rows(tokenizer, table, role, keys, np.zeros((len(keys), 1), dtype=np.float32))
+    rows = {role: answer_rows(handle, table, role, keys, np.zeros((len(keys), 1), dtype=np.float32))
             for role in args.roles}
     for role in args.roles:
         for layer in args.layers:

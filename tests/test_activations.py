@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import GPTNeoXForCausalLM
 
+from actbridge.models.handle import ModelHandle
 from actbridge.activations.store import (ActivationStore, ActivationStoreError, ExtractionPlan, extract_activations,
                                    hidden_states_at, iter_aligned)
 from actbridge.activations.layers import resolve_layers
@@ -39,11 +40,11 @@ def plan(**overrides):
 
 
 def test_shards_hold_the_states_of_an_unpadded_full_forward(tmp_path, model, tokenizer, eval_table):
-    manifest = extract_activations(model, tokenizer, eval_table, plan=plan(), out_dir=tmp_path / "acts",
-                                   identity=IDENTITY, device="cpu")
+    manifest = extract_activations(ModelHandle.of(model, tokenizer), eval_table, plan=plan(), out_dir=tmp_path / "acts",
+                                   identity=IDENTITY)
     assert len(manifest["shards"]) > 1  # 30 examples, 2 rows each (shared + relay or asymmetric), 16 rows per shard
     store = ActivationStore(tmp_path / "acts")
-    positions = role_positions_for_table(tokenizer, eval_table, "full", ("last", "bridge"))
+    positions = role_positions_for_table(ModelHandle.for_tokenizer(tokenizer), eval_table, "full", ("last", "bridge"))
     prompts = eval_table.column("full_prompt").to_pylist()
     row_keys = list(zip(eval_table.column("example_id").to_pylist(), eval_table.column("mode").to_pylist()))
     assert len(set(row_keys)) == len(row_keys) == len(set(eval_table.column("example_id").to_pylist())) * 2
@@ -61,8 +62,8 @@ def test_shards_hold_the_states_of_an_unpadded_full_forward(tmp_path, model, tok
 
 
 def test_float16_shards_and_layer_selection(tmp_path, model, tokenizer, eval_table):
-    extract_activations(model, tokenizer, eval_table, plan=plan(layers=(1,), dtype="float16"), out_dir=tmp_path / "a",
-                        identity=IDENTITY, device="cpu")
+    extract_activations(ModelHandle.of(model, tokenizer), eval_table, plan=plan(layers=(1,), dtype="float16"), out_dir=tmp_path / "a",
+                        identity=IDENTITY)
     store = ActivationStore(tmp_path / "a")
     ids, states = store.read(1, "last")
     assert states.dtype == np.float32 and len(ids) == eval_table.num_rows
@@ -79,8 +80,7 @@ def test_resolve_layers():
 
 @pytest.fixture()
 def extracted(tmp_path, model, tokenizer, eval_table):
-    extract_activations(model, tokenizer, eval_table, plan=plan(), out_dir=tmp_path / "acts", identity=IDENTITY,
-                        device="cpu")
+    extract_activations(ModelHandle.of(model, tokenizer), eval_table, plan=plan(), out_dir=tmp_path / "acts", identity=IDENTITY)
     return tmp_path / "acts"
 
 
@@ -172,8 +172,8 @@ def test_peak_memory_is_one_chunk(tmp_path, model, tokenizer, eval_table, monkey
         return real_zeros(shape, *args, **kwargs)
 
     monkeypatch.setattr(activations.np, "zeros", recording_zeros)
-    extract_activations(model, tokenizer, eval_table, plan=plan(shard_rows=8), out_dir=tmp_path / "a",
-                        identity=IDENTITY, device="cpu")
+    extract_activations(ModelHandle.of(model, tokenizer), eval_table, plan=plan(shard_rows=8), out_dir=tmp_path / "a",
+                        identity=IDENTITY)
     assert sizes and max(sizes) == 4  # 8 rows / 2 roles
 
 
@@ -190,7 +190,7 @@ def test_bfloat16_hidden_states_stay_within_cosine_0999_of_float32(weights, eval
     tokenizer = AutoTokenizer.from_pretrained(weights)
     table = eval_table.slice(0, 32)
     token_ids = tokenizer(table.column("full_prompt").to_pylist(), add_special_tokens=False)["input_ids"]
-    by_role = role_positions_for_table(tokenizer, table, "full", ("last", "bridge"))
+    by_role = role_positions_for_table(ModelHandle.for_tokenizer(tokenizer), table, "full", ("last", "bridge"))
     positions = np.stack([by_role["last"], by_role["bridge"]], axis=1)  # [batch, roles]
     states = {}
     for dtype in (torch.float32, torch.bfloat16):

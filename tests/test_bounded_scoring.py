@@ -13,6 +13,7 @@ from tokenizers import processors
 from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPTNeoXForCausalLM, LlamaConfig,
                           LlamaForCausalLM)
 
+from actbridge.models.handle import ModelHandle
 from actbridge.models.encoding import prompt_token_ids, special_prefix
 from actbridge.models.scoring import naive_answer_scores, score_answers
 from actbridge.models.heads import check_output_head, output_logits, token_scores
@@ -88,9 +89,9 @@ def test_bounded_answer_scores_equal_the_naive_full_vocabulary_ones(architecture
     model = ARCHITECTURES[architecture](tok)
     check_output_head(model)
     prompts, answers, candidates = prompts_and_candidates(eval_table)
-    naive = naive_answer_scores(model, tok, prompts, answers, candidates)
+    naive = naive_answer_scores(ModelHandle.of(model, tok), prompts, answers, candidates)
     for batch_tokens in (1, 300, 100_000):  # one example a batch, a few, all at once
-        bounded = score_answers(model, tok, prompts, answers, candidates, batch_tokens=batch_tokens)
+        bounded = score_answers(ModelHandle.of(model, tok), prompts, answers, candidates, batch_tokens=batch_tokens)
         np.testing.assert_allclose(bounded.gold_logprob, naive.gold_logprob, atol=TOLERANCE, rtol=0)
         np.testing.assert_array_equal(bounded.exact_match, naive.exact_match)
         np.testing.assert_array_equal(bounded.gold_rank, naive.gold_rank)
@@ -103,7 +104,7 @@ def test_bounded_edit_scores_equal_the_naive_hooked_forward_with_a_bos(architect
     """The injection engine's edits at role positions that count the BOS: same scores as the naive path."""
     model = ARCHITECTURES[architecture](bos_tokenizer)
     rows = eval_table.slice(0, 6)
-    positions = role_positions_for_table(bos_tokenizer, rows, "full", ["last", "subject"])
+    positions = role_positions_for_table(ModelHandle.for_tokenizer(bos_tokenizer), rows, "full", ["last", "subject"])
     prompt_ids = prompt_token_ids(bos_tokenizer, rows.column("full_prompt").to_pylist())
     assert (positions["last"] == np.array([len(ids) - 1 for ids in prompt_ids])).all()
     d = model.config.hidden_size
@@ -204,7 +205,7 @@ def test_a_batch_that_cannot_fit_fails_before_it_runs_naming_the_key(tokenizer, 
     prompts, answers, candidates = prompts_and_candidates(eval_table, n=4)
     monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 2**20)  # 10 MB free
     with pytest.raises(memory.BatchMemoryError, match="lower config key batch_tokens \\(now 4096\\)"):
-        score_answers(model, tokenizer, prompts, answers, candidates, batch_tokens=4096)
+        score_answers(ModelHandle.of(model, tokenizer), prompts, answers, candidates, batch_tokens=4096)
 
 
 def test_running_out_of_memory_names_the_key(tokenizer):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from actbridge.models.handle import ModelHandle
 from actbridge.activations.store import ActivationStore, ExtractionPlan, extract_activations
 from actbridge.bridges.alignment import alignment_metrics, alignment_metrics_by_predictor, identity_predictor, mean_predictor
 from actbridge.bridges.jobs import BridgeRun, fit_groups, load_bridges, run_bridge_job
@@ -194,8 +195,8 @@ def self_bridge_stores(tmp_path_factory, tokenizer):
         table = build_split(config, split)
         for side, prompt in (("sender", "sender"), ("receiver", "full")):
             plan = ExtractionPlan(layers=(1, 2), roles=("last", "bridge"), prompt=prompt, shard_rows=50)
-            extract_activations(model, tokenizer, table, plan=plan, out_dir=root / side / split,
-                                identity={"kind": "test"}, device="cpu")
+            extract_activations(ModelHandle.of(model, tokenizer), table, plan=plan, out_dir=root / side / split,
+                                identity={"kind": "test"})
             stores[side][split] = ActivationStore(root / side / split)
     return stores
 

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from actbridge.models.handle import ModelHandle
 from actbridge.activations.store import ActivationStore, ExtractionPlan, extract_activations
 from actbridge.causal.profiles import EXAMPLE_SCHEMA, ablation_effects, sender_ablation_rows
 from actbridge.data.worlds import DataConfig, build_split
@@ -23,17 +24,17 @@ def sender_setup(big_tokenizer, tmp_path_factory):
     stores = {}
     for split in ("bridge_train", "eval"):
         plan = ExtractionPlan(layers=(0, 1, 2), roles=("last", "bridge"), prompt="sender")
-        extract_activations(model, big_tokenizer, build_split(config, split), plan=plan, out_dir=root / split,
-                            identity={"kind": "test"}, device="cpu")
+        extract_activations(ModelHandle.of(model, big_tokenizer), build_split(config, split), plan=plan, out_dir=root / split,
+                            identity={"kind": "test"})
         stores[split] = ActivationStore(root / split)
     return model, build_split(config, "eval"), stores
 
 
 def test_clean_rows_equal_plain_scoring_and_ablations_change_the_answer(sender_setup, big_tokenizer):
     model, table, stores = sender_setup
-    rows = sender_ablation_rows(model, big_tokenizer, table, 2, "last", stores["eval"], stores["bridge_train"]).to_pylist()
+    rows = sender_ablation_rows(ModelHandle.of(model, big_tokenizer), table, 2, "last", stores["eval"], stores["bridge_train"]).to_pylist()
     shared = [r for r in table.to_pylist() if r["mode"] == "shared"]
-    expected = score_answers(model, big_tokenizer, [r["sender_prompt"] for r in shared], [r["answer"] for r in shared],
+    expected = score_answers(ModelHandle.of(model, big_tokenizer), [r["sender_prompt"] for r in shared], [r["answer"] for r in shared],
                              [r["candidates"] for r in shared])
     clean = {r["example_id"]: r for r in rows if r["condition"] == "none"}
     assert len(clean) == len(shared)
@@ -47,7 +48,7 @@ def test_clean_rows_equal_plain_scoring_and_ablations_change_the_answer(sender_s
 
 def test_the_bridge_role_skips_one_hop_examples(sender_setup, big_tokenizer):
     model, table, stores = sender_setup
-    rows = sender_ablation_rows(model, big_tokenizer, table, 1, "bridge", stores["eval"], stores["bridge_train"])
+    rows = sender_ablation_rows(ModelHandle.of(model, big_tokenizer), table, 1, "bridge", stores["eval"], stores["bridge_train"])
     assert set(rows.column("hops").to_pylist()) == {2}
 
 
@@ -78,12 +79,12 @@ def test_patching_the_final_state_makes_the_prompt_answer_like_its_counterfactua
     from actbridge.causal.profiles import patching_rows
 
     model, table, _ = sender_setup
-    rows = patching_rows(model, big_tokenizer, table, 2, "last").to_pylist()
+    rows = patching_rows(ModelHandle.of(model, big_tokenizer), table, 2, "last").to_pylist()
     by_example = {r["example_id"]: r for r in table.to_pylist() if r["mode"] == "shared" and r["counterfactual_prompt"]}
     single = [r for r in by_example.values() if all(
         len(big_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in r["candidates"])]
     assert len(single) >= 2
-    expected = score_answers(model, big_tokenizer, [r["counterfactual_prompt"] for r in single],
+    expected = score_answers(ModelHandle.of(model, big_tokenizer), [r["counterfactual_prompt"] for r in single],
                              [r["answer"] for r in single], [r["candidates"] for r in single])
     patched = {r["example_id"]: r for r in rows if r["condition"] == "patch"}
     clean = {r["example_id"]: r for r in rows if r["condition"] == "none"}
@@ -101,7 +102,7 @@ def test_self_patching_the_final_state_gives_the_full_prompts_scores(sender_setu
     from actbridge.causal.profiles import receiver_causal_tables, self_patch_effects
 
     model, table, _ = sender_setup
-    patches, self_patches = receiver_causal_tables(model, big_tokenizer, table, layers=[2], roles=["last"])
+    patches, self_patches = receiver_causal_tables(ModelHandle.of(model, big_tokenizer), table, layers=[2], roles=["last"])
     assert patches.num_rows > 0 and set(patches.column("condition").to_pylist()) == {"none", "patch"}
     rows = self_patches.to_pylist()
     partial = {(r["example_id"], r["mode"]): r for r in table.to_pylist() if r["mode"] != "shared"}
@@ -110,9 +111,9 @@ def test_self_patching_the_final_state_gives_the_full_prompts_scores(sender_setu
     single = [r for r in partial.values() if all(
         len(big_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in r["candidates"])]
     assert {r["mode"] for r in single} == {"asymmetric", "relay"}
-    full = score_answers(model, big_tokenizer, [r["full_prompt"] for r in single], [r["answer"] for r in single],
+    full = score_answers(ModelHandle.of(model, big_tokenizer), [r["full_prompt"] for r in single], [r["answer"] for r in single],
                          [r["candidates"] for r in single])
-    own = score_answers(model, big_tokenizer, [r["receiver_prompt"] for r in single], [r["answer"] for r in single],
+    own = score_answers(ModelHandle.of(model, big_tokenizer), [r["receiver_prompt"] for r in single], [r["answer"] for r in single],
                         [r["candidates"] for r in single])
     by_condition = {(r["example_id"], r["mode"], r["condition"]): r for r in rows}
     for row, full_logprob, own_logprob in zip(single, full.gold_logprob, own.gold_logprob):

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from transformers import GPTNeoXForCausalLM
 
+from actbridge.models.handle import ModelHandle
 from actbridge.models.scoring import evaluate_model_accuracy, score_answers
 from actbridge.stats.summaries import accuracy_markdown
 from actbridge.models.micro_training import MicroModelConfig, build_gpt_neox_config
@@ -38,10 +39,10 @@ def test_own_greedy_output_is_an_exact_match_and_others_are_not(eval_table, toke
     assert len(pairs) >= 5
     prompts, answers = zip(*pairs)
     candidates = [[answer, "Paris", "blue"] for answer in answers]
-    scores = score_answers(model, tokenizer, prompts, answers, candidates, batch_tokens=97)
+    scores = score_answers(ModelHandle.of(model, tokenizer), prompts, answers, candidates, batch_tokens=97)
     assert scores.exact_match.all()
     # the greedy output's tokens each have the highest probability, so nothing outranks... its first token
-    wrong = score_answers(model, tokenizer, prompts, ["Paris"] * len(prompts), candidates)
+    wrong = score_answers(ModelHandle.of(model, tokenizer), prompts, ["Paris"] * len(prompts), candidates)
     assert not wrong.exact_match[[a != "Paris" for a in answers]].any()
     assert (scores.n_candidates == 3).all()
 
@@ -53,7 +54,7 @@ def test_multi_token_greedy_output_is_an_exact_match(eval_table, tokenizer):
              if len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) == 2]
     assert len(pairs) >= 3
     prompts, answers = zip(*pairs)
-    scores = score_answers(model, tokenizer, prompts, answers, [[a, "Paris"] for a in answers])
+    scores = score_answers(ModelHandle.of(model, tokenizer), prompts, answers, [[a, "Paris"] for a in answers])
     assert scores.exact_match.all()
 
 
@@ -62,9 +63,9 @@ def test_rank_and_logprob_follow_the_model(eval_table, tokenizer):
     rows = eval_table.to_pylist()[:10]
     prompts = [r["full_prompt"] for r in rows]
     candidates = [r["candidates"] for r in rows]
-    scores = score_answers(model, tokenizer, prompts, [r["answer"] for r in rows], candidates)
+    scores = score_answers(ModelHandle.of(model, tokenizer), prompts, [r["answer"] for r in rows], candidates)
     for i, row in enumerate(rows):
-        per_candidate = score_answers(model, tokenizer, [prompts[i]] * len(candidates[i]), candidates[i],
+        per_candidate = score_answers(ModelHandle.of(model, tokenizer), [prompts[i]] * len(candidates[i]), candidates[i],
                                       [candidates[i]] * len(candidates[i]))
         np.testing.assert_allclose(per_candidate.gold_logprob[candidates[i].index(row["answer"])],
                                    scores.gold_logprob[i], rtol=1e-5)
@@ -75,13 +76,13 @@ def test_batching_and_padding_do_not_change_scores(eval_table, tokenizer):
     model = tiny_model(tokenizer, seed=2)
     rows = eval_table.to_pylist()[:12]
     args = ([r["full_prompt"] for r in rows], [r["answer"] for r in rows], [r["candidates"] for r in rows])
-    one, many = score_answers(model, tokenizer, *args, batch_tokens=1), score_answers(model, tokenizer, *args)
+    one, many = score_answers(ModelHandle.of(model, tokenizer), *args, batch_tokens=1), score_answers(ModelHandle.of(model, tokenizer), *args)
     np.testing.assert_allclose(one.gold_logprob, many.gold_logprob, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(one.gold_rank, many.gold_rank)
 
 
 def test_accuracy_table_covers_every_view(eval_table, tokenizer):
-    table = evaluate_model_accuracy(tiny_model(tokenizer), tokenizer, eval_table, model_name="sender")
+    table = evaluate_model_accuracy(ModelHandle.of(tiny_model(tokenizer), tokenizer), eval_table, model_name="sender")
     views = {(r["mode"], r["prompt"], r["hops"]) for r in table.to_pylist()}
     assert ("shared", "full", 1) in views and ("asymmetric", "receiver", 2) in views
     assert ("asymmetric", "receiver", 1) not in views

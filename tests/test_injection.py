@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from actbridge.models.handle import ModelHandle
 from actbridge.activations.store import ActivationStore, ExtractionPlan, extract_activations
 from actbridge.bridges.maps import Bridge, Normalizer
 from actbridge.data.worlds import DataConfig, build_split
@@ -24,8 +25,7 @@ def setup(big_tokenizer, tmp_path_factory):
     root = tmp_path_factory.mktemp("acts")
     for prompt in ("sender", "full"):
         plan = ExtractionPlan(layers=(1, 2), roles=("last", "bridge"), prompt=prompt)
-        extract_activations(model, big_tokenizer, table, plan=plan, out_dir=root / prompt, identity={"kind": "test"},
-                            device="cpu")
+        extract_activations(ModelHandle.of(model, big_tokenizer), table, plan=plan, out_dir=root / prompt, identity={"kind": "test"})
     return model, table, ActivationStore(root / "sender"), ActivationStore(root / "full")
 
 
@@ -38,7 +38,7 @@ def identity_bridge() -> Bridge:
 def test_a_model_bridged_to_itself_changes_no_answer_under_replacement(setup, big_tokenizer, role):
     model, table, sender, _ = setup
     ids, states = sender.read(1, role)
-    result = run_injection(model, big_tokenizer, table, InjectionSite(1, role), identity_bridge(),
+    result = run_injection(ModelHandle.of(model, big_tokenizer), table, InjectionSite(1, role), identity_bridge(),
                            sender_keys=ids, sender_states=states,
                            conditions=["none", "replace", "replace_rescaled", "random"], alphas=[0.5]).to_pylist()
     shared = [r for r in result if r["mode"] == "shared"]
@@ -61,7 +61,7 @@ def test_self_patch_at_the_last_layer_recovers_the_full_context_answer(setup, bi
     model, table, sender, full = setup
     ids, states = sender.read(2, "last")
     full_ids, full_states = full.read(2, "last")
-    result = run_injection(model, big_tokenizer, table, InjectionSite(2, "last"), identity_bridge(),
+    result = run_injection(ModelHandle.of(model, big_tokenizer), table, InjectionSite(2, "last"), identity_bridge(),
                            sender_keys=ids, sender_states=states, conditions=["none", "self_patch"], alphas=[],
                            full_keys=full_ids, full_states=full_states).to_pylist()
     rows = table.to_pylist()
@@ -69,7 +69,7 @@ def test_self_patch_at_the_last_layer_recovers_the_full_context_answer(setup, bi
         single = [r for r in rows if r["mode"] == mode and all(
             len(big_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in r["candidates"])]
         assert len(single) >= 3
-        expected = score_answers(model, big_tokenizer, [r["full_prompt"] for r in single],
+        expected = score_answers(ModelHandle.of(model, big_tokenizer), [r["full_prompt"] for r in single],
                                  [r["answer"] for r in single], [r["candidates"] for r in single])
         patched = {r["example_id"]: r for r in result if r["condition"] == "self_patch" and r["mode"] == mode}
         unpatched = {r["example_id"]: r for r in result if r["condition"] == "none" and r["mode"] == mode}
@@ -112,7 +112,7 @@ def test_self_patch_is_skipped_where_the_receiver_reads_the_full_prompt(setup, b
     model, table, sender, full = setup
     ids, states = sender.read(2, "last")
     full_ids, full_states = full.read(2, "last")
-    result = run_injection(model, big_tokenizer, table, InjectionSite(2, "last"), identity_bridge(),
+    result = run_injection(ModelHandle.of(model, big_tokenizer), table, InjectionSite(2, "last"), identity_bridge(),
                            sender_keys=ids, sender_states=states, conditions=["none", "self_patch"], alphas=[],
                            full_keys=full_ids, full_states=full_states).to_pylist()
     assert {r["mode"] for r in result if r["condition"] == "self_patch"} == {"asymmetric", "relay"}
@@ -126,7 +126,7 @@ def test_a_perfect_bridge_in_relay_mode_delivers_the_whole_upper_bound(setup, bi
     model, table, sender, full = setup
     ids, states = sender.read(layer, "last")
     full_ids, full_states = full.read(layer, "last")
-    result = run_injection(model, big_tokenizer, table, InjectionSite(layer, "last"), identity_bridge(),
+    result = run_injection(ModelHandle.of(model, big_tokenizer), table, InjectionSite(layer, "last"), identity_bridge(),
                            sender_keys=ids, sender_states=states, conditions=["none", "replace", "self_patch"],
                            alphas=[], full_keys=full_ids, full_states=full_states).to_pylist()
     relay = {(r["example_id"], r["condition"]): r for r in result if r["mode"] == "relay"}

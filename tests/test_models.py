@@ -209,7 +209,9 @@ def test_a_gguf_file_with_weights_is_dequantized_once_and_scores_as_the_original
     assert record["converted"] == CONVERTED_DIR and record["kind"] == "gguf"
     assert record["shape"] == {"num_layers": 2, "hidden_size": 64, "vocab_size": len(tokenizer)}
     assert any((tmp_path / "sender" / CONVERTED_DIR).glob("*.safetensors"))
-    model, loaded_tokenizer, _ = load_for_job(tmp_path / "sender", "cpu", "float32")
+    handle = load_for_job(tmp_path / "sender", "cpu", "float32")
+    model, loaded_tokenizer = handle.model, handle.tokenizer
+    assert handle.shape == record["shape"]
     assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
     prompt = eval_table.column("full_prompt")[0].as_py()
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]

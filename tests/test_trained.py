@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from actbridge.models.handle import ModelHandle
 from actbridge.activations.store import hidden_states_at
 from actbridge.bridges.maps import fit_normalizers
 from actbridge.bridges.methods import fit_bridge
@@ -69,7 +70,7 @@ def offline_start(splits):
 def test_the_answer_loss_is_the_teacher_forced_answer_log_probability(channel, big_tokenizer):
     receiver, splits = channel
     table, keys, sender, _ = splits["eval"]
-    rows = answer_rows(big_tokenizer, table, "last", keys, sender)
+    rows = answer_rows(ModelHandle.for_tokenizer(big_tokenizer), table, "last", keys, sender)
     start = offline_start(splits)
     bridged = torch.tensor(start.apply(rows.sender_states[:4]), dtype=torch.float32)
     index = np.arange(4)
@@ -118,7 +119,7 @@ def test_the_cached_prefix_answer_loss_equals_the_whole_sequence_one_value_and_g
 def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_helps(channel, big_tokenizer):
     receiver, splits = channel
     start = offline_start(splits)
-    rows = {split: answer_rows(big_tokenizer, table, "last", keys, sender)
+    rows = {split: answer_rows(ModelHandle.for_tokenizer(big_tokenizer), table, "last", keys, sender)
             for split, (table, keys, sender, _) in splits.items()}
     table, keys, sender, _ = splits["eval"]
     site = InjectionSite(LAYERS, "last")
@@ -129,7 +130,7 @@ def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_help
         assert trained.info["best_epoch"] > 0 and trained.info["val_loss_by_epoch"][-1] < trained.info[
             "val_loss_by_epoch"][0]
         for method, bridge in (("ridge", start), ("trained", trained)):
-            result = run_injection(receiver, big_tokenizer, table, site, bridge, sender_keys=keys,
+            result = run_injection(ModelHandle.of(receiver, big_tokenizer), table, site, bridge, sender_keys=keys,
                                    sender_states=sender, conditions=["none", "replace"], alphas=[], seed=seed)
             results[method][seed] = tag_rows(result, BridgeRun(1, LAYERS, method, seed))
     verdicts = {}
@@ -153,7 +154,7 @@ def test_training_stops_after_patience_epochs_without_a_better_val_loss(channel,
 
     receiver, splits = channel
     start = offline_start(splits)
-    rows = {split: answer_rows(big_tokenizer, table, "last", keys, sender)
+    rows = {split: answer_rows(ModelHandle.for_tokenizer(big_tokenizer), table, "last", keys, sender)
             for split, (table, keys, sender, _) in splits.items()}
     scripted = iter([5.0, 4.0, 4.5, 4.6, 3.0, 2.0, 1.0, 0.5, 0.1])
     monkeypatch.setattr(trained_module, "_mean_loss", lambda *args, **kwargs: next(scripted))

@@ -8,7 +8,7 @@ the dataset generator, with b and the subspace drawn at random in the model's wi
 micro-model tests check, on a real architecture and tokenizer:
 
 - the bounded engine (prefix cache, packed rows, chunked vocabulary) equals a whole-sequence forward for
-  every registered condition, ``subspace_swap``'s projection included;
+  every registered condition, ``subspace_swap``'s projection and ``orthogonal_add``'s transform included;
 - ``subspace_swap`` with k = width equals ``replace``, with k = 0 equals ``none``.
 
 Prints the largest |Δ gold-candidate log-prob| of each check.
@@ -31,15 +31,14 @@ from actbridge.injection.conditions import CONDITIONS, ConditionInputs, conditio
 from actbridge.injection.conditions.subspace_swap import principal_directions  # noqa: E402
 from actbridge.models.edited_scoring import Example, fast_scores, naive_scores  # noqa: E402
 from actbridge.injection.jobs import build_edits  # noqa: E402
-from actbridge.models.encoding import continuation_ids, prompt_token_ids  # noqa: E402
-from actbridge.models.loading import load_model, load_tokenizer  # noqa: E402
+from actbridge.models.loading import load_for_job  # noqa: E402
 
 
-def examples(tokenizer, n: int) -> list[Example]:
+def examples(handle, n: int) -> list[Example]:
     data = DataConfig(seed=0, hops=(1, 2), distractors=1, sizes={"eval": n}, template="english")
     rows = [row for row in iter_split_rows(data, "eval") if row["mode"] == "shared"][:n]
-    prompts = prompt_token_ids(tokenizer, [row["receiver_prompt"] for row in rows])
-    return [Example(ids, len(ids) - 1, continuation_ids(tokenizer, row["candidates"][:3]))
+    prompts = handle.prompt_ids([row["receiver_prompt"] for row in rows])
+    return [Example(ids, len(ids) - 1, handle.continuation_ids(row["candidates"][:3]))
             for ids, row in zip(prompts, rows)]
 
 
@@ -53,9 +52,9 @@ def main() -> None:
     parser.add_argument("--layer", type=int, default=6)
     parser.add_argument("--examples", type=int, default=4)
     args = parser.parse_args()
-    model, tokenizer = load_model(args.model_dir, device="cpu"), load_tokenizer(args.model_dir)
-    width = model.config.get_text_config().hidden_size
-    batch = examples(tokenizer, args.examples)
+    handle = load_for_job(args.model_dir, "cpu", "float32")
+    model, width = handle.model, handle.shape["hidden_size"]
+    batch = examples(handle, args.examples)
     rng = np.random.default_rng(0)
     labels = condition_labels(list(CONDITIONS.names()), [0.5])
     names = [name for name, _ in labels]

@@ -53,6 +53,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
+from actbridge.models.handle import ModelHandle  # noqa: E402
 from actbridge.models.scoring import score_answers  # noqa: E402
 from actbridge.models.micro import build_micro_model, micro_recipe  # noqa: E402
 from actbridge.models.micro_training import MicroModelConfig, tokenize_lm_split, train_micro_model  # noqa: E402
@@ -82,7 +83,7 @@ def eval_accuracy(model_dir: Path, eval_path: Path, device: str) -> dict:
                                    ("asym_receiver_2hop", "asymmetric", 2, "receiver")]:
         rows = [r for r in table if r["mode"] == mode and r["hops"] == hops]
         with torch.inference_mode():
-            scores = score_answers(model, tokenizer, [r[f"{side}_prompt"] for r in rows],
+            scores = score_answers(ModelHandle.of(model, tokenizer), [r[f"{side}_prompt"] for r in rows],
                                    [r["answer"] for r in rows], [r["candidates"] for r in rows], device=device)
         out[name] = round(float(np.mean(scores.exact_match)), 4)
     return out

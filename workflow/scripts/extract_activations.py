@@ -8,12 +8,12 @@ from actbridge.logs import log_to_file
 from actbridge.models.loading import load_for_job, read_model_record
 
 log_to_file(snakemake.log[0])
-model, tokenizer, device = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
-                                        snakemake.config["threads"] or snakemake.threads)
+handle = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
+                      snakemake.config["threads"] or snakemake.threads)
 settings = snakemake.params.settings
-plan = ExtractionPlan(layers=resolve_layers(snakemake.params.layers, model.config.num_hidden_layers),
+plan = ExtractionPlan(layers=resolve_layers(snakemake.params.layers, handle.shape["num_layers"]),
                       roles=tuple(settings["roles"]), prompt=PROMPT_FOR_MODEL[snakemake.wildcards.model],
                       dtype=settings["dtype"], shard_rows=settings["shard_rows"], batch_size=settings["batch_size"])
-identity = {**read_model_record(snakemake.input.model), "device": str(device), "model_dtype": snakemake.params.dtype}
-extract_activations(model, tokenizer, pq.read_table(snakemake.input.examples), plan=plan,
-                    out_dir=snakemake.output[0], identity=identity, device=device)
+identity = {**read_model_record(snakemake.input.model), "device": str(handle.device), "model_dtype": snakemake.params.dtype}
+extract_activations(handle, pq.read_table(snakemake.input.examples), plan=plan, out_dir=snakemake.output[0],
+                    identity=identity)

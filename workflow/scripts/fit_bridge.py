@@ -25,9 +25,8 @@ if method.through_receiver:  # it runs the receiver (transformers is imported on
     from actbridge.bridges.through_receiver import receiver_trainer
     from actbridge.models.loading import load_for_job
 
-    receiver, tokenizer, _ = load_for_job(snakemake.input.receiver, snakemake.config["device"],
-                                          snakemake.params.settings["dtype"])
-    trainer = receiver_trainer(receiver, tokenizer,
+    receiver = load_for_job(snakemake.input.receiver, snakemake.config["device"], snakemake.params.settings["dtype"])
+    trainer = receiver_trainer(receiver,
                                {split: pq.read_table(snakemake.input[split]) for split in ("bridge_train", "bridge_val")},
                                stores["sender"], run.sender_layer, run.receiver_layer,
                                method.trainer_settings(method.settings(snakemake.params.settings)), run.seed)

@@ -11,12 +11,12 @@ from actbridge.logs import log_to_file
 from actbridge.models.loading import load_for_job
 
 log_to_file(snakemake.log[0])
-model, tokenizer, _ = load_for_job(snakemake.input.receiver, snakemake.config["device"], snakemake.params.dtype,
-                                   snakemake.config["threads"] or snakemake.threads)
+handle = load_for_job(snakemake.input.receiver, snakemake.config["device"], snakemake.params.dtype,
+                     snakemake.config["threads"] or snakemake.threads)
 settings = snakemake.params.settings
 stores = {name: ActivationStore(path, quarantine=True) for name, path in snakemake.input.items()
           if name in STORE_INPUTS}
-table = run_injection_job(model, tokenizer, pq.read_table(snakemake.input.eval), snakemake.input.bridge,
+table = run_injection_job(handle, pq.read_table(snakemake.input.eval), snakemake.input.bridge,
                           BridgeRun.from_wildcards(
                               snakemake.wildcards.pair, snakemake.wildcards.method, snakemake.wildcards.seed), stores=stores, roles=settings["roles"],
                           conditions=settings["conditions"], alphas=settings["alphas"],

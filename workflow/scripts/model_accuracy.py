@@ -8,8 +8,8 @@ from actbridge.logs import log_to_file
 from actbridge.models.loading import load_for_job
 
 log_to_file(snakemake.log[0])
-model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
-                                   snakemake.config["threads"] or snakemake.threads)
-table = evaluate_model_accuracy(model, tokenizer, pq.read_table(snakemake.input.eval),
+handle = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
+                     snakemake.config["threads"] or snakemake.threads)
+table = evaluate_model_accuracy(handle, pq.read_table(snakemake.input.eval),
                                 model_name=snakemake.wildcards.model, batch_tokens=snakemake.config["batch_tokens"])
 write_parquet(table, snakemake.output[0])

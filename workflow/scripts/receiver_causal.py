@@ -11,9 +11,9 @@ from actbridge.models.loading import load_for_job
 from actbridge.stats.paired import StatsSettings
 
 log_to_file(snakemake.log[0])
-model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
-                                   snakemake.config["threads"] or snakemake.threads)
-patches, self_patches = receiver_causal_tables(model, tokenizer, pq.read_table(snakemake.input.eval),
+handle = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
+                     snakemake.config["threads"] or snakemake.threads)
+patches, self_patches = receiver_causal_tables(handle, pq.read_table(snakemake.input.eval),
                                                layers=snakemake.params.layers, roles=snakemake.params.roles,
                                                batch_tokens=snakemake.config["batch_tokens"])
 settings = StatsSettings.from_config(snakemake.params.stats)

@@ -11,10 +11,10 @@ from actbridge.models.loading import load_for_job
 from actbridge.stats.paired import StatsSettings
 
 log_to_file(snakemake.log[0])
-model, tokenizer, _ = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
-                                   snakemake.config["threads"] or snakemake.threads)
+handle = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
+                     snakemake.config["threads"] or snakemake.threads)
 ablations, patches = sender_causal_tables(
-    model, tokenizer, pq.read_table(snakemake.input.eval), layers=snakemake.params.layers,
+    handle, pq.read_table(snakemake.input.eval), layers=snakemake.params.layers,
     roles=snakemake.params.roles, eval_store=ActivationStore(snakemake.input.eval_states, quarantine=True),
     train_store=ActivationStore(snakemake.input.train_states, quarantine=True),
     batch_tokens=snakemake.config["batch_tokens"])

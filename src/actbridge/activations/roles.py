@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 if TYPE_CHECKING:  # hints only: importing transformers costs seconds in jobs that never build a model
-    from transformers import PreTrainedTokenizerBase
+    from actbridge.models.handle import ModelHandle
 
 ROLES: tuple[str, ...] = ("last", "bridge", "subject", "relation")
 SPAN_COLUMN = {"bridge": "{side}_bridge_span", "subject": "{side}_subject_span",
@@ -37,18 +37,16 @@ def token_index_of_char(offsets: np.ndarray, char_index: int) -> int:
     return int(hits[-1])
 
 
-def resolve_role_positions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+def resolve_role_positions(handle: "ModelHandle", prompts: Sequence[str],
                            spans: dict[str, Sequence[Sequence[int] | None]], *,
                            roles: Sequence[str] = ROLES) -> dict[str, np.ndarray]:
     """Token index of each role in ``roles`` (every role unless asked) in each prompt; -1 where the role is
     absent (no bridge in 1-hop).
 
     ``spans[role][i]`` is the ``[start, end)`` character span for ``prompts[i]``. Indices count the
-    tokenizer's leading special tokens (a BOS), as :func:`actbridge.models.encoding.prompt_token_ids` encodes.
+    tokenizer's leading special tokens (a BOS), as :meth:`ModelHandle.prompt_ids` encodes.
     """
-    from actbridge.models.encoding import special_prefix
-
-    lead = len(special_prefix(tokenizer))
+    tokenizer, lead = handle.tokenizer, len(handle.prefix)
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; allowed: {list(ROLES)}")
@@ -75,10 +73,10 @@ def resolve_role_positions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence
     return positions
 
 
-def role_positions_for_table(tokenizer: PreTrainedTokenizerBase, examples: pa.Table, side: str,
+def role_positions_for_table(handle: "ModelHandle", examples: pa.Table, side: str,
                              roles: Sequence[str] = ROLES) -> dict[str, np.ndarray]:
     """Role positions for the ``side`` prompts (sender, receiver or full) of a dataset table."""
     prompts = examples.column(f"{side}_prompt").to_pylist()
     spans = {role: examples.column(SPAN_COLUMN[role].format(side=side)).to_pylist()
              for role in roles if role in SPAN_COLUMN}
-    return resolve_role_positions(tokenizer, prompts, spans, roles=roles)
+    return resolve_role_positions(handle, prompts, spans, roles=roles)

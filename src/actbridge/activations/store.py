@@ -35,7 +35,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from actbridge.models.encoding import prompt_token_ids
 from actbridge.config import default_of
 from actbridge.io import atomic_directory, sha256_file, write_json
 from actbridge.logs import Progress
@@ -43,7 +42,9 @@ from actbridge.activations.roles import role_positions_for_table
 
 if TYPE_CHECKING:  # hints only: importing torch and transformers costs seconds in jobs that only read shards
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel
+
+    from actbridge.models.handle import ModelHandle
 
 log = logging.getLogger(__name__)
 
@@ -123,25 +124,24 @@ def hidden_states_at(model: PreTrainedModel, token_ids: Sequence[Sequence[int]],
         return picked.float().cpu().numpy()  # [batch, n_roles, n_layers, d]
 
 
-def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: pa.Table, *,
-                        plan: ExtractionPlan, out_dir: str | os.PathLike[str], identity: dict,
-                        device: torch.device | str) -> dict:
+def extract_activations(handle: ModelHandle, examples: pa.Table, *, plan: ExtractionPlan,
+                        out_dir: str | os.PathLike[str], identity: dict) -> dict:
     """Write ``out_dir`` (shards + manifest) atomically; returns the manifest.
 
     Rows exist only where the role does (no ``bridge`` row in a 1-hop example).
     ``identity`` describes the model (hub id and revision, or path and weights
-    sha256) and goes into the manifest verbatim. ``device`` is the one the model is on.
+    sha256) and goes into the manifest verbatim.
     """
+    model, tokenizer, pad_id, device = handle.model, handle.tokenizer, handle.pad_id, handle.device
     prompts = examples.column(f"{plan.prompt}_prompt").to_pylist()
-    positions = role_positions_for_table(tokenizer, examples, plan.prompt, plan.roles)
+    positions = role_positions_for_table(handle, examples, plan.prompt, plan.roles)
     role_positions = np.stack([positions[role] for role in plan.roles], axis=1)  # [n, n_roles]
-    token_ids = prompt_token_ids(tokenizer, prompts)
-    hidden_size = int(model.config.hidden_size)
+    token_ids = handle.prompt_ids(prompts)
+    hidden_size = handle.shape["hidden_size"]
     schema = shard_schema(plan.layers, hidden_size, plan.dtype)
     example_ids = examples.column("example_id").to_pylist()
     modes = examples.column("mode").to_pylist()
     hops = examples.column("hops").to_pylist()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     shards = []
     chunks = example_chunks(len(prompts), len(plan.roles), plan.shard_rows)
     from actbridge.models.memory import batches_sized_by, check_batch_fits  # imports torch: the shard readers never need it
@@ -150,7 +150,7 @@ def extract_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     longest = max((len(ids) for ids in token_ids), default=1)
     # every hidden state of the batch is returned before the roles' few are gathered
     check_batch_fits(model, tokens=plan.batch_size * longest, keys_per_query=longest,
-                     kept_states=int(model.config.get_text_config().num_hidden_layers) + 1,
+                     kept_states=handle.shape["num_layers"] + 1,
                      key="activations.batch_size", value=plan.batch_size, device=device)
     with atomic_directory(out_dir) as tmp, batches_sized_by("activations.batch_size", plan.batch_size):
         for shard_index, chunk in enumerate(chunks):

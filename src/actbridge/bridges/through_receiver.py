@@ -29,7 +29,6 @@ import torch
 
 from actbridge.activations.store import RowKey
 from actbridge.bridges.maps import Bridge
-from actbridge.models.encoding import encode_continuations
 from actbridge.models.heads import token_scores
 from actbridge.models.edited_scoring import Edits, Example, packed_token_logprobs, residual_edit
 from actbridge.logs import Progress
@@ -37,9 +36,10 @@ from actbridge.models.padding import right_padded
 from actbridge.activations.roles import role_positions_for_table
 
 if TYPE_CHECKING:  # hints only
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel
 
     from actbridge.bridges.methods.trained import TrainedSettings
+    from actbridge.models.handle import ModelHandle
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,16 @@ class AnswerRows:
         return len(self.token_ids)
 
 
-def answer_rows(tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, role: str, sender_keys: Sequence[RowKey],
+def answer_rows(handle: "ModelHandle", examples: pa.Table, role: str, sender_keys: Sequence[RowKey],
                 sender_states: np.ndarray, modes: Sequence[str] | None = None) -> AnswerRows:
     """Pair each example of ``examples`` (in ``modes``) with its sender state, keyed by (example_id, mode)."""
-    positions = role_positions_for_table(tokenizer, examples, "receiver", [role])[role]
+    positions = role_positions_for_table(handle, examples, "receiver", [role])[role]
     row_of = {key: row for row, key in enumerate(sender_keys)}
     keys = list(zip(examples.column("example_id").to_pylist(), examples.column("mode").to_pylist()))
     keep = [i for i, key in enumerate(keys) if positions[i] >= 0 and key in row_of
             and (modes is None or key[1] in modes)]
     prompts, answers = examples.column("receiver_prompt").to_pylist(), examples.column("answer").to_pylist()
-    encoded = [encode_continuations(tokenizer, prompts[i], [answers[i]])[0] for i in keep]
+    encoded = [handle.encode_continuations(prompts[i], [answers[i]])[0] for i in keep]
     return AnswerRows(token_ids=[ids for ids, _ in encoded], answer_start=np.array([s for _, s in encoded]),
                       positions=positions[keep], sender_states=sender_states[[row_of[keys[i]] for i in keep]])
 
@@ -193,19 +193,19 @@ def train_bridge(receiver: "PreTrainedModel", layer: int, start: Bridge, train: 
                   state["bias"].cpu().double().numpy(), info=info)
 
 
-def receiver_trainer(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: dict[str, pa.Table],
+def receiver_trainer(handle: "ModelHandle", examples: dict[str, pa.Table],
                      sender_stores: dict, sender_layer: int, receiver_layer: int, settings: TrainedSettings,
                      seed: int):
     """For :func:`actbridge.bridges.jobs.run_bridge_job`: (role, offline start bridge, context modes) -> bridge
     trained through the receiver on those modes' bridge_train rows, selected on their bridge_val rows
     (``examples`` and ``sender_stores`` keyed by split)."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    receiver, pad_id = handle.model, handle.pad_id
 
     def train(role: str, start: Bridge, modes: Sequence[str]) -> Bridge:
         rows = {}
         for split in ("bridge_train", "bridge_val"):
             keys, states = sender_stores[split].read(sender_layer, role, list(modes))
-            rows[split] = answer_rows(tokenizer, examples[split], role, keys, states, modes)
+            rows[split] = answer_rows(handle, examples[split], role, keys, states, modes)
         log.info("role %s, %s rows: training through the receiver on %d rows (of %d), selecting on %d", role,
                  "/".join(modes), min(settings.max_rows, len(rows["bridge_train"])), len(rows["bridge_train"]),
                  len(rows["bridge_val"]))

@@ -32,7 +32,7 @@ Receiver side, at every layer and role where a bridge injects:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -43,7 +43,7 @@ import torch
 from actbridge.activations.store import ActivationStore, hidden_states_at
 from actbridge.injection.controls import derangement
 from actbridge.data.worlds import PARTIAL_MODES
-from actbridge.models.encoding import prompt_token_ids
+from actbridge.models.handle import ModelHandle
 from actbridge.models.edited_scoring import Edits, batch_tokens_or_default, score_under_edits
 from actbridge.logs import Progress
 from actbridge.activations.roles import role_positions_for_table
@@ -52,8 +52,6 @@ from actbridge.markdown import interval, number, table_lines, to_arrow
 from actbridge.stats.paired import METRICS, StatsSettings, paired_statistics, with_holm
 from actbridge.stats.summaries import pooled
 
-if TYPE_CHECKING:  # hints only
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +74,7 @@ def ablation_edits(mean: np.ndarray, resampled: np.ndarray) -> Edits:
     return Edits(torch.tensor([1.0, 0.0, 0.0]), torch.from_numpy(vectors), torch.zeros(3, dtype=torch.bool))
 
 
-def _score_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", table: pa.Table, keep: Sequence[int],
+def _score_rows(handle: ModelHandle, table: pa.Table, keep: Sequence[int],
                 positions: np.ndarray, layer: int, role: str, edits: Sequence[Edits], conditions: Sequence[str],
                 batch_tokens: int | None, side: str = "sender") -> pa.Table:
     """Score the model's answer on ``table``'s ``side`` prompts (rows ``keep``) under each example's edits."""
@@ -88,7 +86,7 @@ def _score_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", 
     prompts, answers = table.column(f"{side}_prompt").to_pylist(), table.column("answer").to_pylist()
     candidates = table.column("candidates").to_pylist()
     columns: dict[str, list] = {field.name: [] for field in EXAMPLE_SCHEMA}
-    scored = score_under_edits(model, tokenizer, layer, [prompts[i] for i in keep], [positions[i] for i in keep],
+    scored = score_under_edits(handle, layer, [prompts[i] for i in keep], [positions[i] for i in keep],
                                [answers[i] for i in keep], [candidates[i] for i in keep], edits.__getitem__,
                                batch_tokens=batch_tokens,
                                progress=Progress(len(keep), f"{side} layer {layer}, role {role}: {conditions[-1]}"))
@@ -114,12 +112,12 @@ def shared_rows(examples: pa.Table) -> pa.Table:
     return examples.filter(pc.equal(examples.column("mode"), MODE))
 
 
-def sender_ablation_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+def sender_ablation_rows(handle: ModelHandle, examples: pa.Table,
                          layer: int, role: str, eval_store: ActivationStore, train_store: ActivationStore,
                          seed: int = 0, batch_tokens: int | None = None) -> pa.Table:
     """Per-example scores of the sender's own answer, clean and under each ablation, at one layer and role."""
     shared = shared_rows(examples)
-    positions = role_positions_for_table(tokenizer, shared, "sender", [role])[role]
+    positions = role_positions_for_table(handle, shared, "sender", [role])[role]
     keys, states = eval_store.read(layer, role, [MODE])
     state_of = {key: row for row, key in enumerate(keys)}
     ids = shared.column("example_id").to_pylist()
@@ -130,51 +128,49 @@ def sender_ablation_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
     mean = train_states.astype(np.float64).mean(axis=0)
     own = states[[state_of[(ids[i], MODE)] for i in keep]]
     resampled = own[derangement(len(keep), seed)]
-    return _score_rows(model, tokenizer, shared, keep, positions, layer, role,
+    return _score_rows(handle, shared, keep, positions, layer, role,
                        [ablation_edits(mean, resampled[n]) for n in range(len(keep))], ("none", *ABLATIONS),
                        batch_tokens)
 
 
-def donor_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", donor_prompts: Sequence[str],
+def donor_edits(handle: ModelHandle, donor_prompts: Sequence[str],
                 donor_positions: np.ndarray, layer: int, batch_tokens: int | None) -> list[Edits]:
     """Per example: none, and the state replaced by the model's own state at ``donor_positions`` of its donor prompt."""
-    donors = prompt_token_ids(tokenizer, donor_prompts)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
+    donors = handle.prompt_ids(donor_prompts)
     rows = max(1, batch_tokens_or_default(batch_tokens) // max(len(ids) for ids in donors))  # the donor pass, sized in tokens too
     states = np.concatenate([
-        hidden_states_at(model, donors[begin:begin + rows], donor_positions[begin:begin + rows][:, None],
-                         [layer], pad_id, device)[:, 0, 0]
+        hidden_states_at(handle.model, donors[begin:begin + rows], donor_positions[begin:begin + rows][:, None],
+                         [layer], handle.pad_id, handle.device)[:, 0, 0]
         for begin in range(0, len(donors), rows)])  # [n, d]
     return [Edits(torch.tensor([1.0, 0.0]), torch.from_numpy(np.stack([np.zeros_like(state), state])),
                   torch.zeros(2, dtype=torch.bool)) for state in states]
 
 
-def _donor_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", table: pa.Table, layer: int,
+def _donor_patch_rows(handle: ModelHandle, table: pa.Table, layer: int,
                       role: str, side: str, donor_side: str, condition: str, batch_tokens: int | None) -> pa.Table:
     """Scores on ``table``'s ``side`` prompts, clean and with the state at (layer, role) replaced by the model's
     own state at the same role of the ``donor_side`` prompt (``condition`` names the patched rows)."""
-    positions = role_positions_for_table(tokenizer, table, side, [role])[role]
-    donor_positions = role_positions_for_table(tokenizer, table, donor_side, [role])[role]
+    positions = role_positions_for_table(handle, table, side, [role])[role]
+    donor_positions = role_positions_for_table(handle, table, donor_side, [role])[role]
     keep = [i for i in range(table.num_rows) if positions[i] >= 0 and donor_positions[i] >= 0]
     if len(keep) < 2:
         raise ValueError(f"fewer than two examples have a {donor_side} prompt and role {role!r}")
     donors = table.column(f"{donor_side}_prompt").to_pylist()
-    edits = donor_edits(model, tokenizer, [donors[i] for i in keep], donor_positions[keep], layer, batch_tokens)
-    return _score_rows(model, tokenizer, table, keep, positions, layer, role, edits, ("none", condition),
+    edits = donor_edits(handle, [donors[i] for i in keep], donor_positions[keep], layer, batch_tokens)
+    return _score_rows(handle, table, keep, positions, layer, role, edits, ("none", condition),
                        batch_tokens, side=side)
 
 
-def patching_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+def patching_rows(handle: ModelHandle, examples: pa.Table,
                   layer: int, role: str, batch_tokens: int | None = None) -> pa.Table:
     """Per-example scores on ``shared`` prompts, clean and with the state at (layer, role) taken from the
     counterfactual prompt. In ``shared`` mode both models read the full prompt, so this serves either."""
     shared = shared_rows(examples)
     shared = shared.filter(pc.is_valid(shared.column("counterfactual_prompt")))
-    return _donor_patch_rows(model, tokenizer, shared, layer, role, "sender", "counterfactual", "patch", batch_tokens)
+    return _donor_patch_rows(handle, shared, layer, role, "sender", "counterfactual", "patch", batch_tokens)
 
 
-def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+def self_patch_rows(handle: ModelHandle, examples: pa.Table,
                     layer: int, role: str, batch_tokens: int | None = None) -> pa.Table:
     """Per-example scores of the receiver on its ``asymmetric`` and ``relay`` prompts, clean and with the state
     at (layer, role) taken from its own full-context prompt: what a perfect bridge could deliver there."""
@@ -183,15 +179,15 @@ def self_patch_rows(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBas
     tables = []
     for mode in sorted(set(partial.column("mode").to_pylist())):
         of_mode = partial.filter(pc.equal(partial.column("mode"), mode))
-        positions = role_positions_for_table(tokenizer, of_mode, "receiver", [role])[role]
+        positions = role_positions_for_table(handle, of_mode, "receiver", [role])[role]
         if (positions >= 0).sum() < 2:  # e.g. no bridge mention in a relay prompt
             continue
-        tables.append(_donor_patch_rows(model, tokenizer, of_mode, layer, role, "receiver", "full", "self_patch",
+        tables.append(_donor_patch_rows(handle, of_mode, layer, role, "receiver", "full", "self_patch",
                                         batch_tokens))
     return _concat(tables)
 
 
-def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, *,
+def sender_causal_tables(handle: ModelHandle, examples: pa.Table, *,
                          layers: Sequence[int], roles: Sequence[str], eval_store: ActivationStore,
                          train_store: ActivationStore, batch_tokens: int | None = None
                          ) -> tuple[pa.Table, pa.Table]:
@@ -201,10 +197,10 @@ def sender_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
                            and pc.sum(pc.is_valid(shared_rows(examples).column("counterfactual_prompt"))).as_py())
     for layer in layers:
         for role in roles:
-            ablations.append(sender_ablation_rows(model, tokenizer, examples, layer, role, eval_store, train_store,
+            ablations.append(sender_ablation_rows(handle, examples, layer, role, eval_store, train_store,
                                                   seed=layer, batch_tokens=batch_tokens))
             if has_counterfactuals:
-                patches.append(patching_rows(model, tokenizer, examples, layer, role, batch_tokens))
+                patches.append(patching_rows(handle, examples, layer, role, batch_tokens))
             log.info("sender layer %d role %s: %d ablation rows, %d patching rows", layer, role,
                      ablations[-1].num_rows, patches[-1].num_rows if patches else 0)
     return pa.concat_tables(ablations), _concat(patches)
@@ -214,7 +210,7 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables) if tables else EXAMPLE_SCHEMA.empty_table()
 
 
-def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, *,
+def receiver_causal_tables(handle: ModelHandle, examples: pa.Table, *,
                            layers: Sequence[int], roles: Sequence[str], batch_tokens: int | None = None
                            ) -> tuple[pa.Table, pa.Table]:
     """(counterfactual patching rows on shared prompts, self-patch rows on asymmetric and relay prompts) at
@@ -225,8 +221,8 @@ def receiver_causal_tables(model: "PreTrainedModel", tokenizer: "PreTrainedToken
     for layer in layers:
         for role in roles:
             if has_counterfactuals:
-                patches.append(patching_rows(model, tokenizer, examples, layer, role, batch_tokens))
-            self_patches.append(self_patch_rows(model, tokenizer, examples, layer, role, batch_tokens))
+                patches.append(patching_rows(handle, examples, layer, role, batch_tokens))
+            self_patches.append(self_patch_rows(handle, examples, layer, role, batch_tokens))
             log.info("receiver layer %d role %s: %d patching rows, %d self-patch rows", layer, role,
                      patches[-1].num_rows if patches else 0, self_patches[-1].num_rows)
     return _concat(patches), _concat(self_patches)

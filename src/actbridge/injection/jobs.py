@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -24,12 +24,10 @@ from actbridge.injection.conditions import (CONDITIONS, NEEDS, Condition, Condit
                                             condition_labels, edit_for)
 from actbridge.injection.controls import derangement, random_directions
 from actbridge.models.edited_scoring import Edits, edited_states, score_under_edits
+from actbridge.models.handle import ModelHandle
 from actbridge.logs import Progress
 from actbridge.activations.roles import ROLES, role_positions_for_table
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
-
-if TYPE_CHECKING:  # hints only
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +63,7 @@ class InjectionSite:
     role: str
 
 
-def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+def run_injection(receiver: ModelHandle, examples: pa.Table,
                   site: InjectionSite, bridge: Bridge | Mapping[str, Bridge], *, sender_keys: Sequence[RowKey],
                   sender_states: np.ndarray, conditions: Sequence[str], alphas: Sequence[float],
                   full_keys: Sequence[RowKey] | None = None, full_states: np.ndarray | None = None, seed: int = 0,
@@ -91,7 +89,7 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
     """
     labels = condition_labels(conditions, alphas)
     where_facts_present = [label for label in labels if not CONDITIONS[label[0]].needs_missing_facts]
-    positions = role_positions_for_table(tokenizer, examples, "receiver", [site.role])[site.role]
+    positions = role_positions_for_table(receiver, examples, "receiver", [site.role])[site.role]
     ids = examples.column("example_id").to_pylist()
     modes = examples.column("mode").to_pylist()
     keys = list(zip(ids, modes))
@@ -119,7 +117,7 @@ def run_injection(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBa
 
     columns: dict[str, list] = {field.name: [] for field in RESULT_SCHEMA}
     answers, candidates = examples.column("answer").to_pylist(), examples.column("candidates").to_pylist()
-    scored = score_under_edits(receiver, tokenizer, site.layer, [prompts[i] for i in keep],
+    scored = score_under_edits(receiver, site.layer, [prompts[i] for i in keep],
                                [positions[i] for i in keep], [answers[i] for i in keep],
                                [candidates[i] for i in keep], edits_for, batch_tokens=batch_tokens,
                                progress=Progress(len(keep), f"injection at layer {site.layer}, role {site.role}"))
@@ -187,7 +185,7 @@ def control_seed(bridge_seed: int, role: str) -> int:
     return 1000 * bridge_seed + ROLES.index(role)
 
 
-def run_injection_job(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table,
+def run_injection_job(receiver: ModelHandle, examples: pa.Table,
                       bridge_dir: str | Path, run: BridgeRun, *, stores: Mapping[str, ActivationStore],
                       roles: Sequence[str], conditions: Sequence[str], alphas: Sequence[float],
                       condition_settings: Mapping[str, Mapping] | None = None,
@@ -213,7 +211,7 @@ def run_injection_job(receiver: "PreTrainedModel", tokenizer: "PreTrainedTokeniz
         bound = bind(conditions, context, condition_settings or {})
         sender_keys, sender_states = stores["sender_eval"].read(run.sender_layer, role)
         full_keys, full_states = stores["receiver_eval"].read(run.receiver_layer, role)
-        result = run_injection(receiver, tokenizer, examples, InjectionSite(run.receiver_layer, role), bridges,
+        result = run_injection(receiver, examples, InjectionSite(run.receiver_layer, role), bridges,
                                sender_keys=sender_keys, sender_states=sender_states, conditions=conditions,
                                alphas=alphas, full_keys=full_keys, full_states=full_states,
                                seed=control_seed(run.seed, role), batch_tokens=batch_tokens, bound=bound)

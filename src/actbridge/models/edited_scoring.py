@@ -33,14 +33,15 @@ import torch
 
 from actbridge.config import schema_default
 from actbridge.models.cache_api import with_cache
-from actbridge.models.encoding import continuation_ids, prompt_token_ids, with_gold
+from actbridge.models.encoding import with_gold
 from actbridge.models.heads import token_scores
 from actbridge.models.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
-    from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import Cache, PreTrainedModel
 
     from actbridge.logs import Progress
+    from actbridge.models.handle import ModelHandle
 
 
 # A condition's own edit of the state, batched: (clean states h [m, d], its source vectors [m, d]) -> h' [m, d].
@@ -533,7 +534,7 @@ def batch_tokens_or_default(batch_tokens: int | None) -> int:
     return schema_default("batch_tokens") if batch_tokens is None else batch_tokens
 
 
-def score_under_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", layer: int,
+def score_under_edits(handle: "ModelHandle", layer: int,
                       prompts: Sequence[str], positions: Sequence[int], answers: Sequence[str],
                       candidates: Sequence[Sequence[str]], edits_for: Callable[[int], Edits], *,
                       batch_tokens: int | None = None, batch_key: str = "batch_tokens", progress: "Progress | None" = None
@@ -550,8 +551,8 @@ def score_under_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerB
     from actbridge.models.memory import batches_sized_by, check_batch_fits
 
     batch_tokens = batch_tokens_or_default(batch_tokens)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    prompt_ids = prompt_token_ids(tokenizer, prompts)
+    model, pad_id = handle.model, handle.pad_id
+    prompt_ids = handle.prompt_ids(prompts)
     batch: list[tuple[int, Example, Edits, list[str], int]] = []
     longest_prefix = widest = 0
     checked = False
@@ -573,7 +574,7 @@ def score_under_edits(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerB
 
     for n in range(len(prompts)):
         names, gold = with_gold(candidates[n], answers[n])
-        example = Example(prompt_ids[n], int(positions[n]), continuation_ids(tokenizer, names))
+        example = Example(prompt_ids[n], int(positions[n]), handle.continuation_ids(names))
         example_edits = edits_for(n)
         width = packed_width(example, len(example_edits))
         if batch and batch_cost(max(longest_prefix, example.position), max(widest, width),

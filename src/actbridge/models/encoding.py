@@ -37,9 +37,11 @@ def special_prefix(tokenizer: "PreTrainedTokenizerBase") -> list[int]:
                      "adds its special tokens; cannot tell which tokens it puts before a prompt")
 
 
-def prompt_token_ids(tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str]) -> list[list[int]]:
-    """Each prompt's ids: the tokenizer's leading special tokens, then the text's own tokens."""
-    prefix = special_prefix(tokenizer)
+def prompt_token_ids(tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str], *,
+                     prefix: Sequence[int] | None = None) -> list[list[int]]:
+    """Each prompt's ids: the tokenizer's leading special tokens (``prefix``, where already known: a
+    :class:`actbridge.models.handle.ModelHandle` holds it), then the text's own tokens."""
+    prefix = list(special_prefix(tokenizer) if prefix is None else prefix)
     if not prompts:
         return []
     return [prefix + ids for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
@@ -57,11 +59,12 @@ def continuation_ids(tokenizer: "PreTrainedTokenizerBase", continuations: Sequen
 
 
 def encode_continuations(tokenizer: "PreTrainedTokenizerBase", prompt: str,
-                         continuations: Sequence[str]) -> list[tuple[list[int], int]]:
+                         continuations: Sequence[str], *, prefix: Sequence[int] | None = None
+                         ) -> list[tuple[list[int], int]]:
     """Token ids of ``prompt + " " + c`` and the index where the continuation starts.
 
     The prompt is encoded alone (with its leading special tokens) and the continuation appended, so
     every candidate shares the prompt's tokens exactly (no merge across the boundary).
     """
-    prompt_ids = prompt_token_ids(tokenizer, [prompt])[0]
+    prompt_ids = prompt_token_ids(tokenizer, [prompt], prefix=prefix)[0]
     return [(prompt_ids + ids, len(prompt_ids)) for ids in continuation_ids(tokenizer, continuations)]

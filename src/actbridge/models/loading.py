@@ -291,13 +291,15 @@ def load_model(model_dir: str | Path, *, device: torch.device | str,
     return model
 
 
-def load_for_job(model_dir: str | Path, device: str, dtype: str, threads: int = 0
-                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.device]:
-    """What a model-running job starts with: torch's threads set (0 leaves them), ``device`` (the config
-    key's value) resolved, the model loaded in ``dtype`` (``float32`` | ``bfloat16``) and its tokenizer."""
+def load_for_job(model_dir: str | Path, device: str, dtype: str, threads: int = 0) -> "ModelHandle":
+    """What a model-running job starts with, built once: torch's threads set (0 leaves them), ``device`` (the
+    config key's value) resolved, the model loaded in ``dtype`` (``float32`` | ``bfloat16``) with its
+    tokenizer, as one :class:`actbridge.models.handle.ModelHandle`."""
+    from actbridge.models.handle import ModelHandle
+
     configure_threads(threads)
-    resolved = resolve_device(device)
-    return load_model(model_dir, device=resolved, dtype=resolve_dtype(dtype)), load_tokenizer(model_dir), resolved
+    model = load_model(model_dir, device=resolve_device(device), dtype=resolve_dtype(dtype))
+    return ModelHandle.of(model, load_tokenizer(model_dir))
 
 
 def find_shipped_model(shipped_root: str | Path | None, recipe: dict) -> Path | None:

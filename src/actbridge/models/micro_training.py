@@ -319,6 +319,7 @@ def train_micro_model(
 def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase
                       ) -> Callable[[GPTNeoXForCausalLM], dict[str, float]]:
     """Exact match by hop count on held-out ``lm_train`` worlds (full-context prompts)."""
+    from actbridge.models.handle import ModelHandle
     from actbridge.models.scoring import score_answers
 
     hops = np.asarray(heldout.column("hops").to_pylist())
@@ -327,7 +328,7 @@ def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase
     candidates = heldout.column("candidates").to_pylist()
 
     def evaluate(model: GPTNeoXForCausalLM) -> dict[str, float]:
-        scores = score_answers(model, tokenizer, prompts, answers, candidates)
+        scores = score_answers(ModelHandle.of(model, tokenizer), prompts, answers, candidates)
         return {f"heldout_em_{n_hops}hop": round(float(scores.exact_match[hops == n_hops].mean()), 4)
                 for n_hops in sorted(set(hops))}
 

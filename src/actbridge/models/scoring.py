@@ -14,21 +14,18 @@ whole-sequence-per-candidate reference it is tested against.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from actbridge.data.worlds import ACCURACY_VIEWS
-from actbridge.models.encoding import encode_continuations, prompt_token_ids, with_gold
+from actbridge.models.encoding import with_gold
+from actbridge.models.handle import ModelHandle
 from actbridge.models.edited_scoring import Edits, score_under_edits
 from actbridge.logs import Progress
 from actbridge.models.padding import right_padded
-
-if TYPE_CHECKING:  # hints only
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ class AnswerScores:
     n_candidates: np.ndarray  # int
 
 
-def score_answers(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str],
+def score_answers(handle: ModelHandle, prompts: Sequence[str],
                   answers: Sequence[str], candidates: Sequence[Sequence[str]], *,
                   batch_tokens: int | None = None, batch_key: str = "batch_tokens",
                   progress: "Progress | None" = None) -> AnswerScores:
@@ -49,12 +46,11 @@ def score_answers(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase"
     n_examples = len(prompts)
     if n_examples == 0:
         return AnswerScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
-    width = int(model.get_input_embeddings().embedding_dim)
-    identity = Edits.identity(width)
-    last = [len(ids) - 1 for ids in prompt_token_ids(tokenizer, prompts)]
+    identity = Edits.identity(handle.shape["hidden_size"])
+    last = [len(ids) - 1 for ids in handle.prompt_ids(prompts)]
     exact, gold_logprob, rank, n_candidates = (np.zeros(n_examples, bool), np.zeros(n_examples),
                                                np.zeros(n_examples, np.int64), np.zeros(n_examples, np.int64))
-    for example, _, scores, names, gold in score_under_edits(model, tokenizer, 0, prompts, last, answers, candidates,
+    for example, _, scores, names, gold in score_under_edits(handle, 0, prompts, last, answers, candidates,
                                                              lambda _: identity, batch_tokens=batch_tokens,
                                                              batch_key=batch_key, progress=progress):
         exact[example], gold_logprob[example] = scores.exact[0, gold], scores.logprob[0, gold]
@@ -63,30 +59,29 @@ def score_answers(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase"
 
 
 @torch.inference_mode()
-def naive_answer_scores(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[str],
+def naive_answer_scores(handle: ModelHandle, prompts: Sequence[str],
                         answers: Sequence[str], candidates: Sequence[Sequence[str]], *, batch_size: int = 64
                         ) -> AnswerScores:
     """Reference for :func:`score_answers`: each whole ``prompt + candidate`` through the model's forward,
     log-softmax over the full vocabulary at every position (memory grows with vocabulary x sequence x batch)."""
     from actbridge.models.edited_scoring import score_continuation
 
-    device = next(model.parameters()).device
+    device = handle.device
     rows: list[tuple[int, int, list[int], int]] = []  # (example, candidate, ids, start)
     gold_index = []
     for example, (prompt, answer, example_candidates) in enumerate(zip(prompts, answers, candidates)):
         names, gold = with_gold(example_candidates, answer)
         gold_index.append(gold)
-        for candidate, (ids, start) in enumerate(encode_continuations(tokenizer, prompt, names)):
+        for candidate, (ids, start) in enumerate(handle.encode_continuations(prompt, names)):
             rows.append((example, candidate, ids, start))
     n_examples = len(prompts)
     max_candidates = max(candidate for _, candidate, _, _ in rows) + 1
     candidate_logprob = np.full((n_examples, max_candidates), -np.inf)
     candidate_match = np.zeros((n_examples, max_candidates), dtype=bool)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for begin in range(0, len(rows), batch_size):
         batch = rows[begin:begin + batch_size]
-        input_ids, attention = right_padded([ids for _, _, ids, _ in batch], pad_id)
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+        input_ids, attention = right_padded([ids for _, _, ids, _ in batch], handle.pad_id)
+        logits = handle.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         for row, (example, candidate, ids, start) in enumerate(batch):
             candidate_logprob[example, candidate], candidate_match[example, candidate] = score_continuation(
@@ -122,7 +117,7 @@ def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores, *, model
     return pa.Table.from_pylist(rows)
 
 
-def evaluate_model_accuracy(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", examples: pa.Table, *,
+def evaluate_model_accuracy(handle: ModelHandle, examples: pa.Table, *,
                             model_name: str, batch_tokens: int | None = None) -> pa.Table:
     """Accuracy by mode, prompt side and hops: shared prompts, each half of asymmetric ones, and the
     receiver's half of relay ones. Batches are sized by config key ``batch_tokens``."""
@@ -133,7 +128,7 @@ def evaluate_model_accuracy(model: "PreTrainedModel", tokenizer: "PreTrainedToke
     progress = Progress(sum(subset.num_rows for *_, subset in views), f"{model_name} accuracy", unit="prompts")
     tables = []
     for mode, side, subset in views:
-        scores = score_answers(model, tokenizer, subset.column(f"{side}_prompt").to_pylist(),
+        scores = score_answers(handle, subset.column(f"{side}_prompt").to_pylist(),
                                subset.column("answer").to_pylist(), subset.column("candidates").to_pylist(),
                                batch_tokens=batch_tokens, progress=progress)
         tables.append(accuracy_table(subset, side, scores, model_name=model_name))

@@ -143,3 +143,37 @@ def test_every_figure_is_one_spec_with_its_builder_and_caption():
         assert (captions / spec.caption).is_file(), spec.caption
     assert {path.name for path in captions.glob("figure_*.rst")} == {spec.caption for spec in FIGURES.values()}
     assert "figure_" not in (ROOT / "workflow" / "Snakefile").read_text(), "figure rules mark themselves local"
+
+
+def test_every_method_fits_on_its_declared_keys_alone():
+    """Each registered method (a dropped-in one too) fits a planted relation seeing only the keys it declares:
+    reading any other raises, so an undeclared key fails here instead of falling back to a default."""
+    import numpy as np
+
+    from actbridge.bridges.maps import fit_normalizers
+    from actbridge.bridges.methods import fit_bridge
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5))
+    y = x @ rng.normal(size=(5, 4)) + 0.01 * rng.normal(size=(120, 4))
+    rows = lambda: iter([(x[:60], y[:60]), (x[60:], y[60:])])  # noqa: E731
+    quick = {"sgd": {"epochs": 3}, "mlp": {"epochs": 3}}
+    for method in BRIDGE_METHODS.values():
+        if method.through_receiver:  # trained through the receiver: tests/test_trained.py
+            continue
+        bridge = fit_bridge(method.name, rows, rows, *fit_normalizers(rows()), settings=quick, seed=0)
+        assert bridge.apply(x[:3]).shape == (3, 4), method.name
+
+
+def test_an_undeclared_key_raises_and_get_is_no_way_around_it():
+    from actbridge.registry import UndeclaredKey
+
+    keys = BRIDGE_METHODS["ridge"].settings({"subsample": 0.5, "rank": 3})
+    assert dict(keys) == {"subsample": 0.5, "ridge_penalties": keys["ridge_penalties"]}
+    for read in (lambda: keys["rank"], lambda: keys.get("rank", 8)):
+        with pytest.raises(UndeclaredKey, match="bridge method ridge read bridge.rank"):
+            read()
+    with pytest.raises(ConfigError, match="bridge.sgd.epochs"):
+        BRIDGE_METHODS["sgd"].settings({"sgd": {"epochs": 0}})
+    with pytest.raises(ConfigError, match="injection.subspace_swap"):
+        CONDITIONS["subspace_swap"].settings({"width": 3})

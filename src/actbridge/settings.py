@@ -65,7 +65,7 @@ class BridgeConfig:
         """Only the keys ``method`` reads (:attr:`BridgeMethod.keys`), so tuning the MLP never refits the
         ridge maps; a method trained through the receiver runs it in the configured ``dtype``."""
         chosen = BRIDGE_METHODS[method]
-        params = {key: self.keys[key] for key in ("subsample", *chosen.keys)}
+        params = {key: self.keys[key] for key in chosen.declared()}
         if chosen.through_receiver:
             params["dtype"] = dtype
         return params

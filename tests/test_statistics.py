@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 from scipy import stats as scipy_stats
 
+from actbridge.injection.conditions import CONDITIONS, rescaled_twins
 from actbridge.schemas import RESULT_SCHEMA
 from actbridge.stats.paired import (StatsSettings, bca_intervals, bootstrap_means, condition_statistics, crossed_bootstrap, holm,
                                   mcnemar_exact, paired_outcomes, resample_counts)
@@ -87,7 +88,8 @@ def planted_results(seed: int, n: int = 400, gain: int = 40) -> pa.Table:
 @pytest.fixture(scope="module")
 def planted_stats():
     settings = StatsSettings(resamples=2000, hierarchical_resamples=1000)
-    return condition_statistics({0: planted_results(0), 1: planted_results(1)}, "s1-r2", "ridge", settings=settings)
+    return condition_statistics({0: planted_results(0), 1: planted_results(1)}, "s1-r2", "ridge", settings=settings,
+                                twins=rescaled_twins())
 
 
 def test_a_planted_gain_is_found_and_a_planted_null_is_not(planted_stats):
@@ -121,7 +123,7 @@ def test_holm_families_are_per_seed_metric_and_kind(planted_stats):
 
 def test_summary_states_which_side_of_zero(planted_stats):
     _, across = planted_stats
-    text = stats_markdown(across, 0.95)
+    text = stats_markdown(across, 0.95, formulas={c.name: c.formula for c in CONDITIONS.values()})
     assert "| add | 0.5 | +10.00 [" in text and "] > 0 |" in text
     assert "| random | 0.5 | +0.00 [+0.00, +0.00] crosses 0 |" in text
     assert "| add_rescaled − add | 0.5 | -15.00 [" in text

@@ -136,7 +136,7 @@ def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_help
     verdicts = {}
     for method, by_seed in results.items():
         _, across = condition_statistics(by_seed, "s1-r2", method, settings=StatsSettings(
-            resamples=2000, hierarchical_resamples=500))
+            resamples=2000, hierarchical_resamples=500), twins={})
         for row in verdict_table(across, EFFECT_SCHEMA.empty_table(), EFFECT_SCHEMA.empty_table(),
                                  confidence=0.95).to_pylist():
             verdicts[(method, row["condition"])] = row

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 
 # one row per example x role x condition x alpha, as scored by :func:`actbridge.injection.jobs.run_injection`
+# The condition every other is paired with, as the tables name it (injection.conditions must include it).
+BASELINE = "none"
+
 RESULT_SCHEMA = pa.schema([
     ("example_id", pa.string()), ("mode", pa.string()), ("hops", pa.int8()), ("role", pa.string()),
     ("condition", pa.string()), ("alpha", pa.float64()), ("exact_match", pa.bool_()),

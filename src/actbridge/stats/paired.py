@@ -32,7 +32,7 @@ cost for hundreds of contrasts (``benchmarks/statistics.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 from scipy import special
 from scipy import stats as scipy_stats
 
-from actbridge.injection.conditions import BASELINE, rescaled_twins
+from actbridge.schemas import BASELINE
 from actbridge.config import default_of
 from actbridge.markdown import to_arrow
 
@@ -61,7 +61,6 @@ class StatsSettings:
 
 
 
-RESCALED_TWINS = rescaled_twins()
 METRICS = {"accuracy": "exact_match", "logprob": "gold_logprob"}
 
 
@@ -216,12 +215,13 @@ def paired_statistics(pairs: Sequence[tuple[np.ndarray, np.ndarray]], metrics: S
 # ---------------------------------------------------------------------------- from injection rows
 
 
-def contrasts_for(labels: Sequence[tuple[str, float | None]]) -> list[Contrast]:
-    """Every label against the baseline, and rescaled conditions against their unscaled twins."""
+def contrasts_for(labels: Sequence[tuple[str, float | None]], twins: Mapping[str, str]) -> list[Contrast]:
+    """Every label against the baseline, and rescaled conditions against their unscaled twins (``twins``:
+    rescaled condition -> unscaled, :func:`actbridge.injection.conditions.rescaled_twins`)."""
     present = set(labels)
     out = [Contrast(c, a, BASELINE, None) for c, a in labels if c != BASELINE]
     for condition, alpha in labels:
-        twin = RESCALED_TWINS.get(condition)
+        twin = twins.get(condition)
         if twin is not None and (twin, alpha) in present:
             out.append(Contrast(condition, alpha, twin, alpha))
     return out
@@ -308,11 +308,13 @@ def with_holm(frame: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
 
 
 def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method: str, *,
-                         settings: StatsSettings) -> tuple[pa.Table, pa.Table]:
+                         settings: StatsSettings, twins: Mapping[str, str]) -> tuple[pa.Table, pa.Table]:
     """(per-seed table, across-seeds table) for one layer pair and bridge method.
 
     ``results_by_seed[seed]`` holds that seed's injection rows (see
-    :mod:`actbridge.injection.jobs`). Seeds must cover the same examples per role and mode.
+    :mod:`actbridge.injection.jobs`). Seeds must cover the same examples per role and mode. ``twins``: each
+    norm-rescaled condition's unscaled twin (the registry's declarations, passed in: statistics import no
+    registry, so a newly configured condition reruns no causal job).
     """
     seeds = sorted(results_by_seed)
     per_seed: list[pl.DataFrame] = []
@@ -323,7 +325,7 @@ def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method
         first = paired_outcomes(results_by_seed[seeds[0]], role, mode)
         outcomes = {seed: first if seed == seeds[0] else
                     paired_outcomes(results_by_seed[seed], role, mode, first.example_ids) for seed in seeds}
-        contrasts = contrasts_for(list(first.outcomes))
+        contrasts = contrasts_for(list(first.outcomes), twins)
         if not contrasts:
             continue
         n = len(first.example_ids)

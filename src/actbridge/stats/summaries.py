@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
 
 from actbridge.data.worlds import PARTIAL_MODES
-from actbridge.injection.conditions import CONDITIONS
 from actbridge.markdown import ci_cell, ci_side, number, table_lines  # noqa: F401 - ci_side: re-exported
 
 # (title, scale, decimals)
@@ -27,8 +26,9 @@ def _labelled(rows: pl.DataFrame, scale: float, decimals: int) -> pl.DataFrame:
         pl.Series("_cell", [cell for _, cell in cells], dtype=pl.String))
 
 
-def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
-    """Per method, role and mode: every contrast by layer pair, with its interval and which side of 0 it lies."""
+def stats_markdown(across_seeds: pa.Table, confidence: float, *, formulas: Mapping[str, str]) -> str:
+    """Per method, role and mode: every contrast by layer pair, with its interval and which side of 0 it lies;
+    ``formulas``: each condition's h′ in words (the registry's, passed in by the rule's script)."""
     frame = pl.from_arrow(across_seeds)
     level = f"{confidence:.0%}"
     lines = [
@@ -39,7 +39,7 @@ def stats_markdown(across_seeds: pa.Table, confidence: float) -> str:
         "p-values (families: the conditions of one pair, method, seed, role, mode and metric), effect sizes "
         "and the t-interval over seeds are in `per_seed.parquet` and `across_seeds.parquet`.", "",
         "Conditions (h′ of the receiver's state h, with b the bridged state): " + "; ".join(
-            f"`{name}` {CONDITIONS[name].formula}" for name in frame["condition"].unique(maintain_order=True)) + ".",
+            f"`{name}` {formulas[name]}" for name in frame["condition"].unique(maintain_order=True)) + ".",
         "",
     ]
     pairs = sorted(frame["pair"].unique().to_list(), key=lambda name: [int(part[1:]) for part in name.split("-")])

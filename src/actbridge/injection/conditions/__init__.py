@@ -24,6 +24,7 @@ import numpy as np
 
 from actbridge.config import checked_value
 from actbridge.registry import ItemKeys, Registry, import_all
+from actbridge.schemas import BASELINE  # noqa: F401 - the baseline condition, named where the tables are
 
 # A stored state set a condition may read beyond what every injection job has (the sender's and the receiver's
 # eval states): name -> (model, split) of the activation shards; the job gets them as inputs of that name.
@@ -131,7 +132,6 @@ class Condition:
 
 
 CONDITIONS: Registry[Condition] = Registry("injection condition", "injection.conditions")
-BASELINE = "none"
 
 
 def store_inputs(conditions: Sequence[str]) -> dict[str, tuple[str, str]]:

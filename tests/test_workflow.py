@@ -42,10 +42,23 @@ def planned_jobs(output: str) -> dict[str, int]:
     return jobs
 
 
+ACROSS_SEEDS, METRICS = "stats/across_seeds.parquet", "bridges/metrics.parquet"
+CAUSAL = ("causal/sender.parquet", "causal/receiver.parquet")
+
+
+def figures_reading(*tables: str) -> dict[str, int]:
+    """One job per figure that reads any of ``tables`` (paths under results/), from actbridge.report.FIGURES:
+    the figures a change to those tables reruns (a new figure needs no edit here)."""
+    return {f"figure_{name}": 1 for name, spec in FIGURES.items() if set(spec.inputs.values()) & set(tables)}
+
+
+def totalled(jobs: dict[str, int]) -> dict[str, int]:
+    return {**jobs, "total": sum(jobs.values())}
+
+
 # 1 pair x the ridge and trained bridges x 2 seeds injected, their statistics, the verdict, and the figures drawn from them
 DOWNSTREAM_OF_BRIDGES = {"injection": 4, "condition_stats": 2, "stats_summary": 1, "verdict": 1,
-                         "figure_bridge_quality": 1, "figure_injection_sweep": 1, "figure_replacement": 1,
-                         "figure_asymmetric": 1, "figure_relay": 1}
+                         **figures_reading(METRICS, ACROSS_SEEDS)}
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +73,12 @@ def test_default_dag(workdir):
     jobs = planned_jobs(snakemake(workdir, "-n"))
     # 5 layer pairs (sender 0..4 at relative depth in the 6-layer receiver) x 5 methods x 5 seeds
     # injection: the same 5 pairs x the ridge bridge x 5 seeds; statistics per pair x method, then one summary
-    assert jobs == {"dataset_split": 4, "micro_tokenizer": 1, "model": 2, "dataset_stats": 1,
-                    "model_accuracy": 2, "accuracy_summary": 1, "activations": 6, "bridge": 125,
-                    "bridge_metrics": 1, "injection": 25, "condition_stats": 5, "stats_summary": 1,
-                    "figure_dataset": 1, "figure_bridge_quality": 1, "figure_injection_sweep": 1,
-                    "figure_replacement": 1, "sender_causal": 1, "figure_causal_sender": 1, "receiver_causal": 1,
-                    "figure_causal_receiver": 1, "verdict": 1, "figure_asymmetric": 1, "figure_relay": 1, "all": 1,
-                    "total": 186}
+    assert jobs == totalled({"dataset_split": 4, "micro_tokenizer": 1, "model": 2, "dataset_stats": 1,
+                             "model_accuracy": 2, "accuracy_summary": 1, "activations": 6, "bridge": 125,
+                             "bridge_metrics": 1, "injection": 25, "condition_stats": 5, "stats_summary": 1,
+                             "sender_causal": 1, "receiver_causal": 1, "verdict": 1, "all": 1,
+                             **{f"figure_{name}": 1 for name in FIGURES}})
+    assert jobs["total"] == 178 + len(FIGURES)
 
 
 def test_one_figure_builds_only_its_ancestors(workdir):
@@ -234,8 +246,8 @@ def test_changing_the_alphas_reruns_only_injection_statistics_and_their_figures(
     changed = finished_run / "changed_alphas.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
-    assert jobs == {"injection": 4, "condition_stats": 2, "stats_summary": 1, "verdict": 1, "figure_injection_sweep": 1,
-                    "figure_replacement": 1, "figure_asymmetric": 1, "figure_relay": 1, "all": 1, "total": 13}
+    assert jobs == totalled({"injection": 4, "condition_stats": 2, "stats_summary": 1, "verdict": 1,
+                             **figures_reading(ACROSS_SEEDS), "all": 1})
     config["injection"]["conditions"] = ["none", "add", "replace"]
     changed.write_text(yaml.safe_dump(config))
     assert planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed))) == jobs
@@ -247,9 +259,8 @@ def test_changing_the_resamples_reruns_only_statistics(finished_run):
     changed = finished_run / "changed_stats.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
-    assert jobs == {"condition_stats": 2, "stats_summary": 1, "verdict": 1, "figure_injection_sweep": 1,
-                    "figure_replacement": 1, "figure_asymmetric": 1, "figure_relay": 1, "sender_causal": 1,
-                    "figure_causal_sender": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 13}
+    assert jobs == totalled({"condition_stats": 2, "stats_summary": 1, "verdict": 1, "sender_causal": 1,
+                             "receiver_causal": 1, **figures_reading(ACROSS_SEEDS, *CAUSAL), "all": 1})
 
 
 def test_data_files_are_byte_identical_across_runs(finished_run):
@@ -288,10 +299,10 @@ def test_changing_eval_size_reruns_only_its_dependents(finished_run):
     changed = finished_run / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
-    assert jobs == {"dataset_split": 1, "dataset_stats": 1, "model_accuracy": 2, "accuracy_summary": 1,
-                    "activations": 2, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "sender_causal": 1, "figure_causal_sender": 1, "receiver_causal": 1,
-                    "figure_causal_receiver": 1, "all": 1, "total": 41}
+    assert jobs == totalled({"dataset_split": 1, "dataset_stats": 1, "model_accuracy": 2, "accuracy_summary": 1,
+                             "activations": 2, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                             **figures_reading("data/stats.parquet", *CAUSAL), "sender_causal": 1,
+                             "receiver_causal": 1, "all": 1})
 
 
 def test_tuning_the_mlp_refits_only_the_mlp_bridges(finished_run):
@@ -300,8 +311,8 @@ def test_tuning_the_mlp_refits_only_the_mlp_bridges(finished_run):
     changed = finished_run / "changed_mlp.yaml"
     changed.write_text(yaml.safe_dump(config))
     output = snakemake(finished_run, "-n", "--configfile", str(changed))
-    assert planned_jobs(output) == {"bridge": 2, "bridge_metrics": 1, "figure_bridge_quality": 1, "all": 1,
-                                    "total": 5}  # mlp is not injected by this config
+    # mlp is not injected by this config
+    assert planned_jobs(output) == totalled({"bridge": 2, "bridge_metrics": 1, **figures_reading(METRICS), "all": 1})
     assert re.findall(r"method=(\w+)", output) == ["mlp", "mlp"]
 
 
@@ -311,10 +322,9 @@ def test_another_seed_adds_only_its_jobs(finished_run):
     changed = finished_run / "more_seeds.yaml"
     changed.write_text(yaml.safe_dump(config))
     output = snakemake(finished_run, "-n", "--configfile", str(changed))
-    assert planned_jobs(output) == {"bridge": 7, "bridge_metrics": 1, "injection": 2, "condition_stats": 2,
-                                    "stats_summary": 1, "verdict": 1, "figure_bridge_quality": 1,
-                                    "figure_injection_sweep": 1, "figure_replacement": 1, "figure_asymmetric": 1,
-                                    "figure_relay": 1, "all": 1, "total": 20}
+    assert planned_jobs(output) == totalled({"bridge": 7, "bridge_metrics": 1, "injection": 2, "condition_stats": 2,
+                                             "stats_summary": 1, "verdict": 1,
+                                             **figures_reading(METRICS, ACROSS_SEEDS), "all": 1})
     assert set(re.findall(r"seed=(\d+)", output)) == {"2"}
 
 
@@ -324,9 +334,10 @@ def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
     changed = finished_run / "changed_receiver.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
-    assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
-                    "activations": 3, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 39}
+    assert jobs == totalled({"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
+                             "activations": 3, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                             **figures_reading("models/accuracy.parquet", CAUSAL[1]), "receiver_causal": 1,
+                             "all": 1})
 
 
 @pytest.fixture(scope="module")
@@ -361,9 +372,10 @@ def test_shipped_weights_are_reused_by_the_rule(finished_run, shipped_run):
 def test_a_lost_output_is_rebuilt_with_its_dependents_only(finished_run, shipped_run):
     shutil.rmtree(finished_run / "results" / "models" / "receiver")
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(shipped_run)))
-    assert jobs == {"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
-                    "activations": 3, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                    "figure_dataset": 1, "receiver_causal": 1, "figure_causal_receiver": 1, "all": 1, "total": 39}
+    assert jobs == totalled({"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
+                             "activations": 3, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                             **figures_reading("models/accuracy.parquet", CAUSAL[1]), "receiver_causal": 1,
+                             "all": 1})
 
 
 def test_a_corrupt_shard_is_named_and_rebuilt(finished_run, shipped_run):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Sequence
 
 PAIR_PATTERN = re.compile(r"^s(\d+)-r(\d+)$")

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import pyarrow as pa
 
 from actbridge.activations.store import ActivationStore, iter_aligned

@@ -43,7 +43,6 @@ if TYPE_CHECKING:  # hints only
 
 log = logging.getLogger(__name__)
 
-INJECTIONS = ("replace", "add")
 
 
 @dataclass(frozen=True)

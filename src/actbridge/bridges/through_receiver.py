@@ -44,7 +44,6 @@ if TYPE_CHECKING:  # hints only
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class AnswerRows:
     """Training rows on the receiver side, one per example that has the role and a sender state."""

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from actbridge.bridges.methods import BRIDGE_METHODS, default_methods
-from actbridge.catalog import DOCS, item_files, load_schema, validate_config, with_docs_tables
+from actbridge.catalog import DOCS, figure_styles, item_files, load_schema, validate_config, with_docs_tables
 from actbridge.config import SCHEMA_PATH, ConfigError
 from actbridge.fingerprint import import_closure
 from actbridge.injection.conditions import CONDITIONS, default_conditions, rescaled_twins
@@ -139,7 +139,10 @@ def test_every_figure_is_one_spec_with_its_builder_and_caption():
         builder = getattr(plots, spec.builder)
         required = {name for name, parameter in inspect.signature(builder).parameters.items()
                     if parameter.default is inspect.Parameter.empty}
-        assert required <= {*spec.inputs, *spec.params, *spec.fixed} <= set(inspect.signature(builder).parameters)
+        assert required <= {*spec.inputs, *spec.params, *spec.fixed, *spec.styles} <= set(
+            inspect.signature(builder).parameters)
+        assert set(spec.styles.values()) <= set(figure_styles(validate_config(yaml.safe_load(
+            (ROOT / "config" / "config.yaml").read_text()))))
         assert (captions / spec.caption).is_file(), spec.caption
     assert {path.name for path in captions.glob("figure_*.rst")} == {spec.caption for spec in FIGURES.values()}
     assert "figure_" not in (ROOT / "workflow" / "Snakefile").read_text(), "figure rules mark themselves local"

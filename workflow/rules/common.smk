@@ -9,7 +9,7 @@ if SRC not in sys.path:
 
 import yaml
 
-from actbridge.catalog import item_files, validate_config
+from actbridge.catalog import figure_styles, item_files, validate_config
 from actbridge.config import ConfigError, model_kind, routes_over_base
 from actbridge.settings import Settings
 from actbridge.data.worlds import SPLITS
@@ -29,6 +29,7 @@ except ConfigError as error:
     raise WorkflowError(str(error)) from None
 SETTINGS = Settings.from_config(config)
 ITEM_FILES = item_files(config)
+FIGURE_STYLES = figure_styles(config)
 
 MODELS = ("sender", "receiver")
 BRIDGE_SPLITS = ("bridge_train", "bridge_val", "eval")

@@ -14,7 +14,7 @@ for figure in FIGURES.values():
             png=report(f"{RESULTS}/figures/{figure.name}.png", caption=f"../report/{figure.caption}",
                        category="Figures"),
         params:
-            settings=figure.settings(config),
+            settings=figure.settings(config, FIGURE_STYLES),
             code=script_code("figure"),
         log:
             f"logs/figures/{figure.name}.log",

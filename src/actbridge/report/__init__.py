@@ -17,16 +17,20 @@ class FigureSpec:
     caption: str  # the caption's file in workflow/report/
     params: Mapping[str, str] = field(default_factory=dict)  # its keyword arguments -> the dotted config keys
     fixed: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments that never change
+    # its keyword arguments -> the styles it draws with (a key of actbridge.catalog.figure_styles: the registries'
+    # declarations for the configured items, passed in so that the figure code imports no registry)
+    styles: Mapping[str, str] = field(default_factory=dict)
 
-    def settings(self, config: Mapping) -> dict[str, Any]:
-        """The builder's keyword arguments from a validated config (the rule's params: they rerun it)."""
+    def settings(self, config: Mapping, styles: Mapping[str, Any]) -> dict[str, Any]:
+        """The builder's keyword arguments from a validated config and the configured items' ``styles`` (the
+        rule's params: a change reruns exactly the figures that draw with it)."""
         values = {}
         for argument, key in self.params.items():
             node = config
             for part in key.split("."):
                 node = node[part]
             values[argument] = node
-        return {**values, **self.fixed}
+        return {**values, **{argument: styles[name] for argument, name in self.styles.items()}, **self.fixed}
 
 
 def _figure(name: str, builder: str, inputs: Mapping[str, str], **keywords) -> FigureSpec:
@@ -37,15 +41,18 @@ ACROSS_SEEDS = {"across_seeds": "stats/across_seeds.parquet"}
 # Every figure the workflow draws, each a target of its own, in the report's order.
 FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
     _figure("dataset", "dataset_figure", {"stats": "data/stats.parquet", "accuracy": "models/accuracy.parquet"}),
-    _figure("bridge_quality", "bridge_quality_figure", {"metrics": "bridges/metrics.parquet"}),
-    _figure("injection_sweep", "injection_sweep_figure", ACROSS_SEEDS, params={"method": "figures.method"}),
-    _figure("replacement", "replacement_figure", ACROSS_SEEDS, params={"method": "figures.method"}),
+    _figure("bridge_quality", "bridge_quality_figure", {"metrics": "bridges/metrics.parquet"},
+            styles={"colours": "method_colours"}),
+    _figure("injection_sweep", "injection_sweep_figure", ACROSS_SEEDS, params={"method": "figures.method"},
+            styles={"drawn": "alpha"}),
+    _figure("replacement", "replacement_figure", ACROSS_SEEDS, params={"method": "figures.method"},
+            styles={"drawn": "replacement"}),
     _figure("causal_sender", "causal_sender_figure", {"effects": "causal/sender.parquet"}),
     _figure("causal_receiver", "causal_receiver_figure", {"effects": "causal/receiver.parquet"}),
     _figure("asymmetric", "channel_figure", ACROSS_SEEDS, params={"methods": "injection.methods"},
-            fixed={"mode": "asymmetric"}),
+            fixed={"mode": "asymmetric"}, styles={"colours": "method_colours"}),
     _figure("relay", "channel_figure", ACROSS_SEEDS, params={"methods": "injection.methods"},
-            fixed={"mode": "relay"}),
+            fixed={"mode": "relay"}, styles={"colours": "method_colours"}),
 )}
 # The tables gathered where Snakemake runs, beside the figures (seconds, little memory).
 SUMMARIES = ("dataset_stats", "accuracy_summary", "bridge_metrics", "stats_summary", "verdict")

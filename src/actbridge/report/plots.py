@@ -8,25 +8,24 @@ jobs alike without a display.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 from matplotlib.figure import Figure
 
-from actbridge.bridges.methods import BRIDGE_METHODS
-from actbridge.injection.conditions import CONDITIONS
 from actbridge.io import atomic_path
 from actbridge.stats.summaries import pooled
 
 
-def drawn_conditions(figure: str) -> dict[str, tuple[str, str]]:
-    """Condition -> (colour, line style) of the conditions a figure draws (``alpha`` or ``replacement``)."""
-    return {c.name: (c.style.colour, c.style.line) for c in CONDITIONS.values() if c.style.figure == figure}
+# Condition -> (colour, line style), and method -> colour: the registries' declarations, handed to the builders
+# as arguments (actbridge.catalog.figure_styles), so a figure reruns when what it draws changes, and only then.
+Drawn = Mapping[str, tuple[str, str]]
+Colours = Mapping[str, str]
 
 
-def method_colour(method: str) -> str:
-    return BRIDGE_METHODS[method].colour if method in BRIDGE_METHODS else "tab:gray"
+def _colour(colours: Colours, method: str) -> str:
+    return colours.get(method, "tab:gray")
 
 
 def save_figure(figure: Figure, pdf: str | Path, png: str | Path, *, dpi: int = 150) -> None:
@@ -113,7 +112,7 @@ def dataset_figure(stats: pa.Table, accuracy: pa.Table) -> Figure:
 # ---------------------------------------------------------------------------- bridges
 
 
-def bridge_quality_figure(metrics: pa.Table) -> Figure:
+def bridge_quality_figure(metrics: pa.Table, *, colours: Colours) -> Figure:
     """Normalized cosine and R² by layer pair, each method beside its shuffled-pair baseline, mean ± sd over seeds."""
     rows = metrics.to_pylist()
     panels = sorted({(r["role"], r["mode"]) for r in rows})
@@ -128,7 +127,7 @@ def bridge_quality_figure(metrics: pa.Table) -> Figure:
                     mean, sd = _seed_summary(rows, pairs, metric, role=role, mode=mode, method=method,
                                              predictor=predictor)
                     axis.errorbar(np.arange(len(pairs)), mean, yerr=sd, linestyle=style, marker="o", markersize=3,
-                                  color=method_colour(method), capsize=2,
+                                  color=_colour(colours, method), capsize=2,
                                   label=method if predictor == "bridge" else None)
             for predictor, color in (("mean", "k"), ("identity", "tab:brown")):
                 mean, _ = _seed_summary(rows, pairs, metric, role=role, mode=mode, method=methods[0],
@@ -160,12 +159,12 @@ def _panels(across: Sequence[dict]) -> list[tuple[str, str]]:
     return sorted({(r["role"], r["mode"]) for r in across})
 
 
-def injection_sweep_figure(across_seeds: pa.Table, method: str, *, metric: str = "accuracy") -> Figure:
+def injection_sweep_figure(across_seeds: pa.Table, method: str, *, drawn: Drawn, metric: str = "accuracy"
+                           ) -> Figure:
     """Δ vs α for add and add_rescaled (and the random and shuffled controls), crossed-bootstrap CIs.
 
-    One row per (role, mode), one column per layer pair.
+    One row per (role, mode), one column per layer pair. ``drawn``: the conditions drawn, with their styles.
     """
-    drawn = drawn_conditions("alpha")
     rows = [r for r in _rows(across_seeds, method=method, metric=metric, reference="none")
             if r["condition"] in drawn and r["alpha"] is not None]
     scale, unit = (100.0, "Δ accuracy (points)") if metric == "accuracy" else (1.0, "Δ gold log-prob")
@@ -202,9 +201,9 @@ def injection_sweep_figure(across_seeds: pa.Table, method: str, *, metric: str =
     return figure
 
 
-def replacement_figure(across_seeds: pa.Table, method: str, *, metric: str = "accuracy") -> Figure:
-    """Δ of replace, replace_rescaled and the mean / self-patch controls by layer pair, with CIs."""
-    drawn = drawn_conditions("replacement")
+def replacement_figure(across_seeds: pa.Table, method: str, *, drawn: Drawn, metric: str = "accuracy") -> Figure:
+    """Δ of replace, replace_rescaled and the mean / self-patch controls by layer pair, with CIs (``drawn``: the
+    conditions drawn, with their styles)."""
     rows = [r for r in _rows(across_seeds, method=method, metric=metric, reference="none") if r["condition"] in drawn]
     drawn = {condition: style for condition, style in drawn.items() if any(r["condition"] == condition for r in rows)}
     scale, unit = (100.0, "Δ accuracy (points)") if metric == "accuracy" else (1.0, "Δ gold log-prob")
@@ -333,7 +332,7 @@ PARTIAL_MODE_TITLES = {
 }
 
 
-def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str) -> Figure:
+def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str, colours: Colours) -> Figure:
     """The cases where a working channel must show: the receiver's prompt lacks facts (``mode``
     asymmetric: the first-hop fact; relay: every fact of a 1-hop question).
 
@@ -370,7 +369,7 @@ def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str)
         bound = series(role, methods[0], "self_patch")
         draw(top, bound, "self-patch (upper bound)", "black", "-")
         for method in methods:
-            color = method_colour(method)
+            color = _colour(colours, method)
             for condition, style in BRIDGED_SHOWN.items():
                 found = series(role, method, condition)
                 suffix = f" α={alpha:g}" if condition == "add_rescaled" else ""

@@ -178,11 +178,12 @@ def copy_of_the_package(tmp_path: Path) -> Path:
     return tmp_path / "src"
 
 
-def run_python(source: str, src: Path) -> str:
+def run_python(source: str, src: Path, *args: str) -> str:
+    """``source`` run by this Python from the checkout's root, with only the package copy ``src`` importable."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", source], cwd=ROOT, check=True, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", source, *args], cwd=ROOT, check=True, capture_output=True, text=True,
                          env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
     return out.stdout
 
@@ -239,8 +240,8 @@ root = Path(sys.argv[1])
 base = yaml.safe_load(open("config/config.yaml"))
 config = validate_config(merge_config(base, json.loads(sys.argv[2])))
 items = item_files(config)
-print(json.dumps({{path.stem: script_fingerprint(path, root / "src" / "actbridge", items=items)
-                  for path in sorted((root / "workflow" / "scripts").glob("*.py"))}}))
+print(json.dumps({path.stem: script_fingerprint(path, root / "src" / "actbridge", items=items)
+                  for path in sorted((root / "workflow" / "scripts").glob("*.py"))}))
 '''
 
 
@@ -252,7 +253,7 @@ def test_an_unconfigured_item_changes_no_fingerprint(tmp_path):
     src = copy_of_the_package(tmp_path)
 
     def fingerprints(overlay: dict) -> dict[str, str]:
-        return json.loads(_fingerprints(src, overlay))
+        return json.loads(run_python(FINGERPRINTS, src, str(src.parent), json.dumps(overlay)).strip().splitlines()[-1])
 
     before = fingerprints({})
     (src / "actbridge" / "injection" / "conditions" / "aaa_unused.py").write_text(CONDITION.format(name="aaa_unused"))
@@ -263,14 +264,3 @@ def test_an_unconfigured_item_changes_no_fingerprint(tmp_path):
     # the rules that run conditions or read their declarations, and no other (no causal job, no bridge fit, no
     # figure: the figures get what they draw as params)
     assert {"inject", "condition_stats"} <= set(changed) <= {"inject", "condition_stats", "stats_summary"}, changed
-
-
-def _fingerprints(src: Path, overlay: dict) -> str:
-    import json
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", FINGERPRINTS.format(), str(src.parent), json.dumps(overlay)],
-                         cwd=ROOT, check=True, capture_output=True, text=True,
-                         env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
-    return out.stdout.strip().splitlines()[-1]

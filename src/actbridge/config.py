@@ -81,17 +81,13 @@ def checked_value(fragment: dict, value: Any, *, key: str) -> Any:
     into the static schema), with its defaults filled in. Raises :class:`ConfigError` naming ``key``."""
     root = static_schema()
     value = copy.deepcopy(fragment.get("default") if value is None else value)
-    resolved = fragment
-    while "$ref" in resolved:
-        resolved = _resolve(root, resolved["$ref"])
     validator = jsonschema.Draft202012Validator({**fragment, "$defs": root.get("$defs", {})})
     errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         error = errors[0]
         error.path.extendleft(reversed(key.split(".")))
         raise ConfigError(_describe(error))
-    if isinstance(value, dict):
-        _fill_defaults(resolved, value, root)
+    _fill_defaults(fragment, value, root)
     return value
 
 

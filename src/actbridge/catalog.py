@@ -60,11 +60,12 @@ def figure_styles(config: Mapping) -> dict[str, dict]:
     """What the figures draw with, for the items ``config`` runs (a figure's ``styles`` name these): the
     conditions of the α sweep and of the replacement bars, each (colour, line style), in registry order, and
     each bridge method's colour."""
-    conditions = set(config["injection"]["conditions"])
+    configured = configured_items(config)
     drawn = {figure: {c.name: (c.style.colour, c.style.line) for c in CONDITIONS.values()
-                      if c.name in conditions and c.style.figure == figure} for figure in ("alpha", "replacement")}
-    methods = set(config["bridge"]["methods"]) | set(config["injection"]["methods"])
-    return {**drawn, "method_colours": {m.name: m.colour for m in BRIDGE_METHODS.values() if m.name in methods}}
+                      if c.name in configured["actbridge.injection.conditions"] and c.style.figure == figure}
+             for figure in ("alpha", "replacement")}
+    return {**drawn, "method_colours": {m.name: m.colour for m in BRIDGE_METHODS.values()
+                                        if m.name in configured["actbridge.bridges.methods"]}}
 
 
 DOCS = "config/README.md"

@@ -104,17 +104,18 @@ class Condition:
     style: ClassVar[Style] = Style(None)
 
     @classmethod
+    def settings_fragment(cls) -> dict:
+        """The schema of ``injection.<name>``: an object of its own keys, each with its default."""
+        return {"description": f"settings of the {cls.name} condition (read only where it is injected)",
+                "type": "object", "additionalProperties": False, "default": {},
+                "properties": copy.deepcopy(cls.settings_schema)}
+
+    @classmethod
     def settings(cls, values: Mapping[str, Any] | None = None) -> ItemKeys:
         """Its ``injection.<name>`` keys from ``values`` (absent ones take their defaults), validated: the only
         keys it may read. Raises :class:`actbridge.config.ConfigError` naming a key the schema rejects."""
-        values = values or {}
-        unknown = sorted(set(values) - set(cls.settings_schema))
-        if unknown:
-            checked_value({"type": "object", "additionalProperties": False, "properties": cls.settings_schema},
-                          dict(values), key=f"injection.{cls.name}")
         return ItemKeys(f"condition {cls.name}", f"injection.{cls.name}",
-                        {key: checked_value(fragment, values.get(key), key=f"injection.{cls.name}.{key}")
-                         for key, fragment in cls.settings_schema.items()})
+                        checked_value(cls.settings_fragment(), dict(values or {}), key=f"injection.{cls.name}"))
 
     def prepare(self, context: InjectionContext) -> "Condition":
         """This condition bound to one job and role (the default needs nothing beyond ConditionInputs)."""
@@ -187,10 +188,7 @@ def extend_schema(schema: dict) -> None:
     injection["conditions"]["default"] = default_conditions()
     for condition in CONDITIONS.values():
         if condition.settings_schema:
-            injection[condition.name] = {
-                "description": f"settings of the {condition.name} condition (read only where it is injected)",
-                "type": "object", "additionalProperties": False, "default": {},
-                "properties": copy.deepcopy(condition.settings_schema)}
+            injection[condition.name] = condition.settings_fragment()
 
 
 def markdown_table() -> str:

@@ -133,7 +133,7 @@ def import_closure(path: str | Path, package_root: Path = PACKAGE_ROOT, *, funct
         names, registry = _imports(current, package_root, function_level=function_level or current == start)
         if registry:
             package = _module_name(current, package_root)
-            chosen = (items or {}).get(package) if items is not None else None
+            chosen = None if items is None else items.get(package)
             members = ([p for p in current.parent.glob("*.py") if p.name != "__init__.py"] if chosen is None
                        else [Path(p).resolve() for p in chosen])
             for member in members:

@@ -12,6 +12,7 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from actbridge.models.handle import ModelHandle
+from actbridge.io import seal_directory
 from actbridge.activations.store import (ActivationStore, ActivationStoreError, ExtractionPlan, extract_activations,
                                    hidden_states_at, iter_aligned)
 from actbridge.activations.layers import resolve_layers
@@ -104,6 +105,9 @@ def test_row_groups_that_disagree_with_the_manifest_are_caught(extracted):
     manifest = json.loads((extracted / "manifest.json").read_text())
     manifest["shards"][0]["row_groups"] = {"last": 0}
     (extracted / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ActivationStoreError, match=r"\['manifest.json'\] that do not match the sha256"):
+        ActivationStore(extracted)
+    seal_directory(extracted)  # a writer that sealed a wrong manifest: the store's own checks still catch it
     with pytest.raises(ActivationStoreError, match="part-00000.parquet has 2 row groups"):
         ActivationStore(extracted)
 
@@ -126,9 +130,10 @@ def test_flipped_byte_is_named(extracted):
 
 def test_missing_shard_and_manifest_are_named(extracted):
     (extracted / "part-00002.parquet").unlink()
-    with pytest.raises(ActivationStoreError, match="part-00002.parquet is missing"):
+    with pytest.raises(ActivationStoreError, match=r"lacks \['part-00002.parquet'\] listed in its SHA256SUMS"):
         ActivationStore(extracted)
     (extracted / "manifest.json").unlink()
+    seal_directory(extracted)
     with pytest.raises(ActivationStoreError, match="manifest.json is missing"):
         ActivationStore(extracted)
 
@@ -137,6 +142,7 @@ def test_dim_mismatch_in_manifest_is_caught(extracted):
     manifest = json.loads((extracted / "manifest.json").read_text())
     manifest["hidden_size"] = 64
     (extracted / "manifest.json").write_text(json.dumps(manifest))
+    seal_directory(extracted)
     with pytest.raises(ActivationStoreError, match="different schema"):
         ActivationStore(extracted)
 

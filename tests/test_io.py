@@ -46,22 +46,20 @@ def test_outputs_follow_the_umask(tmp_path):
     assert pq.read_table(tmp_path / "t.parquet").column("x").to_pylist() == [1, 2]
 
 
-def test_an_unreadable_or_foreign_output_is_named_and_moved_aside(tmp_path):
-    import pyarrow as pa
-    import pytest
+def test_every_output_is_sealed_with_what_its_writer_wrote(tmp_path):
+    """A file gets a sha256sum-style sidecar, a directory a SHA256SUMS of every file under it; a file written
+    into a directory under construction is sealed with the directory, not on its own."""
+    import hashlib
 
-    from actbridge.io import CorruptOutputError, read_parquet_output, write_parquet
+    from actbridge.io import write_json
 
-    schema = pa.schema([("x", pa.int64())])
-    good = tmp_path / "good.parquet"
-    write_parquet(pa.table({"x": [1, 2, 3]}, schema=schema), good)
-    assert read_parquet_output(good, schema).column("x").to_pylist() == [1, 2, 3]
-    truncated = tmp_path / "truncated.parquet"
-    truncated.write_bytes(good.read_bytes()[:20])
-    with pytest.raises(CorruptOutputError, match="truncated.parquet is not readable Parquet.*run snakemake again"):
-        read_parquet_output(truncated, schema)
-    assert not truncated.exists() and (tmp_path / "truncated.parquet.corrupt").is_file()
-    foreign = tmp_path / "foreign.parquet"
-    write_parquet(pa.table({"y": ["a"]}), foreign)
-    with pytest.raises(CorruptOutputError, match="foreign.parquet has an unexpected schema"):
-        read_parquet_output(foreign, schema)
+    write_parquet(pa.table({"x": [1, 2]}), tmp_path / "t.parquet")
+    digest = hashlib.sha256((tmp_path / "t.parquet").read_bytes()).hexdigest()
+    assert (tmp_path / "t.parquet.sha256").read_text() == f"{digest}  t.parquet\n"
+    with atomic_directory(tmp_path / "d") as tmp:
+        (tmp / "sub").mkdir()
+        write_json({"a": 1}, tmp / "sub" / "record.json")
+        (tmp / "weights").write_bytes(b"w")
+    listed = (tmp_path / "d" / "SHA256SUMS").read_text().splitlines()
+    assert [line.split("  ")[1] for line in listed] == ["sub/record.json", "weights"]
+    assert sorted(p.name for p in (tmp_path / "d").rglob("*")) == ["SHA256SUMS", "record.json", "sub", "weights"]

@@ -111,7 +111,8 @@ def _allowed(schema: dict) -> str:
     if "properties" in schema:
         return f"allowed keys: {sorted(schema['properties'])}"
     bounds = []
-    for word, key in (("type", "type"), (">=", "minimum"), ("<=", "maximum"), (">", "exclusiveMinimum")):
+    for word, key in (("type", "type"), (">=", "minimum"), ("<=", "maximum"), (">", "exclusiveMinimum"),
+                      ("<", "exclusiveMaximum")):
         if key in schema:
             bounds.append(f"{word} {schema[key]}")
     return "allowed: " + ", ".join(bounds) if bounds else ""

@@ -1,8 +1,15 @@
-"""Atomic file output: a killed job never leaves a partial file that looks complete."""
+"""Atomic, sealed file output: a killed job never leaves a partial file that looks complete, and every output
+carries the sha256 of what its job wrote.
+
+A file is sealed by a sidecar ``<name>.sha256`` beside it (``sha256sum -c`` reads it); a directory by a
+``SHA256SUMS`` inside it that lists every file under it. A file written inside a directory that is still being
+built is sealed with that directory. Readers check the seals with :mod:`actbridge.integrity`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -26,6 +33,54 @@ def _publish_mode(path: Path, directory: bool) -> None:
     path.chmod((0o777 if directory else 0o666) & ~_umask())
 
 
+SIDECAR_SUFFIX = ".sha256"
+DIGESTS = "SHA256SUMS"
+# Snakemake marks a directory output with this file once its job has finished: not part of what the job wrote.
+SNAKEMAKE_MARKER = ".snakemake_timestamp"
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def sidecar_of(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def digest_line(digest: str, name: str) -> str:
+    """One line of ``sha256sum``'s output (text mode), which ``sha256sum -c`` checks."""
+    return f"{digest}  {name}\n"
+
+
+def directory_files(directory: Path) -> list[str]:
+    """Every file under ``directory`` that its job wrote, as sorted relative POSIX paths."""
+    return sorted(path.relative_to(directory).as_posix() for path in directory.rglob("*")
+                  if path.is_file() and path.name not in (DIGESTS, SNAKEMAKE_MARKER))
+
+
+def seal_directory(directory: str | os.PathLike[str]) -> None:
+    directory = Path(directory)
+    lines = "".join(digest_line(sha256_file(directory / name), name) for name in directory_files(directory))
+    with atomic_path(directory / DIGESTS) as tmp:
+        tmp.write_text(lines, encoding="utf-8")
+
+
+def seal_file(path: str | os.PathLike[str]) -> None:
+    path = Path(path)
+    with atomic_path(sidecar_of(path)) as tmp:
+        tmp.write_text(digest_line(sha256_file(path), path.name), encoding="utf-8")
+
+
+def _inside_unpublished_directory(path: Path) -> bool:
+    """Whether ``path`` lies in a directory :func:`atomic_directory` is still building (sealed as a whole)."""
+    return any(parent.name.startswith(".") and parent.name.endswith(TEMPORARY_SUFFIX) for parent in path.parents)
+
+
+def _disk_full_names(error: OSError, final: Path) -> OSError:
+    if error.errno == errno.ENOSPC:
+        return OSError(errno.ENOSPC, f"no space left on the device while writing {final}; nothing was written "
+                                     "there: free space and run snakemake again")
+    return error
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` on success.
@@ -35,13 +90,19 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TEMPORARY_SUFFIX, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         _publish_mode(tmp, directory=False)
         os.replace(tmp, final)
+        if final.name != DIGESTS and not final.name.endswith(SIDECAR_SUFFIX) and not _inside_unpublished_directory(final):
+            seal_file(final)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise _disk_full_names(error, final) from error
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -53,13 +114,17 @@ def atomic_directory(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory beside ``final``; swap it into place on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=TEMPORARY_SUFFIX, dir=final.parent))
     try:
         yield tmp
+        seal_directory(tmp)
         _publish_mode(tmp, directory=True)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _disk_full_names(error, final) from error
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -90,29 +155,3 @@ def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-class CorruptOutputError(RuntimeError):
-    """An upstream output that cannot be read as what its rule writes; it has been moved aside."""
-
-
-def read_parquet_output(path: str | os.PathLike[str], schema: pa.Schema | None = None) -> pa.Table:
-    """Read a Parquet file another rule wrote, or move it aside and say how to rebuild it.
-
-    A file that is not readable Parquet (truncated, overwritten) or whose
-    schema is not ``schema`` (written by an older version) is renamed to
-    ``<name>.corrupt`` (derived data, kept for inspection), so that the next
-    ``snakemake`` run sees the output missing and rebuilds it.
-    """
-    path = Path(path)
-    try:
-        table = pq.read_table(path)
-        problem = None if schema is None or table.schema.equals(schema) else "has an unexpected schema"
-    except (pa.ArrowInvalid, OSError) as error:
-        problem = f"is not readable Parquet ({error})"
-    if problem is None:
-        return table
-    aside = path.with_name(path.name + ".corrupt")
-    os.replace(path, aside)
-    raise CorruptOutputError(f"{path} {problem}; moved it to {aside}: run snakemake again to rebuild it "
-                             "and everything that reads it")

@@ -8,15 +8,18 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
 import yaml
+from snakemake.logging import logger
 
 from actbridge.catalog import figure_styles, item_files, validate_config
 from actbridge.config import ConfigError, model_kind, routes_over_base
 from actbridge.settings import Settings
+from actbridge.schemas import BASELINE
 from actbridge.data.worlds import SPLITS
 from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.fingerprint import script_fingerprint
 from actbridge.report import FIGURES
 from actbridge.activations.layers import layer_pairs, layers_for, pair_name, parse_pair, resolve_layers
+from actbridge.models.preflight import device_problem, model_problems
 from actbridge.models.record import recorded_shape, recorded_weights_mb
 
 # The Snakefile's configfile, which every --configfile is merged over.
@@ -94,8 +97,31 @@ def model_spec(wildcards):
     return config["models"][wildcards.model]
 
 
+# Checked while the job graph is built (snakemake -n too), once per model: see preflight().
+PREFLIGHT = {}
+
+
+def preflight(model):
+    """What stops ``model`` from loading (a missing path, no safetensors, a model type only remote code
+    defines), and a ``device`` this machine lacks, reported naming the key before any job runs. A run whose
+    jobs go to a cluster's GPU nodes is not stopped for this machine's lack of CUDA; a dry run warns."""
+    if model in PREFLIGHT:
+        return
+    problems = model_problems(config["models"][model], key=f"models.{model}")
+    device = PREFLIGHT.setdefault("device", device_problem(config["device"]))
+    if device is not None and workflow.local_exec:
+        if workflow.dryrun:
+            logger.warning(f"{device} (a local run stops here before any job; jobs on a cluster's GPU nodes are fine)")
+        else:
+            problems.append(device)
+    if problems:
+        raise WorkflowError("\n".join(problems))
+    PREFLIGHT[model] = True
+
+
 def model_inputs(wildcards):
     """A micro model trains on lm_train with the shared tokenizer; a named one needs nothing."""
+    preflight(wildcards.model)
     if model_kind(config["models"][wildcards.model]) != "micro":
         return {}
     return {
@@ -262,6 +288,18 @@ def stats_tables(kind):
     return tables
 
 
+
+
+def verdict_expectations(wildcards):
+    """Column -> values whose every combination the verdict's input tables must hold: each bridged pair x
+    injected method x role x condition in the statistics, each profiled layer x role in the causal tables."""
+    return {
+        "across_seeds": {"pair": bridged_pairs(), "method": list(config["injection"]["methods"]),
+                         "role": list(config["injection"]["roles"]),
+                         "condition": [c for c in config["injection"]["conditions"] if c != BASELINE]},
+        "sender": {"layer": bridged_sender_layers(), "role": list(config["activations"]["roles"])},
+        "receiver": {"layer": bridged_receiver_layers(), "role": list(config["injection"]["roles"])},
+    }
 
 
 def all_targets(wildcards=None):

@@ -3,12 +3,14 @@
 
 rule condition_stats:
     input:
-        seed_injections,
+        injections=seed_injections,
+        eval=f"{RESULTS}/data/eval.parquet",
     output:
         per_seed=f"{RESULTS}/stats/{{pair}}/{{method}}/per_seed.parquet",
         across_seeds=f"{RESULTS}/stats/{{pair}}/{{method}}/across_seeds.parquet",
     params:
         settings=config["stats"],
+        injection=injection_settings,
         code=script_code("condition_stats"),
     threads: 1
     resources:
@@ -52,6 +54,7 @@ rule verdict:
         markdown=report(f"{RESULTS}/stats/verdict.md", caption="../report/verdict.rst", category="Injection"),
     params:
         confidence=config["stats"]["confidence"],
+        expected=verdict_expectations,
         code=script_code("verdict"),
     log:
         "logs/stats/verdict.log",

@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 from actbridge.markdown import to_arrow
 from actbridge.stats.summaries import accuracy_markdown
 from actbridge.io import write_parquet, write_text
-from actbridge.logs import log_to_file
+from actbridge.integrity import start_job
 
-log_to_file(snakemake.log[0])
+start_job(snakemake)
 # one lazy scan over every model's file; written with the files' own schema
 table = to_arrow(pl.scan_parquet(list(snakemake.input)).collect(), pq.read_schema(snakemake.input[0]))
 write_parquet(table, snakemake.output.table)

@@ -4,10 +4,10 @@ import polars as pl
 
 from actbridge.bridges.jobs import METRICS_SCHEMA, metrics_markdown
 from actbridge.io import write_parquet, write_text
-from actbridge.logs import log_to_file
+from actbridge.integrity import start_job
 from actbridge.markdown import to_arrow
 
-log_to_file(snakemake.log[0])
+start_job(snakemake)
 # one lazy scan over every bridge job's metrics
 table = to_arrow(pl.scan_parquet([f"{directory}/metrics.parquet" for directory in snakemake.input]).collect(),
                  METRICS_SCHEMA)

@@ -4,11 +4,11 @@ import logging
 from pathlib import Path
 
 from actbridge.config import model_kind
-from actbridge.logs import log_to_file
+from actbridge.integrity import start_job
 from actbridge.models.micro import build_micro_model, micro_recipe
 from actbridge.models.loading import build_named_model, configure_threads, resolve_device
 
-log_to_file(snakemake.log[0])
+start_job(snakemake)
 # device and threads change where and how fast a job runs, not what it means: read them from the
 # config, not from params, so that switching them never invalidates a trained model
 configure_threads(snakemake.config["threads"] or snakemake.threads)

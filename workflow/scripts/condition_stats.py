@@ -1,16 +1,20 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
-from actbridge.io import read_parquet_output, write_parquet
-from actbridge.logs import log_to_file
+from actbridge.injection.conditions import condition_labels, rescaled_twins
+from actbridge.integrity import quarantine, read_table, start_job
+from actbridge.io import write_parquet
 from actbridge.schemas import JOB_SCHEMA
-from actbridge.stats.paired import StatsSettings
-from actbridge.injection.conditions import rescaled_twins
-from actbridge.stats.paired import condition_statistics
+from actbridge.stats.paired import StatsSettings, condition_statistics, injection_rows_problem
 
-log_to_file(snakemake.log[0])
+start_job(snakemake)
+examples = read_table(snakemake.input.eval, columns=["example_id", "mode"])
+injection = snakemake.params.injection
+labels = condition_labels(injection["conditions"], injection["alphas"])
 results = {}
-for path in snakemake.input:
-    table = read_parquet_output(path, JOB_SCHEMA)
+for path in snakemake.input.injections:
+    table = read_table(path, JOB_SCHEMA)
+    if problem := injection_rows_problem(table, examples, roles=injection["roles"], labels=labels):
+        quarantine(path, problem)
     results[table.column("seed")[0].as_py()] = table
 per_seed, across_seeds = condition_statistics(results, snakemake.wildcards.pair, snakemake.wildcards.method,
                                               settings=StatsSettings.from_config(snakemake.params.settings),

@@ -2,9 +2,9 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 
 from actbridge.data.worlds import DataConfig, build_split
 from actbridge.io import write_parquet
-from actbridge.logs import log_to_file
+from actbridge.integrity import start_job
 
-log_to_file(snakemake.log[0])
+start_job(snakemake)
 split = snakemake.wildcards.split
 config = DataConfig.from_split_params(snakemake.params.data, split)
 write_parquet(build_split(config, split), snakemake.output[0])

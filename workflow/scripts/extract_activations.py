@@ -1,13 +1,12 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
-import pyarrow.parquet as pq
 
 from actbridge.activations.store import PROMPT_FOR_MODEL, ExtractionPlan, extract_activations
 from actbridge.activations.layers import resolve_layers
-from actbridge.logs import log_to_file
+from actbridge.integrity import read_table, start_job
 from actbridge.models.loading import load_for_job, read_model_record
 
-log_to_file(snakemake.log[0])
+start_job(snakemake)
 handle = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
                       snakemake.config["threads"] or snakemake.threads)
 settings = snakemake.params.settings
@@ -15,5 +14,5 @@ plan = ExtractionPlan(layers=resolve_layers(snakemake.params.layers, handle.shap
                       roles=tuple(settings["roles"]), prompt=PROMPT_FOR_MODEL[snakemake.wildcards.model],
                       dtype=settings["dtype"], shard_rows=settings["shard_rows"], batch_size=settings["batch_size"])
 identity = {**read_model_record(snakemake.input.model), "device": str(handle.device), "model_dtype": snakemake.params.dtype}
-extract_activations(handle, pq.read_table(snakemake.input.examples), plan=plan, out_dir=snakemake.output[0],
+extract_activations(handle, read_table(snakemake.input.examples), plan=plan, out_dir=snakemake.output[0],
                     identity=identity)

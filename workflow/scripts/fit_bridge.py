@@ -1,14 +1,13 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
-import pyarrow.parquet as pq
 
 from actbridge.activations.store import ActivationStore
 from actbridge.bridges.jobs import BridgeRun, fit_groups, run_bridge_job
 from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.io import atomic_directory, write_parquet
-from actbridge.logs import log_to_file
+from actbridge.integrity import read_table, start_job
 
-log_to_file(snakemake.log[0])
+start_job(snakemake)
 run = BridgeRun.from_wildcards(snakemake.wildcards.pair, snakemake.wildcards.method, snakemake.wildcards.seed)
 method = BRIDGE_METHODS[run.method]
 if method.uses_torch:  # torch only where a method trains with it: its import is most of a closed-form job
@@ -27,7 +26,7 @@ if method.through_receiver:  # it runs the receiver (transformers is imported on
 
     receiver = load_for_job(snakemake.input.receiver, snakemake.config["device"], snakemake.params.settings["dtype"])
     trainer = receiver_trainer(receiver,
-                               {split: pq.read_table(snakemake.input[split]) for split in ("bridge_train", "bridge_val")},
+                               {split: read_table(snakemake.input[split]) for split in ("bridge_train", "bridge_val")},
                                stores["sender"], run.sender_layer, run.receiver_layer,
                                method.trainer_settings(method.settings(snakemake.params.settings)), run.seed)
 with atomic_directory(snakemake.output[0]) as out_dir:

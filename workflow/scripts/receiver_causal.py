@@ -1,19 +1,18 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from actbridge.causal.profiles import (EFFECT_SCHEMA, patching_effects, receiver_causal_markdown, receiver_causal_tables,
                               self_patch_effects)
 from actbridge.io import write_parquet, write_text
-from actbridge.logs import log_to_file
+from actbridge.integrity import read_table, start_job
 from actbridge.models.loading import load_for_job
 from actbridge.stats.paired import StatsSettings
 
-log_to_file(snakemake.log[0])
+start_job(snakemake)
 handle = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
                      snakemake.config["threads"] or snakemake.threads)
-patches, self_patches = receiver_causal_tables(handle, pq.read_table(snakemake.input.eval),
+patches, self_patches = receiver_causal_tables(handle, read_table(snakemake.input.eval),
                                                layers=snakemake.params.layers, roles=snakemake.params.roles,
                                                batch_tokens=snakemake.config["batch_tokens"])
 settings = StatsSettings.from_config(snakemake.params.stats)

@@ -1,20 +1,19 @@
 import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702 - the actbridge package
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from actbridge.activations.store import ActivationStore
 from actbridge.causal.profiles import ablation_effects, causal_markdown, patching_effects, sender_causal_tables
 from actbridge.io import write_parquet, write_text
-from actbridge.logs import log_to_file
+from actbridge.integrity import read_table, start_job
 from actbridge.models.loading import load_for_job
 from actbridge.stats.paired import StatsSettings
 
-log_to_file(snakemake.log[0])
+start_job(snakemake)
 handle = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
                      snakemake.config["threads"] or snakemake.threads)
 ablations, patches = sender_causal_tables(
-    handle, pq.read_table(snakemake.input.eval), layers=snakemake.params.layers,
+    handle, read_table(snakemake.input.eval), layers=snakemake.params.layers,
     roles=snakemake.params.roles, eval_store=ActivationStore(snakemake.input.eval_states, quarantine=True),
     train_store=ActivationStore(snakemake.input.train_states, quarantine=True),
     batch_tokens=snakemake.config["batch_tokens"])

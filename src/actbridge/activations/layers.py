@@ -50,6 +50,10 @@ def layer_pairs(spec: str | list, sender_layers: Sequence[int], receiver_layers:
         pairs = [(i, j) for i in sender_layers for j in receiver_layers]
     else:
         pairs = [(int(i), int(j)) for i, j in spec]
+    beyond = [(i, j) for i, j in pairs if not (0 <= i <= n_sender and 0 <= j <= n_receiver)]
+    if beyond:
+        raise ValueError(f"config key bridge.pairs: pairs {beyond} name layers the models do not have (sender "
+                         f"0..{n_sender}, receiver 0..{n_receiver}; 0 is the embeddings, n the last block)")
     missing = [(i, j) for i, j in pairs if i not in sender_layers or j not in receiver_layers]
     if missing:
         raise ValueError(f"config key bridge.pairs: pairs {missing} use layers that are not extracted "

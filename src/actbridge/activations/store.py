@@ -3,7 +3,8 @@
 Layout of ``activations/{model}/{split}/``::
 
     part-00000.parquet ...   one row per example x role: a row group per role, examples in dataset order
-    manifest.json            what produced the shards; rows, row group per role and sha256 per shard
+    manifest.json            what produced the shards; rows and row group per role of each shard
+    SHA256SUMS               the sha256 of every file above (actbridge.io), checked by every reader
 
 Each layer is its own ``fixed_size_list<float>[d]`` column (``layer_00`` is the
 embedding output, ``layer_{L}`` the last entry of HF ``hidden_states``). The
@@ -25,7 +26,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -36,7 +36,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from actbridge.config import default_of
-from actbridge.io import atomic_directory, sha256_file, write_json
+from actbridge import integrity
+from actbridge.integrity import seal_problem
+from actbridge.io import atomic_directory, write_json
 from actbridge.logs import Progress
 from actbridge.activations.roles import role_positions_for_table
 
@@ -170,8 +172,7 @@ def extract_activations(handle: ModelHandle, examples: pa.Table, *, plan: Extrac
                 for table in tables.values():
                     writer.write_table(table, row_group_size=table.num_rows)
             shards.append({"file": name, "rows": sum(table.num_rows for table in tables.values()),
-                           "row_groups": {role: index for index, role in enumerate(tables)},
-                           "sha256": sha256_file(tmp / name)})
+                           "row_groups": {role: index for index, role in enumerate(tables)}})
             del states, tables
         manifest = {
             "schema_version": SCHEMA_VERSION,
@@ -219,9 +220,9 @@ def shard_tables(schema: pa.Schema, plan: ExtractionPlan, chunk: range, *, state
 class ActivationStore:
     """Verified read access to one ``activations/{model}/{split}/`` directory.
 
-    Opening checks the manifest and every shard's size of rows and sha256, so
-    a truncated, missing or altered shard is an error naming the file, never a
-    silent wrong read.
+    Opening checks every file against the directory's seal (:mod:`actbridge.integrity`), then the manifest
+    and every shard's rows, row groups and schema, so a truncated, missing or altered shard is an error
+    naming the file, never a silent wrong read.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, verify: bool = True, quarantine: bool = False,
@@ -233,17 +234,16 @@ class ActivationStore:
         # decoded shards. Memory stays bounded: at most `cached_shards` shard-columns, whatever the split size.
         self._read_shard = functools.lru_cache(maxsize=cached_shards)(self._read_shard_uncached)
         try:
+            problem = seal_problem(self.directory) if verify else None
+            if problem is not None:
+                raise ActivationStoreError(f"{self.directory} {problem}: rerun the rule that extracts it")
             self.manifest = self._read_manifest()
             if verify:
                 self.verify()
         except ActivationStoreError as error:
             if not quarantine or not self.directory.is_dir():
                 raise
-            aside = self.directory.with_name(self.directory.name + ".corrupt")
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(self.directory, aside)
-            raise ActivationStoreError(f"{error}\nMoved {self.directory} to {aside}; run snakemake again to "
-                                       "rebuild it and everything that reads it.") from None
+            integrity.quarantine(self.directory, f"is not what its extraction job wrote ({error})")
 
     def _read_manifest(self) -> dict:
         manifest_path = self.directory / MANIFEST
@@ -279,9 +279,6 @@ class ActivationStore:
             hint = f"rerun the rule that extracts {self.directory} (delete the directory first)"
             if not path.is_file():
                 raise ActivationStoreError(f"shard {path} is missing: {hint}")
-            if sha256_file(path) != shard["sha256"]:
-                raise ActivationStoreError(f"shard {path} does not match its sha256 in the manifest "
-                                           f"(truncated or altered): {hint}")
             metadata = pq.read_metadata(path)
             if metadata.num_rows != shard["rows"]:
                 raise ActivationStoreError(f"shard {path} has {metadata.num_rows} rows, manifest says "

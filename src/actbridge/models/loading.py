@@ -20,16 +20,16 @@ import json
 import logging
 import os
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from actbridge.config import model_kind
 from actbridge.io import sha256_file, write_json
+from actbridge.models.preflight import (HUB_FILE_PATTERNS, ModelUnavailableError, check_local_model, device_problem,
+                                       hub_reachable, provide_hint)
 from actbridge.models.record import MODEL_RECORD, recorded_shape
 
 log = logging.getLogger(__name__)
@@ -41,20 +41,15 @@ RECIPE_FILE = "recipe.json"
 CONVERTED_DIR = "weights"
 # Bump when the training code changes in a way that changes the weights it produces.
 RECIPE_VERSION = 1
-HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model"]
-
-
-class ModelUnavailableError(RuntimeError):
-    """A configured model cannot be found or loaded; the message names the config key."""
 
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without one is an error naming ``device``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelUnavailableError("config key device: 'cuda' requested but torch sees no CUDA device; "
-                                    "use device: auto or cpu")
+    problem = device_problem(device)
+    if problem is not None:
+        raise ModelUnavailableError(problem)
     return torch.device(device)
 
 
@@ -72,28 +67,6 @@ def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """False when HF_HUB_OFFLINE is set or the hub endpoint does not answer within ``timeout_s``."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
-        return False
-    from huggingface_hub import constants
-
-    endpoint = urlparse(constants.ENDPOINT)
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        with socket.create_connection((endpoint.hostname, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def _provide_hint(key: str, hf_id: str, revision: str) -> str:
-    return (f"Provide the weights: on a machine with network run "
-            f"`huggingface-cli download {hf_id} --revision {revision}` and copy its HF cache "
-            f"(HF_HOME) here, or save the model to a directory and set {key} to "
-            "{path: /that/directory}.")
-
-
 def resolve_hf_snapshot(hf_id: str, revision: str, *, key: str) -> Path:
     """Local snapshot directory of ``hf_id@revision``; downloads only when the hub answers."""
     from huggingface_hub import snapshot_download
@@ -106,49 +79,9 @@ def resolve_hf_snapshot(hf_id: str, revision: str, *, key: str) -> Path:
     if not hub_reachable():
         raise ModelUnavailableError(
             f"config key {key}: {hf_id}@{revision} is not on disk and the model hub cannot be reached "
-            f"(offline or HF_HUB_OFFLINE=1). {_provide_hint(key, hf_id, revision)}") from cache_error
+            f"(offline or HF_HUB_OFFLINE=1). {provide_hint(key, hf_id, revision)}") from cache_error
     log.info("downloading %s@%s (safetensors only)", hf_id, revision)
     return Path(snapshot_download(hf_id, revision=revision, allow_patterns=HUB_FILE_PATTERNS))
-
-
-def gguf_architecture(path: Path) -> str:
-    """The ``general.architecture`` of a GGUF file (reads the header only)."""
-    from gguf import GGUFReader
-
-    field = GGUFReader(path).fields["general.architecture"]
-    return bytes(field.parts[field.data[0]]).decode()
-
-
-def check_gguf_loadable(path: Path, key: str) -> None:
-    """transformers de-quantizes GGUF for a fixed list of architectures: fail early outside it."""
-    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
-
-    try:
-        architecture = gguf_architecture(path)
-    except Exception as error:  # not a GGUF file, truncated header, ...
-        raise ModelUnavailableError(f"config key {key}: {path} is not a readable GGUF file, or is truncated "
-                                    f"({error})") from error
-    supported = sorted(set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer"})
-    if architecture not in supported:
-        raise ModelUnavailableError(
-            f"config key {key}: GGUF architecture {architecture!r} cannot be loaded by transformers "
-            f"(supported: {supported}); use a safetensors directory ({{path: /dir}}) instead")
-
-
-def check_local_model(path: Path, *, key: str, gguf_file: str | None = None) -> None:
-    if not path.is_dir():
-        raise ModelUnavailableError(f"config key {key}: directory {path} does not exist")
-    if gguf_file is not None:
-        if not (path / gguf_file).is_file():
-            raise ModelUnavailableError(f"config key {key}: GGUF file {path / gguf_file} does not exist")
-        check_gguf_loadable(path / gguf_file, key)
-        return
-    if not (path / "config.json").is_file():
-        raise ModelUnavailableError(f"config key {key}: {path} has no config.json (not a save_pretrained layout)")
-    if not any(path.glob("*.safetensors")):
-        raise ModelUnavailableError(
-            f"config key {key}: {path} holds no *.safetensors weights; only safetensors or GGUF are loaded "
-            "(convert with model.save_pretrained(dir, safe_serialization=True))")
 
 
 def weight_files(path: Path, gguf_file: str | None = None) -> list[Path]:
@@ -267,6 +200,22 @@ def _location(model_dir: Path, record: dict) -> tuple[Path, str | None]:
     return Path(record["path"]), record.get("gguf_file")
 
 
+def check_recorded_weights(model_dir: str | Path) -> None:
+    """Weights kept outside the pipeline directory (a named model's ``path`` or hub snapshot) still hash to what
+    its record says; otherwise the record is moved aside, so that the next run rebuilds it and everything
+    computed from the old weights. Weights inside the directory are covered by its seal."""
+    from actbridge import integrity
+
+    record = read_model_record(model_dir)
+    if record["kind"] == "micro" or record.get("converted"):
+        return
+    path, gguf_file = _location(Path(model_dir), record)
+    found = weights_fingerprint(path, gguf_file)
+    if found != record["weights_sha256"]:
+        integrity.quarantine(model_dir, f"records weights at {path} that have changed since it was built "
+                                        f"(sha256 {record['weights_sha256']}, now {found})")
+
+
 def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
     path, gguf_file = weights_location(model_dir)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
@@ -298,6 +247,7 @@ def load_for_job(model_dir: str | Path, device: str, dtype: str, threads: int = 
     from actbridge.models.handle import ModelHandle
 
     configure_threads(threads)
+    check_recorded_weights(model_dir)
     model = load_model(model_dir, device=resolve_device(device), dtype=resolve_dtype(dtype))
     return ModelHandle.of(model, load_tokenizer(model_dir))
 

@@ -275,6 +275,38 @@ def paired_outcomes(results: pa.Table, role: str, mode: str, example_ids: Sequen
     return PairedOutcomes(list(example_ids), outcomes)
 
 
+def injection_rows_problem(rows: pa.Table, examples: pa.Table, *, roles: Sequence[str],
+                           labels: Sequence[tuple[str, float | None]]) -> str | None:
+    """What one injection job's rows lack against the eval ``examples`` and the configured ``roles`` and
+    (condition, alpha) ``labels``; ``None`` when they cover all of it.
+
+    Every eval row (example, mode) has baseline rows, no row is of an example outside eval, every role and
+    label occurs, and within each role and mode every label covers exactly the baseline's examples (the pairing
+    the statistics rely on).
+    """
+    expected = set(zip(examples.column("example_id").to_pylist(), examples.column("mode").to_pylist()))
+    conditions = rows.column("condition").to_pylist()
+    keys = list(zip(rows.column("example_id").to_pylist(), rows.column("mode").to_pylist()))
+    baseline = {key for key, condition in zip(keys, conditions) if condition == BASELINE}
+    if missing := sorted(expected - baseline):
+        return (f"lacks the baseline rows of {len(missing)} of the {len(expected)} eval (example, mode) rows "
+                f"(first: {missing[:3]})")
+    if foreign := sorted(set(keys) - expected):
+        return f"holds rows of {len(foreign)} (example, mode) pairs that are not in eval (first: {foreign[:3]})"
+    if absent := sorted(set(roles) - set(rows.column("role").to_pylist())):
+        return f"has no rows of the roles {absent}"
+    alphas = [None if alpha is None else float(alpha) for alpha in rows.column("alpha").to_pylist()]
+    present = set(zip(conditions, alphas))
+    if absent := [label for label in labels if label not in present]:
+        return f"has no rows of the (condition, alpha) labels {absent}"
+    for role, mode in _groups(rows):
+        try:
+            paired_outcomes(rows, role, mode)
+        except ValueError as error:
+            return str(error)
+    return None
+
+
 def _groups(results: pa.Table) -> list[tuple[str, str]]:
     pairs = zip(results.column("role").to_pylist(), results.column("mode").to_pylist())
     return sorted(set(pairs))

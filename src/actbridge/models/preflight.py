@@ -1,0 +1,145 @@
+"""What can be checked about a configured model and device before any job runs, without torch or weights.
+
+The workflow calls :func:`model_problems` while it builds the job graph (``snakemake -n`` included), so a
+missing path, a directory without loadable weights, a model type only remote code defines, or a device this
+machine lacks is reported naming its config key before any data job has run. The model rule checks the same
+again when it builds ``results/models/{name}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model"]
+
+
+class ModelUnavailableError(RuntimeError):
+    """A configured model cannot be found or loaded; the message names the config key."""
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """False when HF_HUB_OFFLINE is set or the hub endpoint does not answer within ``timeout_s``."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
+        return False
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def provide_hint(key: str, hf_id: str, revision: str) -> str:
+    return (f"Provide the weights: on a machine with network run "
+            f"`huggingface-cli download {hf_id} --revision {revision}` and copy its HF cache "
+            f"(HF_HOME) here, or save the model to a directory and set {key} to "
+            "{path: /that/directory}.")
+
+
+def gguf_architecture(path: Path) -> str:
+    """The ``general.architecture`` of a GGUF file (reads the header only)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(path).fields["general.architecture"]
+    return bytes(field.parts[field.data[0]]).decode()
+
+
+def check_gguf_loadable(path: Path, key: str) -> None:
+    """transformers de-quantizes GGUF for a fixed list of architectures: fail early outside it."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    try:
+        architecture = gguf_architecture(path)
+    except Exception as error:  # not a GGUF file, truncated header, ...
+        raise ModelUnavailableError(f"config key {key}: {path} is not a readable GGUF file, or is truncated "
+                                    f"({error})") from error
+    supported = sorted(set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer"})
+    if architecture not in supported:
+        raise ModelUnavailableError(
+            f"config key {key}: GGUF architecture {architecture!r} cannot be loaded by transformers "
+            f"(supported: {supported}); use a safetensors directory ({{path: /dir}}) instead")
+
+
+def check_known_architecture(path: Path, key: str) -> None:
+    """A config whose ``model_type`` transformers does not ship is defined only by the repository's own code
+    (``auto_map``), which actbridge never runs: say so, rather than transformers' advice to trust it."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    model_type = config.get("model_type")
+    if "auto_map" not in config and model_type is not None:
+        return
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES  # imports torch: only here
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise ModelUnavailableError(
+            f"config key {key}: {path / 'config.json'} has model_type {model_type!r}, which this transformers "
+            "does not define; its auto_map points at code shipped with the model, and actbridge never runs a "
+            "model's own code (no trust_remote_code). Use a checkpoint of an architecture transformers ships "
+            "(Llama, Qwen2, Gemma, GPT-NeoX, ...), or convert it to one")
+
+
+def check_local_model(path: Path, *, key: str, gguf_file: str | None = None) -> None:
+    if not path.is_dir():
+        raise ModelUnavailableError(f"config key {key}: directory {path} does not exist")
+    if gguf_file is not None:
+        if not (path / gguf_file).is_file():
+            raise ModelUnavailableError(f"config key {key}: GGUF file {path / gguf_file} does not exist")
+        check_gguf_loadable(path / gguf_file, key)
+        return
+    if not (path / "config.json").is_file():
+        raise ModelUnavailableError(f"config key {key}: {path} has no config.json (not a save_pretrained layout)")
+    if not any(path.glob("*.safetensors")):
+        found = sorted(p.name for p in path.glob("*.bin")) or sorted(p.name for p in path.iterdir())[:5]
+        raise ModelUnavailableError(
+            f"config key {key}: {path} holds no *.safetensors weights (found {found}); only safetensors or GGUF "
+            "are loaded, never pickled weights: convert once with "
+            "AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
+    check_known_architecture(path, key)
+
+
+def device_problem(device: str) -> str | None:
+    """Why the ``device`` key cannot be honoured where this process runs, or ``None``."""
+    if device != "cuda":
+        return None
+    import torch  # only for device: cuda, where the answer needs it
+
+    if torch.cuda.is_available():
+        return None
+    build = "a CPU-only build of torch" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+    return (f"config key device: 'cuda', but {build} sees no CUDA device on this machine; use device: auto "
+            "(a GPU where there is one) or cpu")
+
+
+def hf_snapshot_problem(hf_id: str, revision: str, *, key: str) -> str | None:
+    """Why ``hf_id@revision`` cannot be had (not on disk, hub unreachable), or ``None``; downloads nothing."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(hf_id, revision=revision, local_files_only=True, allow_patterns=HUB_FILE_PATTERNS)
+        return None
+    except Exception:  # LocalEntryNotFoundError and friends
+        pass
+    if hub_reachable():
+        return None  # the model rule downloads it
+    return (f"config key {key}: {hf_id}@{revision} is not on disk and the model hub cannot be reached "
+            f"(offline or HF_HUB_OFFLINE=1). {provide_hint(key, hf_id, revision)}")
+
+
+def model_problems(spec: dict, *, key: str) -> list[str]:
+    """What stops the configured model ``spec`` (at config key ``key``) from loading, checked without weights."""
+    if "micro" in spec:
+        return []
+    if "hf_id" in spec:
+        problem = hf_snapshot_problem(spec["hf_id"], spec.get("revision", "main"), key=key)
+        return [problem] if problem else []
+    try:
+        check_local_model(Path(os.path.expanduser(spec["path"])).resolve(), key=key, gguf_file=spec.get("gguf_file"))
+    except ModelUnavailableError as error:
+        return [str(error)]
+    return []

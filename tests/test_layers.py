@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "actbridge"
 
 # Lowest first. A module may import its own stage and the stages below it, never one above.
 STAGES = (
-    ("foundation", ("io", "logs", "markdown", "schemas", "registry", "config", "fingerprint")),
+    ("foundation", ("io", "logs", "integrity", "markdown", "schemas", "registry", "config", "fingerprint")),
     ("data", ("data",)),
     ("models", ("models",)),
     ("activations", ("activations",)),

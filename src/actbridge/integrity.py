@@ -30,15 +30,16 @@ log = logging.getLogger(__name__)
 CORRUPT_SUFFIX = ".corrupt"
 # Files verified by this process, with the (size, mtime) they had: a job that verifies its inputs first and
 # then reads them through the readers below hashes each once.
-_verified: dict[Path, tuple[int, int]] = {}
+_verified: dict[Path, tuple] = {}
 
 
 class CorruptOutputError(RuntimeError):
     """An upstream output that is not what its rule wrote; it has been moved aside to be rebuilt."""
 
 
-def quarantine(path: str | os.PathLike[str], problem: str) -> NoReturn:
-    """Move ``path`` (a file with its seal, or a whole directory) aside to ``<name>.corrupt`` and stop the job."""
+def set_aside(path: str | os.PathLike[str], problem: str) -> str:
+    """Move ``path`` (a file with its seal, or a whole directory) aside to ``<name>.corrupt``, replacing an
+    older one; return the message that names it and what was wrong."""
     path = Path(path)
     aside = path.with_name(path.name + CORRUPT_SUFFIX)
     if aside.is_dir():
@@ -52,8 +53,22 @@ def quarantine(path: str | os.PathLike[str], problem: str) -> NoReturn:
     else:
         where = "it is gone"
     _verified.pop(path.resolve(), None)
-    raise CorruptOutputError(f"{path} {problem}; {where}: run snakemake again to rebuild it and everything that "
-                             "reads it")
+    return f"{path} {problem}; {where}"
+
+
+def quarantine_all(problems: Mapping[str | os.PathLike[str], str]) -> NoReturn:
+    """Set every path of ``problems`` aside and stop the job with one error naming them all, so that one rerun
+    rebuilds every one."""
+    lines = [set_aside(path, problem) for path, problem in problems.items()]
+    if len(lines) == 1:
+        raise CorruptOutputError(f"{lines[0]}: run snakemake again to rebuild it and everything that reads it")
+    raise CorruptOutputError("\n".join(lines) + "\nRun snakemake again to rebuild them and everything that "
+                             "reads them.")
+
+
+def quarantine(path: str | os.PathLike[str], problem: str) -> NoReturn:
+    """Move ``path`` aside to ``<name>.corrupt`` and stop the job with an error that names it."""
+    quarantine_all({path: problem})
 
 
 def seal_problem(path: str | os.PathLike[str]) -> str | None:
@@ -101,24 +116,27 @@ def _parse_digests(text: str) -> dict[str, str]:
     return digests
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    if path.is_dir():
-        seal = path / DIGESTS
-        return (seal.stat().st_size, seal.stat().st_mtime_ns) if seal.exists() else (-1, -1)
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
+def _stamp(path: Path) -> tuple:
+    """What changes when a verified file or directory does (names, sizes, modification times): a cheap stat."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return tuple((p.as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+def _problem_unless_verified(path: Path) -> str | None:
+    key = path.resolve()
+    if key in _verified and path.exists() and _verified[key] == _stamp(path):
+        return None
+    problem = seal_problem(path)
+    if problem is None:
+        _verified[key] = _stamp(path)
+    return problem
 
 
 def verify(path: str | os.PathLike[str]) -> Path:
     """``path``, after checking it against its seal; otherwise it is moved aside (:func:`quarantine`)."""
     path = Path(path)
-    key = path.resolve()
-    if key in _verified and path.exists() and _verified[key] == _stamp(path):
-        return path
-    problem = seal_problem(path)
-    if problem is not None:
+    if (problem := _problem_unless_verified(path)) is not None:
         quarantine(path, problem)
-    _verified[key] = _stamp(path)
     return path
 
 
@@ -137,18 +155,17 @@ def read_table(path: str | os.PathLike[str], schema: pa.Schema | None = None, *,
     return table
 
 
-def require_rows(path: str | os.PathLike[str], table: pa.Table, expected: Mapping[str, Iterable[Any]], *,
-                 what: str = "") -> None:
-    """Every combination of ``expected`` (column -> values) occurs in ``table``'s rows, or ``path`` is moved aside
-    with a message that names the file and the first missing combinations."""
+def rows_problem(table: pa.Table, expected: Mapping[str, Iterable[Any]]) -> str | None:
+    """Which combinations of ``expected`` (column -> values) no row of ``table`` holds, or ``None``."""
     keys = list(expected)
     present = set(zip(*(table.column(key).to_pylist() for key in keys))) if table.num_rows else set()
     wanted = list(itertools.product(*(sorted(set(values), key=repr) for values in expected.values())))
     missing = [combination for combination in wanted if combination not in present]
-    if missing:
-        shown = ", ".join(str(dict(zip(keys, combination))) for combination in missing[:3])
-        quarantine(path, f"lacks {len(missing)} of the {len(wanted)} ({', '.join(keys)}) rows {what or 'it must hold'}"
-                         f" (first: {shown})")
+    if not missing:
+        return None
+    shown = ", ".join(str(dict(zip(keys, combination))) for combination in missing[:3])
+    return (f"lacks {len(missing)} of the {len(wanted)} ({', '.join(keys)}) combinations the config asks for "
+            f"(first: {shown})")
 
 
 def remove_leftovers(output: str | os.PathLike[str]) -> list[Path]:
@@ -166,15 +183,21 @@ def remove_leftovers(output: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def start_job(snakemake: Any) -> None:
+def start_job(snakemake: Any, *, unread: Sequence[str] = ()) -> None:
     """What every rule script does first: log to its rule log, remove the leftovers of a killed run of this job,
-    and verify every input (files and directories) before anything reads it."""
+    and verify every input (files and directories) before anything reads it. ``unread`` names inputs the job
+    only orders itself after and never opens (their hashing would be wasted)."""
     log_to_file(snakemake.log[0])
     for output in snakemake.output:
         for leftover in remove_leftovers(output):
             log.info("removed %s, left by a killed run of this job", leftover)
-    for path in snakemake.input:
-        verify(path)
+    skipped = {str(snakemake.input[name]) for name in unread}
+    problems = {}
+    for path in dict.fromkeys(str(path) for path in snakemake.input if str(path) not in skipped):
+        if (problem := _problem_unless_verified(Path(path))) is not None:
+            problems[path] = problem
+    if problems:
+        quarantine_all(problems)
 
 
 

@@ -19,7 +19,7 @@ from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.fingerprint import script_fingerprint
 from actbridge.report import FIGURES
 from actbridge.activations.layers import layer_pairs, layers_for, pair_name, parse_pair, resolve_layers
-from actbridge.models.preflight import device_problem, model_problems
+from actbridge.models.preflight import built_from, device_problem, model_problems
 from actbridge.models.record import recorded_shape, recorded_weights_mb
 
 # The Snakefile's configfile, which every --configfile is merged over.
@@ -103,11 +103,13 @@ PREFLIGHT = {}
 
 def preflight(model):
     """What stops ``model`` from loading (a missing path, no safetensors, a model type only remote code
-    defines), and a ``device`` this machine lacks, reported naming the key before any job runs. A run whose
+    defines) before it is built, and a ``device`` this machine lacks, reported naming the key before any job runs. A run whose
     jobs go to a cluster's GPU nodes is not stopped for this machine's lack of CUDA; a dry run warns."""
     if model in PREFLIGHT:
         return
-    problems = model_problems(config["models"][model], key=f"models.{model}")
+    # once results/models/{model} is built, its record and seal stand for the weights: the DAG reads neither
+    spec = config["models"][model]
+    problems = [] if built_from(spec, f"{RESULTS}/models/{model}") else model_problems(spec, key=f"models.{model}")
     device = PREFLIGHT.setdefault("device", device_problem(config["device"]))
     if device is not None and workflow.local_exec:
         if workflow.dryrun:

@@ -49,6 +49,9 @@ rule verdict:
         across_seeds=f"{RESULTS}/stats/across_seeds.parquet",
         sender=f"{RESULTS}/causal/sender.parquet",
         receiver=f"{RESULTS}/causal/receiver.parquet",
+        # the models' depths place the pairs and layers the tables must cover (ancient: nothing else of them)
+        sender_model=ancient(f"{RESULTS}/models/sender"),
+        receiver_model=ancient(f"{RESULTS}/models/receiver"),
     output:
         table=f"{RESULTS}/stats/verdict.parquet",
         markdown=report(f"{RESULTS}/stats/verdict.md", caption="../report/verdict.rst", category="Injection"),

@@ -143,3 +143,18 @@ def model_problems(spec: dict, *, key: str) -> list[str]:
     except ModelUnavailableError as error:
         return [str(error)]
     return []
+
+
+def built_from(spec: dict, model_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``model_dir``'s record was built from this configured ``spec`` (then its record and seal stand for
+    the weights, and the preflight reads none of them)."""
+    record_path = Path(model_dir) / "model.json"
+    if not record_path.is_file():
+        return False
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    if "micro" in spec:
+        return record.get("kind") == "micro"
+    if "hf_id" in spec:
+        return (record.get("hf_id"), record.get("revision")) == (spec["hf_id"], spec.get("revision", "main"))
+    return (record.get("path"), record.get("gguf_file")) == (
+        str(Path(os.path.expanduser(spec["path"])).resolve()), spec.get("gguf_file"))

@@ -333,21 +333,34 @@ def test_edited_markdown_and_a_flipped_causal_table_are_caught_before_they_are_r
     assert "rule sender_causal" in output and "rule injection" not in output
 
 
-def test_a_job_killed_mid_run_is_rerun_alone_after_unlock(clean):
+def test_ctrl_c_and_kill_9_mid_job_then_unlock_and_one_rerun(clean):
+    """Ctrl-C stops cleanly (no lock left); kill -9 of Snakemake and its job leaves the lock, which the next run
+    names; after --unlock one run redoes the killed job and what follows it."""
     workdir, expected = clean
     log = workdir / "logs" / "injection" / "s2-r3" / "ridge" / "seed0.log"
-    log.unlink()
-    run = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "small.yaml", "--cores", "1",
-                            "--forcerun", "injection"], cwd=workdir, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not _text(log):  # the job has started: it logs from its first line
-        assert time.monotonic() < deadline and run.poll() is None, "the injection job never started"
-        time.sleep(0.2)
-    time.sleep(1.0)
+
+    def start_and_wait() -> subprocess.Popen:
+        log.unlink(missing_ok=True)
+        run = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "small.yaml", "--cores", "1",
+                                "--forcerun", "injection"], cwd=workdir, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not _text(log):  # the job has started: it logs from its first line
+            assert time.monotonic() < deadline and run.poll() is None, "the injection job never started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        return run
+
+    run = start_and_wait()
+    stopped = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=60) != 0
+    assert time.monotonic() - stopped < 30
+    assert not list((workdir / INJECTION).glob(".seed0.parquet.*.tmp"))
+
+    run = start_and_wait()
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
-    assert not (workdir / INJECTION / "seed0.parquet").exists()  # removed when the forced job started
     code, output = snakemake(workdir, "--cores", "2", check=False)
     assert code != 0 and "--unlock" in output
     snakemake(workdir, "--unlock")
@@ -387,3 +400,20 @@ def test_models_devices_and_bounds_are_reported_before_any_job(clean, tmp_path):
     assert code != 0 and "config key stats.confidence" in output and "< 1" in output
     assert (workdir / "results" / "data" / "eval.parquet").stat().st_mtime_ns == stamp  # no job ran
     assert outputs(workdir / "results") == expected
+
+
+def test_every_rule_script_starts_its_job_verified():
+    """Every rule script begins with start_job (verified inputs, leftovers removed) and reads Parquet outputs
+    through the verified reader: no stage writes its own variant."""
+    import ast
+
+    for script in sorted((ROOT / "workflow" / "scripts").glob("*.py")):
+        tree = ast.parse(script.read_text())
+        calls = [node.func for node in ast.walk(tree) if isinstance(node, ast.Call)]
+        names = [call.id if isinstance(call, ast.Name) else call.attr for call in calls
+                 if isinstance(call, (ast.Name, ast.Attribute))]
+        assert "start_job" in names, f"{script.name} does not start with start_job(snakemake)"
+        assert "log_to_file" not in names, f"{script.name}: start_job opens the log"
+        plain = [call for call in calls if isinstance(call, ast.Attribute) and call.attr == "read_table"
+                 and isinstance(call.value, ast.Name) and call.value.id == "pq"]
+        assert not plain, f"{script.name} reads Parquet without verifying it (use actbridge.integrity.read_table)"

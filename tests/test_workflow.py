@@ -106,8 +106,14 @@ def test_bridge_pairs_outside_the_extracted_layers_stop_before_any_job(workdir):
     bad = workdir / "bad_pairs.yaml"
     bad.write_text(yaml.safe_dump(config))
     output = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
-    assert "config key bridge.pairs" in output and "activations.layers" in output
+    assert "config key bridge.pairs: pairs [(2, 9)] name layers the models do not have (sender 0..2, receiver 0..3" \
+        in output
     assert "Traceback" not in output
+    config["activations"]["layers"] = {"sender": [0, 1], "receiver": "all"}  # layer 2 exists but is not extracted
+    config["bridge"]["pairs"] = [[2, 3]]
+    bad.write_text(yaml.safe_dump(config))
+    output = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
+    assert "config key bridge.pairs" in output and "add them to activations.layers" in output
 
 
 def test_the_pythia_profile_plans_from_the_documented_command(workdir):

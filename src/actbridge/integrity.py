@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NoReturn, Sequence
 
@@ -28,6 +29,7 @@ from actbridge.logs import log_to_file
 log = logging.getLogger(__name__)
 
 CORRUPT_SUFFIX = ".corrupt"
+VERIFIED = "verified"  # the start of the line each job logs about its inputs (benchmarks/integrity_cost.py)
 # Files verified by this process, with the (size, mtime) they had: a job that verifies its inputs first and
 # then reads them through the readers below hashes each once.
 _verified: dict[Path, tuple] = {}
@@ -191,13 +193,21 @@ def start_job(snakemake: Any, *, unread: Sequence[str] = ()) -> None:
     for output in snakemake.output:
         for leftover in remove_leftovers(output):
             log.info("removed %s, left by a killed run of this job", leftover)
-    skipped = {str(snakemake.input[name]) for name in unread}
+    skipped = {str(getattr(snakemake.input, name)) for name in unread if hasattr(snakemake.input, name)}
     problems = {}
-    for path in dict.fromkeys(str(path) for path in snakemake.input if str(path) not in skipped):
+    started, checked = time.perf_counter(), list(dict.fromkeys(str(path) for path in snakemake.input
+                                                             if str(path) not in skipped))
+    for path in checked:
         if (problem := _problem_unless_verified(Path(path))) is not None:
             problems[path] = problem
     if problems:
         quarantine_all(problems)
+    log.info("%s %d inputs (%.1f MB) in %.2f s", VERIFIED, len(checked),
+             sum(_size(Path(path)) for path in checked) / 1e6, time.perf_counter() - started)
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 

@@ -19,7 +19,7 @@ from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.fingerprint import script_fingerprint
 from actbridge.report import FIGURES
 from actbridge.activations.layers import layer_pairs, layers_for, pair_name, parse_pair, resolve_layers
-from actbridge.models.preflight import built_from, device_problem, model_problems
+from actbridge.models.preflight import built_from, device_problem, hf_snapshot_problem, model_problems
 from actbridge.models.record import recorded_shape, recorded_weights_mb
 
 # The Snakefile's configfile, which every --configfile is merged over.
@@ -102,20 +102,26 @@ PREFLIGHT = {}
 
 
 def preflight(model):
-    """What stops ``model`` from loading (a missing path, no safetensors, a model type only remote code
-    defines) before it is built, and a ``device`` this machine lacks, reported naming the key before any job runs. A run whose
-    jobs go to a cluster's GPU nodes is not stopped for this machine's lack of CUDA; a dry run warns."""
+    """What stops ``model`` from loading, reported naming the key while the job graph is built, before any job:
+    a missing path, no safetensors, a model type only remote code defines (until the model is built), and what
+    holds only for this machine: a ``device`` it lacks, a hub model neither on disk nor reachable. Those stop a
+    local run; a dry run, or a run whose jobs go to a cluster, only warns."""
     if model in PREFLIGHT:
         return
     # once results/models/{model} is built, its record and seal stand for the weights: the DAG reads neither
     spec = config["models"][model]
-    problems = [] if built_from(spec, f"{RESULTS}/models/{model}") else model_problems(spec, key=f"models.{model}")
-    device = PREFLIGHT.setdefault("device", device_problem(config["device"]))
-    if device is not None and workflow.local_exec:
-        if workflow.dryrun:
-            logger.warning(f"{device} (a local run stops here before any job; jobs on a cluster's GPU nodes are fine)")
-        else:
-            problems.append(device)
+    built = built_from(spec, f"{RESULTS}/models/{model}")
+    problems = [] if built else model_problems(spec, key=f"models.{model}")
+    # what holds only for this machine: fatal where the jobs run here, a warning in a dry run or on a cluster
+    local = [PREFLIGHT.setdefault("device", device_problem(config["device"]))]
+    if "hf_id" in spec and not built:
+        local.append(hf_snapshot_problem(spec["hf_id"], spec.get("revision", "main"), key=f"models.{model}"))
+    for problem in filter(None, local):
+        if workflow.local_exec and not workflow.dryrun:
+            problems.append(problem)
+        elif problem not in PREFLIGHT.setdefault("warned", set()):
+            PREFLIGHT["warned"].add(problem)
+            logger.warning(f"{problem} (a local run stops here, before any job; jobs that run elsewhere may not)")
     if problems:
         raise WorkflowError("\n".join(problems))
     PREFLIGHT[model] = True

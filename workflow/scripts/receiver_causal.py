@@ -9,7 +9,7 @@ from actbridge.integrity import read_table, start_job
 from actbridge.models.loading import load_for_job
 from actbridge.stats.paired import StatsSettings
 
-start_job(snakemake)
+start_job(snakemake, unread=("sender",))  # only the sender's depth, a param
 handle = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,
                      snakemake.config["threads"] or snakemake.threads)
 patches, self_patches = receiver_causal_tables(handle, read_table(snakemake.input.eval),

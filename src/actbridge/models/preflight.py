@@ -132,12 +132,11 @@ def hf_snapshot_problem(hf_id: str, revision: str, *, key: str) -> str | None:
 
 
 def model_problems(spec: dict, *, key: str) -> list[str]:
-    """What stops the configured model ``spec`` (at config key ``key``) from loading, checked without weights."""
-    if "micro" in spec:
+    """What stops the configured model ``spec`` (at config key ``key``) from loading, checked on this machine
+    without reading weights. A hub model that is not on disk is not among them (see :func:`hf_snapshot_problem`:
+    where the jobs run, the hub may answer)."""
+    if "micro" in spec or "hf_id" in spec:
         return []
-    if "hf_id" in spec:
-        problem = hf_snapshot_problem(spec["hf_id"], spec.get("revision", "main"), key=key)
-        return [problem] if problem else []
     try:
         check_local_model(Path(os.path.expanduser(spec["path"])).resolve(), key=key, gguf_file=spec.get("gguf_file"))
     except ModelUnavailableError as error:

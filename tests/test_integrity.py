@@ -258,6 +258,37 @@ INJECTION = "results/injection/s2-r3/ridge"
 BRIDGES = "results/bridges/s2-r3/ridge"
 
 
+ARTIFACTS = {  # one output of every kind the workflow writes, and where in it to flip a byte
+    "data split": "data/eval.parquet", "dataset statistics": "data/stats.md", "micro model": "models/receiver",
+    "model accuracy": "models/accuracy.parquet", "activation shards": "activations/sender/eval",
+    "bridge": "bridges/s2-r3/ridge/seed0", "bridge metrics": "bridges/metrics.parquet",
+    "injection table": "injection/s2-r3/ridge/seed1.parquet", "causal table": "causal/receiver.parquet",
+    "per-pair statistics": "stats/s2-r3/ridge/across_seeds.parquet", "summary": "stats/summary.md",
+    "verdict table": "stats/verdict.parquet", "verdict": "stats/verdict.md", "figure": "figures/relay.png",
+}
+
+
+@pytest.mark.parametrize("kind", list(ARTIFACTS))
+def test_a_byte_flip_in_any_artifact_is_named_by_its_reader(clean, tmp_path, kind):
+    workdir, _ = clean
+    source = workdir / "results" / ARTIFACTS[kind]
+    copy = tmp_path / source.name
+    if source.is_dir():
+        shutil.copytree(source, copy)
+        target = max((p for p in copy.rglob("*") if p.is_file() and p.name != "SHA256SUMS"),
+                     key=lambda p: p.stat().st_size)
+    else:
+        shutil.copy2(source, copy)
+        shutil.copy2(source.with_name(source.name + ".sha256"), tmp_path / (source.name + ".sha256"))
+        target = copy
+    verify(copy)
+    flip(target, target.stat().st_size // 2)
+    with pytest.raises(CorruptOutputError, match=rf"{re.escape(str(copy))} .*(does|do) not match the sha256.*"
+                                                 r"run snakemake again"):
+        verify(copy)
+    assert (tmp_path / (copy.name + ".corrupt")).exists() and not copy.exists()
+
+
 def test_a_corrupted_bridge_is_named_moved_aside_and_rebuilt(clean):
     """A flip after the safetensors header (used silently before) and one inside the header (a SafetensorError
     naming no file before), and the empty temporary directory a killed bridge job leaves."""

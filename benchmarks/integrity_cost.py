@@ -15,13 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from actbridge.integrity import VERIFIED, seal_problem, sealed_outputs
+from actbridge.integrity import VERIFIED, output_bytes, seal_problem, sealed_outputs
 
 LINE = re.compile(rf"{VERIFIED} (\d+) inputs \(([\d.]+) MB\) in ([\d.]+) s")
-
-
-def size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def main(results: Path, logs: Path) -> None:
@@ -35,7 +31,7 @@ def main(results: Path, logs: Path) -> None:
         if len(lines) > 1:
             job_seconds += float(lines[1].split("\t")[0])
     outputs = sealed_outputs(results)
-    total = sum(size(path) for path in outputs)
+    total = sum(output_bytes(path) for path in outputs)
     start = time.perf_counter()
     failing = sum(seal_problem(path) is not None for path in outputs)
     at_rest = time.perf_counter() - start

@@ -203,11 +203,12 @@ def start_job(snakemake: Any, *, unread: Sequence[str] = ()) -> None:
     if problems:
         quarantine_all(problems)
     log.info("%s %d inputs (%.1f MB) in %.2f s", VERIFIED, len(checked),
-             sum(_size(Path(path)) for path in checked) / 1e6, time.perf_counter() - started)
+             sum(output_bytes(Path(path)) for path in checked) / 1e6, time.perf_counter() - started)
 
 
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+def output_bytes(path: Path) -> int:
+    """The bytes of a file output, or of every file of a directory output."""
+    return sum(size for _, size, _ in _stamp(path))
 
 
 

@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from actbridge.config import model_kind
 from actbridge.io import sha256_file, write_json
 from actbridge.models.preflight import (HUB_FILE_PATTERNS, ModelUnavailableError, check_local_model, device_problem,
-                                       hub_reachable, provide_hint)
+                                       hub_reachable, not_on_disk_offline)
 from actbridge.models.record import MODEL_RECORD, recorded_shape
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,7 @@ def resolve_hf_snapshot(hf_id: str, revision: str, *, key: str) -> Path:
     except Exception as not_cached:  # LocalEntryNotFoundError and friends
         cache_error = not_cached
     if not hub_reachable():
-        raise ModelUnavailableError(
-            f"config key {key}: {hf_id}@{revision} is not on disk and the model hub cannot be reached "
-            f"(offline or HF_HUB_OFFLINE=1). {provide_hint(key, hf_id, revision)}") from cache_error
+        raise ModelUnavailableError(not_on_disk_offline(hf_id, revision, key=key)) from cache_error
     log.info("downloading %s@%s (safetensors only)", hf_id, revision)
     return Path(snapshot_download(hf_id, revision=revision, allow_patterns=HUB_FILE_PATTERNS))
 

@@ -125,8 +125,10 @@ def hf_snapshot_problem(hf_id: str, revision: str, *, key: str) -> str | None:
         return None
     except Exception:  # LocalEntryNotFoundError and friends
         pass
-    if hub_reachable():
-        return None  # the model rule downloads it
+    return None if hub_reachable() else not_on_disk_offline(hf_id, revision, key=key)  # else the model rule fetches it
+
+
+def not_on_disk_offline(hf_id: str, revision: str, *, key: str) -> str:
     return (f"config key {key}: {hf_id}@{revision} is not on disk and the model hub cannot be reached "
             f"(offline or HF_HUB_OFFLINE=1). {provide_hint(key, hf_id, revision)}")
 

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 CORRUPT_SUFFIX = ".corrupt"
 VERIFIED = "verified"  # the start of the line each job logs about its inputs (benchmarks/integrity_cost.py)
-# Files verified by this process, with the (size, mtime) they had: a job that verifies its inputs first and
-# then reads them through the readers below hashes each once.
+# Outputs verified by this process, with their stamp (each file's name, size and mtime): a job that verifies
+# its inputs first and then reads them through the readers below hashes each once.
 _verified: dict[Path, tuple] = {}
 
 

@@ -96,7 +96,10 @@ def test_bounded_answer_scores_equal_the_naive_full_vocabulary_ones(architecture
         np.testing.assert_array_equal(bounded.exact_match, naive.exact_match)
         np.testing.assert_array_equal(bounded.gold_rank, naive.gold_rank)
         np.testing.assert_array_equal(bounded.n_candidates, naive.n_candidates)
+        np.testing.assert_allclose(bounded.first_token_logprob, naive.first_token_logprob, atol=TOLERANCE, rtol=0)
+        np.testing.assert_array_equal(bounded.first_token_top, naive.first_token_top)
     assert np.isfinite(naive.gold_logprob).all() and naive.gold_logprob.std() > 0  # not a constant
+    assert (naive.first_token_logprob >= naive.gold_logprob - TOLERANCE).all()  # one token of the answer's sum
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))

@@ -123,4 +123,5 @@ def test_self_patching_the_final_state_gives_the_full_prompts_scores(sender_setu
     effects = self_patch_effects(self_patches, StatsSettings(resamples=500)).to_pylist()
     # one effect per mode: the relay (1-hop) and asymmetric (2-hop) gains are never pooled
     assert {(r["mode"], r["hops"]) for r in effects} == {("asymmetric", "2"), ("relay", "1")}
-    assert {(r["condition"], r["metric"]) for r in effects} == {("self_patch", "accuracy"), ("self_patch", "logprob")}
+    assert {(r["condition"], r["metric"]) for r in effects} == {("self_patch", "accuracy"), ("self_patch", "logprob"),
+                                                            ("self_patch", "first_token")}

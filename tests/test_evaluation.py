@@ -88,3 +88,34 @@ def test_accuracy_table_covers_every_view(eval_table, tokenizer):
     assert ("asymmetric", "receiver", 1) not in views
     markdown = accuracy_markdown(table)
     assert "MISSED (>= 0.90)" in markdown  # an untrained model misses the chaining targets
+
+
+def test_the_first_token_metric_sees_a_right_first_token_and_not_a_shared_one(eval_table, tokenizer):
+    """Planted: the model's own greedy first token, followed by a token it would not write. Exact match misses
+    it, the first-token metric finds it; a candidate that shares that first token never outranks the gold."""
+    model = tiny_model(tokenizer, seed=3)
+    prompts = [p[:cut] for p in eval_table.column("full_prompt").to_pylist()[:12] for cut in range(-10, 0)]
+    pairs = greedy_answers(model, tokenizer, prompts)
+    assert len(pairs) >= 5
+    handle = ModelHandle.of(model, tokenizer)
+    vocabulary = {text: i for text, i in tokenizer.get_vocab().items()}
+    # a second token that round-trips after the first: the answer becomes two tokens whose first is greedy
+    tail = next(t for t in ("ta", "ko", "ri", "zu") if t in vocabulary)
+    rows = [(prompt, answer + tail) for prompt, answer in pairs
+            if tokenizer(" " + answer + tail, add_special_tokens=False)["input_ids"][:1]
+            == tokenizer(" " + answer, add_special_tokens=False)["input_ids"]]
+    assert len(rows) >= 3
+    prompts, answers = zip(*rows)
+    def first(name):
+        return tokenizer(" " + name, add_special_tokens=False)["input_ids"][0]
+
+    other = [next(c for c in ("Paris", "blue", "Rome", "Oslo") if first(c) != first(a)) for a in answers]
+    scores = score_answers(handle, prompts, answers, [[a, o] for a, o in zip(answers, other)])
+    assert scores.first_token_top.all()
+    # the gold's first token shared with a distractor (the greedy answer itself): still top, never outranked
+    shared = score_answers(handle, prompts, answers, [[a, a[: -len(tail)], o] for a, o in zip(answers, other)])
+    assert shared.first_token_top.all()
+    np.testing.assert_allclose(shared.first_token_logprob, scores.first_token_logprob, atol=1e-5)
+    # a distractor as the gold: its first token is not the greedy one
+    wrong = score_answers(handle, prompts, other, [[a, o] for a, o in zip(answers, other)])
+    assert not wrong.first_token_top.any()

@@ -37,6 +37,8 @@ def assert_same(fast, naive):
     for a, b in zip(fast, naive):
         np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-4, rtol=0)
         np.testing.assert_array_equal(a.exact, b.exact)
+        np.testing.assert_allclose(a.first_logprob, b.first_logprob, atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(a.first_tokens, b.first_tokens)
         np.testing.assert_allclose(a.clean_state, b.clean_state, atol=1e-4)
 
 

@@ -19,7 +19,7 @@ from actbridge.schemas import EFFECT_SCHEMA
 from actbridge.stats.paired import StatsSettings, condition_statistics
 from actbridge.bridges.through_receiver import (AnswerRows, answer_loss, answer_rows, cached_prefix_answer_loss,
                                train_bridge, whole_sequence_answer_loss)
-from actbridge.stats.verdict import verdict_table
+from actbridge.stats.verdict import VerdictSettings, verdict_table
 from tests.test_activations import tiny_model
 
 LAYERS = 2  # the edit site hidden_states[2] of a 2-block model is the final, normed state: logits = W_U h
@@ -138,7 +138,7 @@ def test_a_trained_bridge_finds_the_planted_channel_and_the_verdict_says_it_help
         _, across = condition_statistics(by_seed, "s1-r2", method, settings=StatsSettings(
             resamples=2000, hierarchical_resamples=500), twins={})
         for row in verdict_table(across, EFFECT_SCHEMA.empty_table(), EFFECT_SCHEMA.empty_table(),
-                                 confidence=0.95).to_pylist():
+                                 settings=VerdictSettings(confidence=0.95)).to_pylist():
             verdicts[(method, row["condition"])] = row
     accuracy = {m: np.mean([r["exact_match"] for t in by_seed.values() for r in t.to_pylist()
                             if r["condition"] == "replace"]) for m, by_seed in results.items()}

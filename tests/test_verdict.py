@@ -9,14 +9,18 @@ import pytest
 
 from actbridge.schemas import EFFECT_SCHEMA
 from actbridge.stats.paired import ACROSS_SEEDS_SCHEMA
-from actbridge.stats.verdict import verdict_markdown, verdict_table
+from actbridge.stats.verdict import VerdictSettings, verdict_markdown, verdict_table
+
+SETTINGS = VerdictSettings(confidence=0.95)
 
 
-def across(pair, condition, delta, half_width, p_holm, mode="asymmetric", alpha=None, method="ridge", role="last"):
+def across(pair, condition, delta, half_width, p_holm, mode="asymmetric", alpha=None, method="ridge", role="last",
+           discordance=0.2, metric="accuracy"):
     return {"pair": pair, "method": method, "role": role, "mode": mode, "family": "vs_none", "condition": condition,
-            "alpha": alpha, "reference": "none", "metric": "accuracy", "n_seeds": 5, "n": 200, "delta": delta,
+            "alpha": alpha, "reference": "none", "metric": metric, "n_seeds": 5, "n": 200, "delta": delta,
             "seed_sd": 0.01, "t_low": delta - half_width, "t_high": delta + half_width,
-            "boot_low": delta - half_width, "boot_high": delta + half_width, "p_value": p_holm, "p_holm": p_holm}
+            "boot_low": delta - half_width, "boot_high": delta + half_width, "p_value": p_holm, "p_holm": p_holm,
+            "boot_se": half_width / 1.96, "discordance": discordance, "holm_rank": 1, "family_size": 4}
 
 
 def effect(layer, condition, metric, delta, role="last", mode="shared", hops="2"):
@@ -51,7 +55,7 @@ def planted():
 
 
 def test_each_planted_verdict_comes_out(planted):
-    table = verdict_table(*planted, confidence=0.95)
+    table = verdict_table(*planted, settings=SETTINGS)
     rows = {(r["mode"], r["condition"]): r for r in table.to_pylist()}
     helps = rows[("asymmetric", "replace_rescaled")]
     assert helps["verdict"] == "helps: 25% of upper bound" and helps["pair"] == "s2-r3"
@@ -60,8 +64,10 @@ def test_each_planted_verdict_comes_out(planted):
     assert helps["sender_ablation"] == pytest.approx(-0.30) and helps["receiver_moved"] == pytest.approx(0.15)
     harmful = rows[("asymmetric", "replace")]
     assert harmful["verdict"] == "harmful" and harmful["delta"] == pytest.approx(-0.20)
+    # its interval is ±10 points: only an effect of 16.1 points would be found, more than a quarter of the bound
     nothing = rows[("asymmetric", "add")]
-    assert nothing["verdict"] == "no effect" and nothing["pair"] == "s2-r3" and nothing["alpha"] == 1.0
+    assert nothing["verdict"] == "inconclusive (could detect only ≥ 16.1 points)"
+    assert nothing["pair"] == "s2-r3" and nothing["alpha"] == 1.0 and nothing["threshold"] == pytest.approx(0.10)
     assert rows[("asymmetric", "self_patch")]["verdict"] == "upper bound"
     shared = rows[("shared", "replace_rescaled")]
     assert shared["verdict"] == "helps: +6.0 points" and math.isnan(shared["channel_efficiency"])
@@ -73,8 +79,8 @@ def test_each_planted_verdict_comes_out(planted):
 
 
 def test_the_markdown_shows_every_row_by_mode(planted):
-    table = verdict_table(*planted, confidence=0.95)
-    text = verdict_markdown(table, 0.95)
+    table = verdict_table(*planted, settings=SETTINGS)
+    text = verdict_markdown(table, SETTINGS)
     assert text.count("| ridge |") == table.num_rows
     assert "## mode `asymmetric`" in text and "## mode `shared`" in text and "## mode `relay`" in text
     assert "**helps: 25% of upper bound**" in text and "25%" in text
@@ -83,6 +89,35 @@ def test_the_markdown_shows_every_row_by_mode(planted):
 def test_without_causal_effects_the_columns_say_not_available(planted):
     across_seeds, _, _ = planted
     empty = EFFECT_SCHEMA.empty_table()
-    table = verdict_table(across_seeds, empty, empty, confidence=0.95)
+    table = verdict_table(across_seeds, empty, empty, settings=SETTINGS)
     assert all(math.isnan(r["sender_ablation"]) for r in table.to_pylist())
-    assert "n/a" in verdict_markdown(table, 0.95)
+    assert "n/a" in verdict_markdown(table, SETTINGS)
+
+
+def test_a_narrow_interval_is_no_effect_and_a_wide_one_inconclusive():
+    """The same Δ of 0 reads `no effect` where the test could see 5 points and `inconclusive` where it could not;
+    without an upper bound (shared mode) the threshold is stats.detectable_effect."""
+    rows = [across("s1-r2", "add", 0.0, 0.01, 1.0, mode="shared", discordance=0.02),
+            across("s1-r2", "replace", 0.0, 0.08, 1.0, mode="shared", discordance=0.3)]
+    empty = EFFECT_SCHEMA.empty_table()
+    table = verdict_table(pa.Table.from_pylist(rows, schema=ACROSS_SEEDS_SCHEMA), empty, empty, settings=SETTINGS)
+    verdicts = {r["condition"]: r for r in table.to_pylist()}
+    assert verdicts["add"]["verdict"].startswith("no effect (would detect ≥ ")
+    assert verdicts["add"]["detectable"] < 0.05 == pytest.approx(verdicts["add"]["threshold"])
+    assert verdicts["replace"]["verdict"].startswith("inconclusive (could detect only ≥ ")
+    assert verdicts["replace"]["detectable"] > 0.05
+    lenient = verdict_table(pa.Table.from_pylist(rows, schema=ACROSS_SEEDS_SCHEMA), empty, empty,
+                            settings=VerdictSettings(confidence=0.95, detectable_effect=50))
+    assert all(r["verdict"].startswith("no effect") for r in lenient.to_pylist())
+
+
+def test_the_verdict_rests_on_the_configured_metric(planted):
+    """stats.metric: first-token rows decide the verdict, the accuracy rows beside them are not read."""
+    across_seeds, sender, receiver = planted
+    first = [{**row, "metric": "first_token", "delta": 0.3, "boot_low": 0.25, "boot_high": 0.35, "p_holm": 1e-5}
+             for row in across_seeds.to_pylist() if row["condition"] == "add"]
+    both = pa.concat_tables([across_seeds, pa.Table.from_pylist(first, schema=ACROSS_SEEDS_SCHEMA)])
+    table = verdict_table(both, sender, receiver, settings=VerdictSettings(confidence=0.95, metric="first_token"))
+    rows = {(r["mode"], r["condition"]): r for r in table.to_pylist()}
+    assert set(rows) == {("asymmetric", "add")} and rows[("asymmetric", "add")]["metric"] == "first_token"
+    assert rows[("asymmetric", "add")]["verdict"].startswith("helps")

@@ -12,6 +12,9 @@ RESULT_SCHEMA = pa.schema([
     ("example_id", pa.string()), ("mode", pa.string()), ("hops", pa.int8()), ("role", pa.string()),
     ("condition", pa.string()), ("alpha", pa.float64()), ("exact_match", pa.bool_()),
     ("gold_logprob", pa.float64()), ("gold_rank", pa.int16()), ("n_candidates", pa.int16()),
+    # the first-answer-token metric (CandidateScores.first_token_top): a channel that delivers only a
+    # multi-token name's first token is invisible to exact match
+    ("first_token_top", pa.bool_()), ("first_token_logprob", pa.float64()),
     ("h_norm", pa.float64()), ("b_norm", pa.float64()), ("cos_hb", pa.float64()), ("perturbation", pa.float64()),
 ])
 

@@ -16,7 +16,7 @@ rule sender_causal:
     params:
         layers=bridged_sender_layers,
         roles=config["activations"]["roles"],
-        stats=config["stats"],
+        stats=STATS_SETTINGS,
         dtype=config["dtype"],
         code=script_code("sender_causal"),
     threads: 1
@@ -44,7 +44,7 @@ rule receiver_causal:
     params:
         layers=bridged_receiver_layers,
         roles=config["injection"]["roles"],
-        stats=config["stats"],
+        stats=STATS_SETTINGS,
         dtype=config["dtype"],
         code=script_code("receiver_causal"),
     threads: 1

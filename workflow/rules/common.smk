@@ -14,6 +14,7 @@ from actbridge.catalog import figure_styles, item_files, validate_config
 from actbridge.config import ConfigError, model_kind, routes_over_base
 from actbridge.settings import Settings
 from actbridge.schemas import BASELINE
+from actbridge.stats.paired import StatsSettings
 from actbridge.data.worlds import SPLITS
 from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.fingerprint import script_fingerprint
@@ -33,6 +34,8 @@ except ConfigError as error:
 SETTINGS = Settings.from_config(config)
 ITEM_FILES = item_files(config)
 FIGURE_STYLES = figure_styles(config)
+# the stats.* keys the statistics jobs read; the verdict alone reads the rest (metric, power)
+STATS_SETTINGS = StatsSettings.keys_of(config["stats"])
 
 MODELS = ("sender", "receiver")
 BRIDGE_SPLITS = ("bridge_train", "bridge_val", "eval")

@@ -9,7 +9,7 @@ rule condition_stats:
         per_seed=f"{RESULTS}/stats/{{pair}}/{{method}}/per_seed.parquet",
         across_seeds=f"{RESULTS}/stats/{{pair}}/{{method}}/across_seeds.parquet",
     params:
-        settings=config["stats"],
+        settings=STATS_SETTINGS,
         injection=injection_settings,
         code=script_code("condition_stats"),
     threads: 1
@@ -56,7 +56,7 @@ rule verdict:
         table=f"{RESULTS}/stats/verdict.parquet",
         markdown=report(f"{RESULTS}/stats/verdict.md", caption="../report/verdict.rst", category="Injection"),
     params:
-        confidence=config["stats"]["confidence"],
+        settings=config["stats"],
         expected=verdict_expectations,
         code=script_code("verdict"),
     log:

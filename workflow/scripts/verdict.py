@@ -4,7 +4,7 @@ from actbridge.integrity import quarantine_all, read_table, rows_problem, start_
 from actbridge.io import write_parquet, write_text
 from actbridge.schemas import EFFECT_SCHEMA
 from actbridge.stats.paired import ACROSS_SEEDS_SCHEMA
-from actbridge.stats.verdict import verdict_markdown, verdict_table
+from actbridge.stats.verdict import VerdictSettings, verdict_markdown, verdict_table
 
 start_job(snakemake, unread=("sender_model", "receiver_model"))  # their depths are in params
 tables = {"across_seeds": ACROSS_SEEDS_SCHEMA, "sender": EFFECT_SCHEMA, "receiver": EFFECT_SCHEMA}
@@ -13,7 +13,7 @@ problems = {snakemake.input[name]: rows_problem(tables[name], expected)  # the r
             for name, expected in snakemake.params.expected.items()}
 if any(problems.values()):
     quarantine_all({path: problem for path, problem in problems.items() if problem})
-table = verdict_table(tables["across_seeds"], tables["sender"], tables["receiver"],
-                      confidence=snakemake.params.confidence)
+settings = VerdictSettings.from_config(snakemake.params.settings)
+table = verdict_table(tables["across_seeds"], tables["sender"], tables["receiver"], settings=settings)
 write_parquet(table, snakemake.output.table)
-write_text(verdict_markdown(table, snakemake.params.confidence), snakemake.output.markdown)
+write_text(verdict_markdown(table, settings), snakemake.output.markdown)

@@ -61,7 +61,7 @@ MODE = "shared"
 EXAMPLE_SCHEMA = pa.schema([
     ("example_id", pa.string()), ("mode", pa.string()), ("hops", pa.int8()), ("layer", pa.int16()),
     ("role", pa.string()), ("condition", pa.string()), ("exact_match", pa.bool_()), ("gold_logprob", pa.float64()),
-    ("gold_rank", pa.int16()),
+    ("gold_rank", pa.int16()), ("first_token_top", pa.bool_()), ("first_token_logprob", pa.float64()),
     ("counterfactual_top1", pa.bool_()),  # patching rows: the counterfactual's answer ranks first among candidates
 ])
 PATCH_METRICS = {**METRICS, "moved": "counterfactual_top1"}
@@ -103,6 +103,8 @@ def _score_rows(handle: ModelHandle, table: pa.Table, keep: Sequence[int],
             columns["exact_match"].append(bool(score.exact[k, gold]))
             columns["gold_logprob"].append(float(score.logprob[k, gold]))
             columns["gold_rank"].append(score.gold_rank(k, gold))
+            columns["first_token_top"].append(score.first_token_top(k, gold))
+            columns["first_token_logprob"].append(float(score.first_logprob[k, gold]))
             columns["counterfactual_top1"].append(
                 None if alternative is None else bool(np.argmax(score.logprob[k]) == alternative))
     return pa.table(columns, schema=EXAMPLE_SCHEMA)

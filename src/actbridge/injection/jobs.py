@@ -139,6 +139,8 @@ def run_injection(receiver: ModelHandle, examples: pa.Table,
             columns["gold_logprob"].append(float(score.logprob[k, gold]))
             columns["gold_rank"].append(score.gold_rank(k, gold))
             columns["n_candidates"].append(len(names))
+            columns["first_token_top"].append(score.first_token_top(k, gold))
+            columns["first_token_logprob"].append(float(score.first_logprob[k, gold]))
             columns["h_norm"].append(h_norm)
             columns["b_norm"].append(b_norm)
             columns["cos_hb"].append(cos_hb)

@@ -89,11 +89,22 @@ class CandidateScores:
 
     logprob: np.ndarray  # summed log-probability of the candidate's tokens
     exact: np.ndarray  # bool: greedy decoding reproduces the candidate (arg-max at every token)
+    first_logprob: np.ndarray  # log-probability of the candidate's first token (predicted by the prompt's last)
+    first_tokens: np.ndarray  # [C] int: each candidate's first token id
     clean_state: np.ndarray | None = None  # [d]: the state at the edit site before any edit
 
     def gold_rank(self, edit: int, gold: int) -> int:
         """1 + how many candidates score above the gold one under ``edit``."""
         return int(1 + np.sum(self.logprob[edit] > self.logprob[edit, gold]))
+
+    def first_token_top(self, edit: int, gold: int) -> bool:
+        """Whether the gold answer's first token is the most likely of the candidates' first tokens under ``edit``.
+
+        Candidates that share the gold's first token are the same token at the same position, so they never
+        outrank it: where the gold shares its first token with a distractor, this metric cannot tell them
+        apart and counts the shared token (the dataset statistics report how often that happens)."""
+        others = self.first_tokens != self.first_tokens[gold]
+        return not bool(np.any(self.first_logprob[edit, others] > self.first_logprob[edit, gold]))
 
 
 def _trunk_part(model: "PreTrainedModel", names: Sequence[str], kind: type, what: str) -> torch.nn.Module:
@@ -226,17 +237,18 @@ def residual_edit(model: "PreTrainedModel", layer: int, rows: torch.Tensor, posi
 
 
 def score_continuation(logprobs: torch.Tensor, row: int, first_prediction: int, targets: Sequence[int]
-                       ) -> tuple[float, bool]:
+                       ) -> tuple[float, bool, float]:
     """Teacher-forced score of ``targets`` in row ``row`` of ``logprobs`` [batch, seq, vocab] (the naive path).
 
     ``targets[j]`` is predicted at position ``first_prediction + j``. Returns the
-    summed log-probability and whether every target is the arg-max there (greedy
-    decoding reproduces the continuation).
+    summed log-probability, whether every target is the arg-max there (greedy
+    decoding reproduces the continuation) and the first target's log-probability.
     """
     positions = torch.arange(first_prediction, first_prediction + len(targets))
     target = torch.as_tensor(targets, dtype=torch.long)
     token_logprobs = logprobs[row, positions, target]
-    return float(token_logprobs.sum()), bool((logprobs[row, positions].argmax(-1) == target).all())
+    return (float(token_logprobs.sum()), bool((logprobs[row, positions].argmax(-1) == target).all()),
+            float(token_logprobs[0]))
 
 
 def _rows(examples: Sequence[Example], edits: Sequence[Edits]) -> list[tuple[int, int, int]]:
@@ -246,15 +258,19 @@ def _rows(examples: Sequence[Example], edits: Sequence[Edits]) -> list[tuple[int
 
 
 def _collect(examples: Sequence[Example], edits: Sequence[Edits], rows: Sequence[tuple[int, int, int]],
-             logprob: Sequence[float], exact: Sequence[bool],
+             logprob: Sequence[float], exact: Sequence[bool], first_logprob: Sequence[float],
              clean_states: Sequence[np.ndarray | None]) -> list[CandidateScores]:
     """Scores per example from per-row results; ``clean_states[i]`` is example i's state before any edit."""
-    out = [CandidateScores(np.zeros((len(edits[i]), len(e.candidates))),
-                           np.zeros((len(edits[i]), len(e.candidates)), dtype=bool), clean_states[i])
+    def empty(i: int, example: Example, dtype=np.float64) -> np.ndarray:
+        return np.zeros((len(edits[i]), len(example.candidates)), dtype=dtype)
+
+    out = [CandidateScores(empty(i, e), empty(i, e, bool), empty(i, e),
+                           np.asarray([c[0] if c else -1 for c in e.candidates], dtype=np.int64), clean_states[i])
            for i, e in enumerate(examples)]
-    for (i, k, c), lp, ex in zip(rows, logprob, exact):
+    for (i, k, c), lp, ex, first in zip(rows, logprob, exact, first_logprob):
         out[i].logprob[k, c] = lp
         out[i].exact[k, c] = ex
+        out[i].first_logprob[k, c] = first
     return out
 
 
@@ -306,7 +322,8 @@ def naive_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: i
     for n, (i, _, _) in enumerate(rows):
         first_row.setdefault(i, n)
     clean_states = [recorded[0][first_row[i]].numpy() if i in first_row else None for i in range(len(examples))]
-    return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored], clean_states)
+    return _collect(examples, edits, rows, [s[0] for s in scored], [s[1] for s in scored], [s[2] for s in scored],
+                    clean_states)
 
 
 @dataclass(frozen=True)
@@ -512,10 +529,14 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
     owner_misses = np.zeros(len(scored.predictors), dtype=np.int64)
     np.add.at(owner_logprob, owners, token_logprob)
     np.add.at(owner_misses, owners, token_miss)
+    # each owner's tokens are consecutive and in order, its first predicted by the prompt's last position
+    owner_first = np.full(len(scored.predictors), np.nan)
+    present, first_index = np.unique(owners, return_index=True)
+    owner_first[present] = token_logprob[first_index]
     first_edit = np.cumsum([0] + [len(e) for e in edits])
     clean_states = [recorded[0][first_edit[i]].numpy() if len(edits[i]) else None for i in range(len(examples))]
     return _collect(examples, edits, [(i, k, c) for i, k, c, _ in scored.predictors], owner_logprob,
-                    owner_misses == 0, clean_states)
+                    owner_misses == 0, owner_first, clean_states)
 
 
 def packed_width(example: Example, n_edits: int) -> int:

@@ -1,6 +1,6 @@
-"""Answer scoring: exact match, gold log-probability and rank among candidates.
+"""Answer scoring: exact match, gold log-probability, rank among candidates and the first-token metric.
 
-All three come from teacher forcing ``prompt + " " + candidate`` for every candidate. Greedy
+All of them come from teacher forcing ``prompt + " " + candidate`` for every candidate. Greedy
 decoding reproduces the gold answer exactly when, at each answer position, the arg-max given the
 gold prefix is the gold token, so exact match needs no separate generation loop.
 
@@ -36,6 +36,8 @@ class AnswerScores:
     gold_logprob: np.ndarray  # float, sum over the gold answer's tokens
     gold_rank: np.ndarray  # int, 1 = best among candidates
     n_candidates: np.ndarray  # int
+    first_token_top: np.ndarray  # bool: the gold's first token beats every other first token among the candidates
+    first_token_logprob: np.ndarray  # float: the gold's first token's log-probability
 
 
 def score_answers(handle: ModelHandle, prompts: Sequence[str],
@@ -44,18 +46,20 @@ def score_answers(handle: ModelHandle, prompts: Sequence[str],
                   progress: "Progress | None" = None) -> AnswerScores:
     """Score gold answers against candidate sets with teacher forcing, in bounded memory."""
     n_examples = len(prompts)
+    out = AnswerScores(np.zeros(n_examples, bool), np.zeros(n_examples), np.zeros(n_examples, np.int64),
+                       np.zeros(n_examples, np.int64), np.zeros(n_examples, bool), np.zeros(n_examples))
     if n_examples == 0:
-        return AnswerScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return out
     identity = Edits.identity(handle.shape["hidden_size"])
     last = [len(ids) - 1 for ids in handle.prompt_ids(prompts)]
-    exact, gold_logprob, rank, n_candidates = (np.zeros(n_examples, bool), np.zeros(n_examples),
-                                               np.zeros(n_examples, np.int64), np.zeros(n_examples, np.int64))
     for example, _, scores, names, gold in score_under_edits(handle, 0, prompts, last, answers, candidates,
                                                              lambda _: identity, batch_tokens=batch_tokens,
                                                              batch_key=batch_key, progress=progress):
-        exact[example], gold_logprob[example] = scores.exact[0, gold], scores.logprob[0, gold]
-        rank[example], n_candidates[example] = scores.gold_rank(0, gold), len(names)
-    return AnswerScores(exact, gold_logprob, rank, n_candidates)
+        out.exact_match[example], out.gold_logprob[example] = scores.exact[0, gold], scores.logprob[0, gold]
+        out.gold_rank[example], out.n_candidates[example] = scores.gold_rank(0, gold), len(names)
+        out.first_token_top[example] = scores.first_token_top(0, gold)
+        out.first_token_logprob[example] = scores.first_logprob[0, gold]
+    return out
 
 
 @torch.inference_mode()
@@ -78,23 +82,32 @@ def naive_answer_scores(handle: ModelHandle, prompts: Sequence[str],
     max_candidates = max(candidate for _, candidate, _, _ in rows) + 1
     candidate_logprob = np.full((n_examples, max_candidates), -np.inf)
     candidate_match = np.zeros((n_examples, max_candidates), dtype=bool)
+    first_logprob = np.full((n_examples, max_candidates), -np.inf)
+    first_token = np.full((n_examples, max_candidates), -1)
+    for example, candidate, ids, start in rows:
+        first_token[example, candidate] = ids[start]
     for begin in range(0, len(rows), batch_size):
         batch = rows[begin:begin + batch_size]
         input_ids, attention = right_padded([ids for _, _, ids, _ in batch], handle.pad_id)
         logits = handle.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         for row, (example, candidate, ids, start) in enumerate(batch):
-            candidate_logprob[example, candidate], candidate_match[example, candidate] = score_continuation(
-                logprobs, row, start - 1, ids[start:])
+            (candidate_logprob[example, candidate], candidate_match[example, candidate],
+             first_logprob[example, candidate]) = score_continuation(logprobs, row, start - 1, ids[start:])
+    every = np.arange(n_examples)
     gold = np.asarray(gold_index)
-    gold_logprob = candidate_logprob[np.arange(n_examples), gold]
+    gold_logprob = candidate_logprob[every, gold]
     rank = 1 + (candidate_logprob > gold_logprob[:, None]).sum(axis=1)
     n_candidates = np.isfinite(candidate_logprob).sum(axis=1)
-    return AnswerScores(candidate_match[np.arange(n_examples), gold], gold_logprob, rank, n_candidates)
+    other_first = first_token != first_token[every, gold][:, None]
+    beaten = (other_first & (first_logprob > first_logprob[every, gold][:, None])).any(axis=1)
+    return AnswerScores(candidate_match[every, gold], gold_logprob, rank, n_candidates, ~beaten,
+                        first_logprob[every, gold])
 
 
 def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores, *, model_name: str) -> pa.Table:
-    """Exact match, mean gold log-prob and chance level by hops and mode."""
+    """Exact match, top-1 among candidates, the first-token metric, mean gold log-probs and chance level by hops
+    and mode."""
     hops = np.asarray(examples.column("hops").to_pylist())
     modes = np.asarray(examples.column("mode").to_pylist())
     rows = []
@@ -111,7 +124,9 @@ def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores, *, model
                 "n": int(selected.sum()),
                 "exact_match": float(scores.exact_match[selected].mean()),
                 "top1_among_candidates": float((scores.gold_rank[selected] == 1).mean()),
+                "first_token_top": float(scores.first_token_top[selected].mean()),
                 "gold_logprob": float(scores.gold_logprob[selected].mean()),
+                "first_token_logprob": float(scores.first_token_logprob[selected].mean()),
                 "chance": float((1.0 / scores.n_candidates[selected]).mean()),
             })
     return pa.Table.from_pylist(rows)

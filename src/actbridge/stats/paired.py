@@ -59,9 +59,18 @@ class StatsSettings:
         return cls(int(stats["resamples"]), int(stats["hierarchical_resamples"]), float(stats["confidence"]),
                    int(stats["seed"]))
 
+    @staticmethod
+    def keys_of(stats: dict) -> dict:
+        """The ``stats.*`` keys these settings read: the params of the jobs that compute statistics, so that
+        a key only the verdict reads (``stats.metric``, the power keys) reruns the verdict alone."""
+        return {key: stats[key] for key in ("resamples", "hierarchical_resamples", "confidence", "seed")}
 
 
-METRICS = {"accuracy": "exact_match", "logprob": "gold_logprob"}
+
+# metric -> its per-example column; every binary metric gets exact McNemar, `logprob` a paired t-test
+METRICS = {"accuracy": "exact_match", "logprob": "gold_logprob", "first_token": "first_token_top"}
+# the right/wrong metrics, in points: the ones a verdict may rest on (`stats.metric`)
+BINARY_METRICS: tuple[str, ...] = ("accuracy", "first_token")
 
 
 @dataclass(frozen=True)
@@ -327,16 +336,32 @@ ACROSS_SEEDS_SCHEMA = pa.schema([
     ("metric", pa.string()), ("n_seeds", pa.int32()), ("n", pa.int64()), ("delta", pa.float64()),
     ("seed_sd", pa.float64()), ("t_low", pa.float64()), ("t_high", pa.float64()), ("boot_low", pa.float64()),
     ("boot_high", pa.float64()), ("p_value", pa.float64()), ("p_holm", pa.float64()),
+    # what the power of the verdict's test is computed from (actbridge.stats.power): the standard deviation of
+    # the crossed bootstrap, the share of (example, seed) cells whose outcome the condition changed (binary
+    # metrics; NaN for logprob), and the row's place in its Holm family (1 = smallest p) and that family's size
+    ("boot_se", pa.float64()), ("discordance", pa.float64()), ("holm_rank", pa.int32()),
+    ("family_size", pa.int32()),
 ])
 
 
-def with_holm(frame: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
-    """``frame`` with ``p_holm`` filled within each family (rows sharing ``keys``), in the rows' order."""
+def with_holm(frame: pl.DataFrame, keys: Sequence[str], *, ranks: bool = False) -> pl.DataFrame:
+    """``frame`` with ``p_holm`` filled within each family (rows sharing ``keys``), in the rows' order; with
+    ``ranks``, also each row's ``holm_rank`` (1 = the smallest p of its family, ties in row order) and its
+    ``family_size``: Holm tests the r-th smallest of m p-values at level α / (m − r + 1)."""
     families = frame.with_row_index("_row").group_by(keys, maintain_order=True).agg("_row", "p_value")
     adjusted = np.full(frame.height, np.nan)
+    rank = np.zeros(frame.height, dtype=np.int32)
+    size = np.zeros(frame.height, dtype=np.int32)
     for rows, p_values in families.select("_row", "p_value").iter_rows():
         adjusted[rows] = holm(p_values)
-    return frame.with_columns(p_holm=pl.Series(adjusted, dtype=pl.Float64))
+        order = np.argsort(np.nan_to_num(np.asarray(p_values, dtype=float), nan=np.inf), kind="stable")
+        rank[np.asarray(rows)[order]] = np.arange(1, len(rows) + 1)
+        size[rows] = len(rows)
+    frame = frame.with_columns(p_holm=pl.Series(adjusted, dtype=pl.Float64))
+    if ranks:
+        frame = frame.with_columns(holm_rank=pl.Series(rank, dtype=pl.Int32),
+                                   family_size=pl.Series(size, dtype=pl.Int32))
+    return frame
 
 
 def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method: str, *,
@@ -379,7 +404,7 @@ def condition_statistics(results_by_seed: dict[int, pa.Table], pair: str, method
     if not per_seed:
         return PER_SEED_SCHEMA.empty_table(), ACROSS_SEEDS_SCHEMA.empty_table()
     per_seed_frame = with_holm(pl.concat(per_seed), ["pair", "method", "seed", "role", "mode", "metric", "family"])
-    across_frame = with_holm(pl.concat(across), ["pair", "method", "role", "mode", "metric", "family"])
+    across_frame = with_holm(pl.concat(across), ["pair", "method", "role", "mode", "metric", "family"], ranks=True)
     return to_arrow(per_seed_frame, PER_SEED_SCHEMA), to_arrow(across_frame, ACROSS_SEEDS_SCHEMA)
 
 
@@ -419,6 +444,8 @@ def _across_seed_rows(differences: np.ndarray, columns: list[tuple[Contrast, str
                                             (1 + np.sum(boot >= 0, axis=0)) / (b + 1)))
     flat = np.all(differences == differences[:1, :1, :], axis=(0, 1))
     p_boot = np.where(flat & (grand == 0), 1.0, p_boot)
+    binary = np.asarray([metric in BINARY_METRICS for _, metric in columns])
+    discordance = np.where(binary, np.abs(differences).mean(axis=(0, 1)), np.nan)
     return pl.DataFrame({
         "pair": pair, "method": method, "role": role, "mode": mode,
         "family": [contrast.family for contrast, _ in columns],
@@ -427,4 +454,6 @@ def _across_seed_rows(differences: np.ndarray, columns: list[tuple[Contrast, str
         "reference": [contrast.reference for contrast, _ in columns], "metric": [metric for _, metric in columns],
         "n_seeds": n_seeds, "n": n, "delta": grand, "seed_sd": sd, "t_low": grand - half, "t_high": grand + half,
         "boot_low": boot_low, "boot_high": boot_high, "p_value": p_boot.astype(np.float64), "p_holm": np.nan,
+        "boot_se": boot.std(axis=0, ddof=1) if b > 1 else np.full(len(grand), np.nan),
+        "discordance": discordance,
     }).with_columns(pl.col("n_seeds").cast(pl.Int32), pl.col("n").cast(pl.Int64))

@@ -257,3 +257,54 @@ def test_shots_are_not_given_to_lm_train(small_config):
     config = DataConfig(**{**small_config.__dict__, "shots": 3, "sizes": {**small_config.sizes, "lm_train": 20}})
     assert build_split(config, "lm_train").to_pylist() == build_split(
         DataConfig(**{**small_config.__dict__, "sizes": {**small_config.sizes, "lm_train": 20}}), "lm_train").to_pylist()
+
+
+def test_balanced_worlds_leave_each_single_cue_exactly_half_the_questions():
+    """Planted structure: every question of a balanced world has four chains, two from its subject and two along
+    its relations, one of them the answer's: either cue alone scores 1/2, chance 1/4; the random form's cues
+    often decide a question alone."""
+    from actbridge.data.statistics import split_statistics
+    from actbridge.data.worlds import SHOT_SEPARATOR, cue_counts
+
+    for template in ("compact", "english"):
+        balanced = build_split(DataConfig(seed=3, hops=(1, 2, 3), distractors=3, sizes={"eval": 90}, shots=1,
+                                          template=template, distractor_form="balanced"), "eval")
+        for row in balanced.to_pylist():
+            assert cue_counts(row["full_prompt"].rsplit(SHOT_SEPARATOR, 1)[-1], row["subject"],
+                              row["relations"]) == (4, 2, 2)
+            assert len(row["candidates"]) == 4 and row["answer"] in row["candidates"]
+    six = build_split(DataConfig(seed=3, hops=(2,), distractors=6, sizes={"eval": 20},
+                                 distractor_form="balanced"), "eval")
+    assert {cue_counts(r["full_prompt"], r["subject"], r["relations"]) for r in six.to_pylist()} == {(7, 3, 3)}
+    stats = split_statistics("eval", balanced, {})
+    ceilings = stats.filter(mode="shared").select("statistic", "value").rows()
+    assert ("subject_ceiling", 0.5) in ceilings and ("relations_ceiling", 0.5) in ceilings
+    assert ("subject_decides", 0.0) in ceilings
+    random = build_split(DataConfig(seed=3, hops=(2,), distractors=3, sizes={"eval": 200}), "eval")
+    decided = split_statistics("eval", random, {}).filter(statistic="relations_decides")["value"].max()
+    assert 0.05 < decided < 0.3  # every distractor a branch: 1 world in 8
+
+
+def test_the_balanced_form_keeps_lm_train_and_the_random_splits_unchanged():
+    """lm_train keeps the random form (the shipped micro weights are keyed by its recipe), and the random form's
+    splits are byte-identical whether or not the key is given."""
+    base = dict(seed=0, hops=(1, 2), distractors=3, sizes={"lm_train": 30, "eval": 30})
+    random, balanced = DataConfig(**base), DataConfig(**base, distractor_form="balanced")
+    assert build_split(random, "lm_train").equals(build_split(balanced, "lm_train"))
+    assert not build_split(random, "eval").equals(build_split(balanced, "eval"))
+    assert "distractor_form" not in random.split_params("eval") and "distractor_form" not in balanced.split_params(
+        "lm_train")
+    assert balanced.split_params("eval")["distractor_form"] == "balanced"
+
+
+@pytest.mark.parametrize("distractors, hint", [(0, "smallest is 3"), (4, "multiple of 3"), (1, "smallest is 3")])
+def test_a_balanced_form_that_cannot_be_built_is_a_config_error_naming_the_key(distractors, hint):
+    import yaml
+
+    from actbridge.catalog import validate_config
+    from actbridge.config import ConfigError
+
+    config = yaml.safe_load(open("config/config.yaml", encoding="utf-8"))
+    config["data"].update(distractor_form="balanced", distractors=distractors)
+    with pytest.raises(ConfigError, match=f"config key data.distractors: {distractors} cannot be balanced.*{hint}"):
+        validate_config(config)

@@ -18,6 +18,7 @@ from typing import Mapping
 from actbridge import config as configuration
 from actbridge.bridges import methods
 from actbridge.bridges.methods import BRIDGE_METHODS, offline_method
+from actbridge.data.worlds import distractor_form_problem
 from actbridge.injection import conditions
 from actbridge.injection.conditions import CONDITIONS
 
@@ -37,8 +38,12 @@ def load_schema() -> dict:
 
 
 def validate_config(config: dict) -> dict:
-    """:func:`actbridge.config.validate_config` against the complete schema."""
-    return configuration.validate_config(config, _schema())
+    """:func:`actbridge.config.validate_config` against the complete schema, then what only the library knows."""
+    config = configuration.validate_config(config, _schema())
+    data = config["data"]
+    if problem := distractor_form_problem(data["distractor_form"], data["distractors"], data["hops"]):
+        raise configuration.ConfigError(f"config key {problem}")
+    return config
 
 
 def configured_items(config: Mapping) -> dict[str, list[str]]:

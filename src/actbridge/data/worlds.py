@@ -22,6 +22,14 @@ Distractor chains have the focus chain's length and end in other people:
 * a *fresh* chain starts at another subject with the same relations (so the
   subject in the question must be read).
 
+That random mix leaves a shortcut: a world whose distractors are all branches is answered by reading
+the relations alone, one whose distractors are all fresh by reading the subject alone. The *balanced*
+form (``data.distractor_form: balanced``) removes it: its distractors come in sets of three, a branch,
+a fresh chain and an *unrelated* chain (another subject, another first relation), so among the
+``distractors + 1`` chains as many share the subject as share the relations, and a reader of one cue
+is right exactly as often as it is wrong in each of the others' halves: with one set, guessing scores
+0.25, either cue alone 0.50 and only composing both 1.0 (:func:`cue_counts` measures it per question).
+
 Branching happens only at the subject, so in the asymmetric split the
 receiver's facts form ``distractors + 1`` disjoint chains of identical shape,
 each starting at an entity it has never seen: nothing in its prompt tells the
@@ -70,6 +78,8 @@ PARTIAL_MODES: tuple[str, ...] = ("asymmetric", "relay")
 ACCURACY_VIEWS: tuple[tuple[str, str], ...] = (("shared", "full"), ("asymmetric", "sender"),
                                                ("asymmetric", "receiver"), ("relay", "receiver"))
 MAX_DISTRACTORS = 11
+DISTRACTOR_FORMS: tuple[str, ...] = ("random", "balanced")
+BALANCED_SET = 3  # a balanced form's distractors: one branch, one fresh and one unrelated chain per set
 MAX_SHOTS = 8
 SHOT_SEPARATOR = "\n"
 QUESTION_MARK = "Q:"
@@ -95,6 +105,8 @@ class DataConfig:
     template: str = field(default_factory=default_of("data.template"))
     # solved demonstrations before every prompt of bridge_train, bridge_val and eval
     shots: int = field(default_factory=default_of("data.shots"))
+    # how distractor chains are drawn for the splits that are asked about; lm_train keeps the random form
+    distractor_form: str = field(default_factory=default_of("data.distractor_form"))
 
     def __post_init__(self) -> None:
         if not 0 <= self.shots <= MAX_SHOTS:
@@ -108,6 +120,8 @@ class DataConfig:
         unknown = set(self.context_modes) - set(CONTEXT_MODES)
         if unknown or not self.context_modes:
             raise ValueError(f"data.context_modes must be a non-empty subset of {list(CONTEXT_MODES)}")
+        if problem := distractor_form_problem(self.distractor_form, self.distractors, self.hops):
+            raise ValueError(problem)
 
     @classmethod
     def from_config(cls, config: dict) -> "DataConfig":
@@ -124,6 +138,8 @@ class DataConfig:
         else:
             params["context_modes"] = list(self.context_modes)
             params["shots"] = self.shots
+            if self.distractor_form != "random":  # absent when random, so existing splits keep their params
+                params["distractor_form"] = self.distractor_form
         return params
 
     @classmethod
@@ -141,6 +157,7 @@ class DataConfig:
             "train_questions": int,
             "template": str,
             "shots": int,
+            "distractor_form": str,
         }
         return cls(
             seed=int(seed),
@@ -255,8 +272,37 @@ def name_pool() -> tuple[str, ...]:
 _NAMES = name_pool()
 
 
-def sample_world(rng: np.random.Generator, hops: int, n_distractors: int) -> World:
-    """Draw one world; names are distinct and every (entity, relation) pair has one object."""
+def distractor_form_problem(form: str, distractors: int, hops: Sequence[int]) -> str | None:
+    """What stops ``form`` with ``distractors`` chains (config key data.distractors) from being built, or None."""
+    if form not in DISTRACTOR_FORMS:
+        return f"data.distractor_form must be one of {list(DISTRACTOR_FORMS)}, got {form!r}"
+    if form != "balanced":
+        return None
+    sets = distractors // BALANCED_SET
+    if distractors < BALANCED_SET or distractors % BALANCED_SET:
+        return (f"data.distractors: {distractors} cannot be balanced: data.distractor_form 'balanced' draws "
+                f"distractors in sets of {BALANCED_SET} (a branch from the subject, a fresh chain with the "
+                f"question's relations, an unrelated chain), so it needs a multiple of {BALANCED_SET}; the "
+                f"smallest is {BALANCED_SET}")
+    if sets > len(RELATIONS) - 1:  # each branch needs its own first relation, unlike the question's
+        return (f"data.distractors: {distractors} needs {sets} branches from the subject, each with a first "
+                f"relation of its own, but there are only {len(RELATIONS) - 1} relations besides the question's; "
+                f"the largest that works is {BALANCED_SET * (len(RELATIONS) - 1)}")
+    names = max((hop + 1) * (1 + 2 * sets) + hop * sets for hop in hops)
+    if names > len(_NAMES):
+        return (f"data.distractors: {distractors} with data.hops up to {max(hops)} needs {names} distinct names "
+                f"per world, more than the {len(_NAMES)} there are")
+    return None
+
+
+def sample_world(rng: np.random.Generator, hops: int, n_distractors: int, *, balanced: bool = False) -> World:
+    """Draw one world; names are distinct and every (entity, relation) pair has one object.
+
+    ``balanced``: the distractors are ``n_distractors / 3`` sets of a branch, a fresh chain and an unrelated
+    chain, in random order (see the module's docstring); otherwise each is a branch or a fresh chain at random.
+    """
+    if balanced:
+        return _balanced_world(rng, hops, n_distractors)
     n_names = (hops + 1) + n_distractors * (hops + 1)
     names = [_NAMES[i] for i in rng.choice(len(_NAMES), size=n_names, replace=False)]
     relations = tuple(str(r) for r in rng.choice(RELATIONS, size=hops))
@@ -276,6 +322,56 @@ def sample_world(rng: np.random.Generator, hops: int, n_distractors: int) -> Wor
     all_facts = [fact for chain in (focus, *distractors) for fact in chain.facts()]
     order = rng.permutation(len(all_facts))
     return World(focus, tuple(distractors), tuple(all_facts[i] for i in order))
+
+
+def _balanced_world(rng: np.random.Generator, hops: int, n_distractors: int) -> World:
+    sets = n_distractors // BALANCED_SET
+    n_names = (hops + 1) * (1 + 2 * sets) + hops * sets
+    names = iter(_NAMES[i] for i in rng.choice(len(_NAMES), size=n_names, replace=False))
+    relations = tuple(str(r) for r in rng.choice(RELATIONS, size=hops))
+    focus = Chain(tuple(next(names) for _ in range(hops + 1)), relations)
+    others = [r for r in RELATIONS if r != relations[0]]
+    branch_first = [str(r) for r in rng.permutation(others)[:sets]]
+    distractors = []
+    for branch in branch_first:
+        unrelated = str(others[int(rng.integers(len(others)))])
+        distractors += [
+            Chain((focus.entities[0], *(next(names) for _ in range(hops))), (branch, *relations[1:])),
+            Chain(tuple(next(names) for _ in range(hops + 1)), relations),
+            Chain(tuple(next(names) for _ in range(hops + 1)), (unrelated, *relations[1:])),
+        ]
+    distractors = [distractors[i] for i in rng.permutation(len(distractors))]
+    all_facts = [fact for chain in (focus, *distractors) for fact in chain.facts()]
+    order = rng.permutation(len(all_facts))
+    return World(focus, tuple(distractors), tuple(all_facts[i] for i in order))
+
+
+def cue_counts(facts_text: str, subject: str, relations: Sequence[str]) -> tuple[int, int, int]:
+    """(chains, chains from the question's subject, chains along the question's relations) among the facts of
+    one world's prompt (either template; without its demonstrations): how many candidates a reader of
+    neither cue, of the subject alone and of the relations alone must choose among. Chains are the paths from
+    an entity no fact names as an object to one that starts no fact."""
+    lookup = fact_lookup(facts_text)
+    objects = set(lookup.values())
+    children: dict[str, list[tuple[str, str]]] = {}
+    for (head, relation), obj in lookup.items():
+        children.setdefault(head, []).append((relation, obj))
+    paths: list[tuple[str, tuple[str, ...]]] = []  # (root, relations)
+
+    def walk(root: str, entity: str, taken: tuple[str, ...]) -> None:
+        if entity not in children or len(taken) > MAX_HOPS_WALKED:
+            paths.append((root, taken))
+            return
+        for relation, obj in children[entity]:
+            walk(root, obj, (*taken, relation))
+
+    for root in sorted(set(children) - objects):
+        walk(root, root, ())
+    return (len(paths), sum(root == subject for root, _ in paths),
+            sum(taken == tuple(relations) for _, taken in paths))
+
+
+MAX_HOPS_WALKED = 16  # a bound on chain length, so a malformed prompt with a cycle cannot recurse forever
 
 
 @dataclass(frozen=True)
@@ -336,14 +432,15 @@ def demo_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, SPLITS.index(split), index, 1])))
 
 
-def demonstrations(world: World, rng: np.random.Generator, *, shots: int, template: Template) -> str:
+def demonstrations(world: World, rng: np.random.Generator, *, shots: int, template: Template,
+                   balanced: bool = False) -> str:
     """``shots`` solved questions on fresh worlds of the same shape (full context, the answer written after
     the question), each followed by :data:`SHOT_SEPARATOR`. A demonstration world shares no name with
     ``world`` nor with another demonstration, so no fact of the question's world is shown solved."""
     taken = {name for chain in world.chains() for name in chain.entities}
     pieces = []
     while len(pieces) < shots:
-        demo = sample_world(rng, world.hops, len(world.distractors))
+        demo = sample_world(rng, world.hops, len(world.distractors), balanced=balanced)
         names = {name for chain in demo.chains() for name in chain.entities}
         if names & taken:
             continue
@@ -471,11 +568,13 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
         # LM training sees 0..distractors distractor chains: the easy worlds teach the model to copy a
         # name before the crowded ones teach it to pick the right one (a curriculum within each batch).
         n_distractors = int(rng.integers(0, config.distractors + 1)) if split == "lm_train" else config.distractors
-        world = sample_world(rng, hops, n_distractors)
+        world = sample_world(rng, hops, n_distractors,
+                             balanced=config.distractor_form == "balanced" and split != "lm_train")
         extra = (training_questions(world, rng, n_questions=config.train_questions, template=template)
                  if split == "lm_train" else [])
         candidates = sorted(chain.answer for chain in world.chains())
-        shown = (demonstrations(world, demo_rng(config.seed, split, index), shots=config.shots, template=template)
+        shown = (demonstrations(world, demo_rng(config.seed, split, index), shots=config.shots, template=template,
+                                balanced=config.distractor_form == "balanced")
                  if config.shots and split != "lm_train" else "")
         for mode in config.context_modes:
             if not mode_applies(mode, hops, split):

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actbridge.data.worlds import ACCURACY_VIEWS
+from actbridge.data.worlds import ACCURACY_VIEWS, SHOT_SEPARATOR, cue_counts
 from actbridge.models.encoding import with_gold
 from actbridge.models.handle import ModelHandle
 from actbridge.models.edited_scoring import Edits, score_under_edits
@@ -110,6 +110,10 @@ def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores, *, model
     and mode."""
     hops = np.asarray(examples.column("hops").to_pylist())
     modes = np.asarray(examples.column("mode").to_pylist())
+    # the one-cue ceilings of each question's world (actbridge.data.worlds.cue_counts), beside the model's score
+    cues = np.asarray([cue_counts(prompt.rsplit(SHOT_SEPARATOR, 1)[-1], subject, relations)[1:] for prompt, subject,
+                       relations in zip(*(examples.column(c).to_pylist() for c in ("full_prompt", "subject",
+                                                                                   "relations")))], dtype=float)
     rows = []
     for mode in sorted(set(modes)):
         for n_hops in sorted(set(hops)):
@@ -128,6 +132,8 @@ def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores, *, model
                 "gold_logprob": float(scores.gold_logprob[selected].mean()),
                 "first_token_logprob": float(scores.first_token_logprob[selected].mean()),
                 "chance": float((1.0 / scores.n_candidates[selected]).mean()),
+                "subject_ceiling": float((1.0 / cues[selected, 0]).mean()),
+                "relations_ceiling": float((1.0 / cues[selected, 1]).mean()),
             })
     return pa.Table.from_pylist(rows)
 

@@ -121,3 +121,16 @@ def test_the_verdict_rests_on_the_configured_metric(planted):
     rows = {(r["mode"], r["condition"]): r for r in table.to_pylist()}
     assert set(rows) == {("asymmetric", "add")} and rows[("asymmetric", "add")]["metric"] == "first_token"
     assert rows[("asymmetric", "add")]["verdict"].startswith("helps")
+
+
+def test_the_verdict_figure_draws_every_row_with_its_band(planted, tmp_path):
+    from actbridge.report.plots import save_figure, verdict_figure, verdict_kind
+
+    table = verdict_table(*planted, settings=SETTINGS)
+    figure = verdict_figure(table)
+    labels = [label.get_text() for axis in figure.axes for label in axis.get_yticklabels()]
+    assert len(labels) == table.num_rows
+    assert {verdict_kind(v) for v in table.column("verdict").to_pylist()} >= {"helps", "harmful", "inconclusive"}
+    save_figure(figure, tmp_path / "v.pdf", tmp_path / "v.png")
+    assert (tmp_path / "v.pdf").read_bytes().startswith(b"%PDF")
+    verdict_figure(table.schema.empty_table())  # no rows: one panel that says so

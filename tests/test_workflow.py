@@ -44,6 +44,7 @@ def planned_jobs(output: str) -> dict[str, int]:
 
 ACROSS_SEEDS, METRICS = "stats/across_seeds.parquet", "bridges/metrics.parquet"
 CAUSAL = ("causal/sender.parquet", "causal/receiver.parquet")
+VERDICT = "stats/verdict.parquet"
 
 
 def figures_reading(*tables: str) -> dict[str, int]:
@@ -58,7 +59,7 @@ def totalled(jobs: dict[str, int]) -> dict[str, int]:
 
 # 1 pair x the ridge and trained bridges x 2 seeds injected, their statistics, the verdict, and the figures drawn from them
 DOWNSTREAM_OF_BRIDGES = {"injection": 4, "condition_stats": 2, "stats_summary": 1, "verdict": 1,
-                         **figures_reading(METRICS, ACROSS_SEEDS)}
+                         **figures_reading(METRICS, ACROSS_SEEDS, VERDICT)}
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +254,7 @@ def test_changing_the_alphas_reruns_only_injection_statistics_and_their_figures(
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == totalled({"injection": 4, "condition_stats": 2, "stats_summary": 1, "verdict": 1,
-                             **figures_reading(ACROSS_SEEDS), "all": 1})
+                             **figures_reading(ACROSS_SEEDS, VERDICT), "all": 1})
     config["injection"]["conditions"] = ["none", "add", "replace"]
     changed.write_text(yaml.safe_dump(config))
     assert planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed))) == jobs
@@ -266,7 +267,7 @@ def test_changing_the_resamples_reruns_only_statistics(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == totalled({"condition_stats": 2, "stats_summary": 1, "verdict": 1, "sender_causal": 1,
-                             "receiver_causal": 1, **figures_reading(ACROSS_SEEDS, *CAUSAL), "all": 1})
+                             "receiver_causal": 1, **figures_reading(ACROSS_SEEDS, *CAUSAL, VERDICT), "all": 1})
 
 
 def test_data_files_are_byte_identical_across_runs(finished_run):
@@ -294,7 +295,7 @@ def test_editing_prose_in_the_library_reruns_nothing_and_editing_code_reruns_its
         assert "Nothing to be done" in snakemake(finished_run, "-n", "--configfile", TEST_CONFIG)
         module.write_text(original.replace("NAN = float(\"nan\")", "NAN = float(\"nan\")  # noqa\nUNUSED = 1"))
         jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", TEST_CONFIG))
-        assert jobs == {"verdict": 1, "all": 1, "total": 2}
+        assert jobs == {"verdict": 1, **figures_reading(VERDICT), "all": 1, "total": 3}
     finally:
         module.write_text(original)
 
@@ -330,7 +331,7 @@ def test_another_seed_adds_only_its_jobs(finished_run):
     output = snakemake(finished_run, "-n", "--configfile", str(changed))
     assert planned_jobs(output) == totalled({"bridge": 7, "bridge_metrics": 1, "injection": 2, "condition_stats": 2,
                                              "stats_summary": 1, "verdict": 1,
-                                             **figures_reading(METRICS, ACROSS_SEEDS), "all": 1})
+                                             **figures_reading(METRICS, ACROSS_SEEDS, VERDICT), "all": 1})
     assert set(re.findall(r"seed=(\d+)", output)) == {"2"}
 
 

@@ -265,7 +265,8 @@ def stage_costs(config: dict, results: Path = RESULTS) -> tuple[list[StageCost],
                                 "forward passes = edited evaluations (KV-cached prefix)"))
 
     stats = config["stats"]
-    contrasts = (labels + len(injection["alphas"]) + 1) * 2  # every condition vs none, the rescaled pairs; 2 metrics
+    # every condition vs none and the rescaled pairs, in each metric (accuracy, first token, log-prob)
+    contrasts = (labels + len(injection["alphas"]) + 1) * 3
     costs.append(StageCost("condition_stats", jobs=jobs["condition_stats"],
                            note=f"about {contrasts} contrasts x ({stats['resamples']} per-seed + "
                                 f"{stats['hierarchical_resamples']} crossed) bootstrap resamples each"))

@@ -53,6 +53,7 @@ FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
             fixed={"mode": "asymmetric"}, styles={"colours": "method_colours"}),
     _figure("relay", "channel_figure", ACROSS_SEEDS, params={"methods": "injection.methods"},
             fixed={"mode": "relay"}, styles={"colours": "method_colours"}),
+    _figure("verdict", "verdict_figure", {"verdict": "stats/verdict.parquet"}),
 )}
 # The tables gathered where Snakemake runs, beside the figures (seconds, little memory).
 SUMMARIES = ("dataset_stats", "accuracy_summary", "bridge_metrics", "stats_summary", "verdict")

@@ -396,3 +396,53 @@ def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str,
     figure.suptitle(f"{PARTIAL_MODE_TITLES.get(mode, mode)}:\nbridged state vs the self-patch "
                     "upper bound and controls, mean over seeds with crossed-bootstrap CI", fontsize=9)
     return figure
+
+
+# ---------------------------------------------------------------------------- verdict
+
+
+VERDICT_COLOURS = {"helps": "tab:green", "upper bound": "black", "harmful": "tab:red", "no effect": "tab:blue",
+                   "inconclusive": "tab:orange"}
+
+
+def verdict_kind(verdict: str) -> str:
+    """The verdict's kind, without its numbers: ``helps: 25% of upper bound`` -> ``helps``."""
+    return next(kind for kind in VERDICT_COLOURS if verdict.startswith(kind))
+
+
+def verdict_figure(verdict: pa.Table) -> Figure:
+    """Per context mode, every verdict row's Δ with its crossed-bootstrap interval, against what its test could
+    detect: the shaded band is ± the smallest effect found with the configured power at the row's site, the
+    tick the effect a `no effect` row must be able to detect. A point inside its band, with the band inside
+    the ticks, rules the channel out; a band wider than the ticks leaves the row inconclusive."""
+    rows = verdict.to_pylist()
+    modes = sorted({r["mode"] for r in rows})
+    heights = [max(1, sum(r["mode"] == mode for r in rows)) for mode in modes] or [1]
+    figure = Figure(figsize=(6.4, 1.0 + 0.28 * sum(heights) + 0.5 * len(heights)), layout="constrained")
+    axes = figure.subplots(len(heights), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    if not rows:
+        _empty(axes[0], "no verdict rows")
+        return figure
+    for axis, mode in zip(axes, modes):
+        of_mode = [r for r in rows if r["mode"] == mode]
+        y = np.arange(len(of_mode))[::-1]
+        for level, r in zip(y, of_mode):
+            colour = VERDICT_COLOURS[verdict_kind(r["verdict"])]
+            detectable, threshold = 100 * r["detectable"], 100 * r["threshold"]
+            axis.fill_betweenx([level - 0.35, level + 0.35], -detectable, detectable, color=colour, alpha=0.12,
+                               linewidth=0)
+            axis.plot([-threshold, threshold], [level, level], "|", color="0.3", markersize=9)
+            axis.errorbar(100 * r["delta"], level, xerr=[[100 * (r["delta"] - r["ci_low"])],
+                                                          [100 * (r["ci_high"] - r["delta"])]],
+                          fmt="o", color=colour, markersize=3, capsize=2, linewidth=1)
+        axis.axvline(0, color="k", linewidth=0.6)
+        axis.set_yticks(y, [f"{r['method']} · {r['role']} · {r['condition']}" for r in of_mode], fontsize=7)
+        axis.set_title(f"mode {mode}", fontsize=9)
+        axis.tick_params(axis="x", labelsize=7)
+    metric = rows[0].get("metric") or "accuracy"
+    axes[-1].set_xlabel(f"Δ {metric} vs receiver alone (points); band: detectable with the configured power; "
+                        "ticks: the threshold", fontsize=7)
+    handles = [axes[0].plot([], [], "o", color=colour, label=kind)[0] for kind, colour in VERDICT_COLOURS.items()]
+    axes[0].legend(handles=handles, fontsize=6, loc="lower right")
+    figure.suptitle("Verdict: each condition's best site, and the smallest effect its test could detect", fontsize=9)
+    return figure

@@ -319,13 +319,16 @@ def causal_markdown(effects: pa.Table, confidence: float) -> str:
         # each ablation's accuracy row beside its log-probability row
         ablations = (of_role.filter(pl.col("metric") == "accuracy", pl.col("condition").is_in(list(ABLATIONS)))
                      .join(of_role.filter(metric="logprob"), on=site, how="left", suffix="_logprob",
+                           maintain_order="left")
+                     .join(of_role.filter(metric="first_token"), on=site, how="left", suffix="_first",
                            maintain_order="left"))
         cells = [[str(r["layer"]), r["hops"], str(r["n"]), _rate(r["clean_value"]), r["condition"], _points(r),
+                  _points({key: r[f"{key}_first"] for key in ("delta", "ci_low", "ci_high")}),
                   _logprob({key: r[f"{key}_logprob"] for key in ("delta", "ci_low", "ci_high")}), f"{r['p_holm']:.2g}"]
                  for r in ablations.iter_rows(named=True)]
         lines += [f"## role `{role}`: ablation", "",
                   *table_lines(["layer", "hops", "n", "clean accuracy", "ablation", "Δ accuracy, points",
-                                "Δ gold log-prob", "p (Holm)"], cells)]
+                                "Δ first token, points", "Δ gold log-prob", "p (Holm)"], cells)]
         # the rate at which the answer moves to the counterfactual's, beside the original answer's accuracy
         moved = (of_role.filter(condition="patch", metric="moved")
                  .join(of_role.filter(condition="patch", metric="accuracy"), on=site, how="left",
@@ -356,8 +359,8 @@ def receiver_causal_markdown(effects: pa.Table, confidence: float) -> str:
     partial_modes = sorted(frame.filter(condition="self_patch")["mode"].unique().to_list())
     header = ["layer", "counterfactual patch: answer moved, clean → patched", "Δ moved, points"]
     for mode in partial_modes:
-        header += [f"self-patch ({mode}): accuracy, clean → patched", "Δ accuracy, points", "Δ gold log-prob",
-                   "p (Holm)"]
+        header += [f"self-patch ({mode}): accuracy, clean → patched", "Δ accuracy, points", "Δ first token, points",
+                   "Δ gold log-prob", "p (Holm)"]
     for role in sorted(frame["role"].unique().to_list()):
         of_role = frame.filter(role=role)
         cells = []
@@ -366,10 +369,11 @@ def receiver_causal_markdown(effects: pa.Table, confidence: float) -> str:
             row = [str(layer), *([f"{_rate(moved['clean_value'])} → {_rate(moved['value'])}", _points(moved)] if moved
                                  else ["n/a", "n/a"])]
             for mode in partial_modes:
-                gain, gain_logprob = (pooled(of_role, role, layer, "self_patch", metric, mode=mode)
-                                      for metric in ("accuracy", "logprob"))
+                gain, gain_first, gain_logprob = (pooled(of_role, role, layer, "self_patch", metric, mode=mode)
+                                                  for metric in ("accuracy", "first_token", "logprob"))
                 row += ([f"{_rate(gain['clean_value'])} → {_rate(gain['value'])}", _points(gain),
-                         _logprob(gain_logprob), f"{gain['p_holm']:.2g}"] if gain else ["n/a"] * 4)
+                         _points(gain_first) if gain_first else "n/a", _logprob(gain_logprob),
+                         f"{gain['p_holm']:.2g}"] if gain else ["n/a"] * 5)
             cells.append(row)
         lines += [f"## role `{role}`", "", *table_lines(header, cells), ""]
     return "\n".join(lines)

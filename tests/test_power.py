@@ -103,3 +103,14 @@ def test_a_test_that_saw_no_change_still_finds_its_detectable_effect():
         across_row(outcomes(rng, 300, base=0.3, gained=detectable, lost=0.0, seeds=2, seeds_move_together=True))
         for _ in range(100)))
     assert found >= 80
+
+
+def test_tied_p_values_share_the_first_rank_of_their_tie():
+    import polars as pl
+
+    from actbridge.stats.paired import with_holm
+
+    frame = pl.DataFrame({"family": ["a"] * 5 + ["b"], "p_value": [0.01, 1.0, 0.2, 1.0, 1.0, 0.5]})
+    ranked = with_holm(frame, ["family"], ranks=True)
+    assert ranked["holm_rank"].to_list() == [1, 3, 2, 3, 3, 1]
+    assert ranked["family_size"].to_list() == [5, 5, 5, 5, 5, 1]

@@ -346,16 +346,18 @@ ACROSS_SEEDS_SCHEMA = pa.schema([
 
 def with_holm(frame: pl.DataFrame, keys: Sequence[str], *, ranks: bool = False) -> pl.DataFrame:
     """``frame`` with ``p_holm`` filled within each family (rows sharing ``keys``), in the rows' order; with
-    ``ranks``, also each row's ``holm_rank`` (1 = the smallest p of its family, ties in row order) and its
-    ``family_size``: Holm tests the r-th smallest of m p-values at level α / (m − r + 1)."""
+    ``ranks``, also each row's ``holm_rank`` and its ``family_size``: Holm tests the r-th smallest of m p-values
+    at level α / (m − r + 1). Tied p-values share the first rank of their tie (1 + how many p-values of the
+    family are smaller): Holm's order among ties is arbitrary, and a row whose true effect were larger would
+    move ahead of them, not behind."""
     families = frame.with_row_index("_row").group_by(keys, maintain_order=True).agg("_row", "p_value")
     adjusted = np.full(frame.height, np.nan)
     rank = np.zeros(frame.height, dtype=np.int32)
     size = np.zeros(frame.height, dtype=np.int32)
     for rows, p_values in families.select("_row", "p_value").iter_rows():
         adjusted[rows] = holm(p_values)
-        order = np.argsort(np.nan_to_num(np.asarray(p_values, dtype=float), nan=np.inf), kind="stable")
-        rank[np.asarray(rows)[order]] = np.arange(1, len(rows) + 1)
+        family = np.nan_to_num(np.asarray(p_values, dtype=float), nan=np.inf)
+        rank[rows] = 1 + np.searchsorted(np.sort(family), family, side="left")
         size[rows] = len(rows)
     frame = frame.with_columns(p_holm=pl.Series(adjusted, dtype=pl.Float64))
     if ranks:

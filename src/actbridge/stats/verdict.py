@@ -172,6 +172,13 @@ def _effect(prefix: str, row: dict | None) -> dict:
     return {prefix: row["delta"], f"{prefix}_low": row["ci_low"], f"{prefix}_high": row["ci_high"]}
 
 
+def detectable_cell(row: dict) -> str:
+    """What the test could detect, against its threshold, where that decides the verdict (no significant Δ)."""
+    if not row["verdict"].startswith(("no effect", "inconclusive")):
+        return ""
+    return f"≥ {100 * row['detectable']:.1f} (of {100 * row['threshold']:.1f})"
+
+
 METRIC_WORDS = {"accuracy": "exact-match accuracy",
                 "first_token": "first-answer-token accuracy (the gold's first token tops the candidates' first tokens)"}
 
@@ -206,7 +213,7 @@ def verdict_markdown(table: pa.Table, settings: VerdictSettings) -> str:
             cells.append([
                 r["method"], r["role"], r["condition"], f"**{r['verdict']}**", f"{r['pair']}{alpha} (of {r['n_sites']})",
                 points(r["delta"], r["ci_low"], r["ci_high"]), f"{r['p_holm']:.2g}",
-                f"≥ {100 * r['detectable']:.1f} (of {100 * r['threshold']:.1f})", points(r["upper_bound"]),
+                detectable_cell(r), points(r["upper_bound"]),
                 efficiency, points(r["sender_ablation"], r["sender_ablation_low"], r["sender_ablation_high"]),
                 points(r["receiver_moved"], r["receiver_moved_low"], r["receiver_moved_high"])])
         lines += [f"## mode `{mode}`", "", *table_lines(header, cells), ""]

@@ -18,7 +18,7 @@ from actbridge.stats.paired import StatsSettings, condition_statistics
 from actbridge.stats.power import detectable_effect, effective_pairs, holm_level
 from actbridge.stats.verdict import VerdictSettings, significant, site_power
 
-SETTINGS = StatsSettings(resamples=100, hierarchical_resamples=2000, confidence=0.95, seed=0)
+SETTINGS = StatsSettings(resamples=100, hierarchical_resamples=1000, confidence=0.95, seed=0)
 VERDICT = VerdictSettings(confidence=0.95, power=0.8)
 
 

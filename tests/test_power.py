@@ -114,3 +114,18 @@ def test_tied_p_values_share_the_first_rank_of_their_tie():
     ranked = with_holm(frame, ["family"], ranks=True)
     assert ranked["holm_rank"].to_list() == [1, 3, 2, 3, 3, 1]
     assert ranked["family_size"].to_list() == [5, 5, 5, 5, 5, 1]
+
+
+def test_the_metrics_a_verdict_may_rest_on_are_the_schemas_and_a_typo_is_a_config_error():
+    import yaml
+
+    from actbridge.catalog import load_schema, validate_config
+    from actbridge.config import ConfigError
+    from actbridge.stats.paired import BINARY_METRICS, METRICS
+
+    assert load_schema()["properties"]["stats"]["properties"]["metric"]["enum"] == list(BINARY_METRICS)
+    assert set(BINARY_METRICS) <= set(METRICS)
+    config = yaml.safe_load(open("config/config.yaml", encoding="utf-8"))
+    config["stats"] = {"metric": "logprob"}
+    with pytest.raises(ConfigError, match="stats.metric"):
+        validate_config(config)

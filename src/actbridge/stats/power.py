@@ -18,6 +18,9 @@ of pairs whose outcome the condition changes (the discordant rate).
   the observed variance, at most examples × seeds (seeds whose outcomes are independent) and, when
   nothing changed (ψ = 0, no variance to read), the examples alone (seeds that move together).
 
+Where the bootstrap's own interval is wider than a normal one of the same standard error (heavy tails,
+e.g. from resampling a few seeds), z is widened by that ratio (:func:`tail_factor`).
+
 With c = (z + Φ⁻¹(power))² this solves in closed form: δ = √(ψ / (n_eff / c + 1)) while that is at
 most ψ, else δ = 1 / (n_eff / c + 1). Tested against simulated outcomes run through the pipeline's
 own statistics (tests/test_power.py).

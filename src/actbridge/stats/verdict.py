@@ -65,6 +65,7 @@ class VerdictSettings:
             return self.detectable_share * upper_bound
         return self.detectable_effect / 100
 
+
 VERDICT_SCHEMA = pa.schema([
     ("method", pa.string()), ("mode", pa.string()), ("role", pa.string()), ("condition", pa.string()),
     ("verdict", pa.string()), ("pair", pa.string()), ("alpha", pa.float64()), ("n_sites", pa.int32()),

@@ -136,7 +136,7 @@ def test_a_heavy_tailed_bootstrap_widens_the_bound_and_a_normal_one_does_not():
 
     z = special.ndtri(0.975)
     assert tail_factor(low=-z * 0.01, high=z * 0.01, standard_error=0.01, confidence=0.95) == pytest.approx(1.0)
-    assert tail_factor(low=-0.03, high=0.03, standard_error=0.01, confidence=0.95) == pytest.approx(0.06 / (2 * z))
+    assert tail_factor(low=-0.03, high=0.03, standard_error=0.01, confidence=0.95) == pytest.approx(0.06 / (2 * z * 0.01))
     assert tail_factor(low=0.0, high=0.0, standard_error=0.0, confidence=0.95) == 1.0  # nothing to read
     wide = detectable_effect(effective=400, discordance=0.2, level=0.05, power=0.8, tails=1.5)
     assert wide > detectable_effect(effective=400, discordance=0.2, level=0.05, power=0.8)

@@ -208,7 +208,7 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     effects = pq.read_table(results / "causal" / "sender.parquet").to_pylist()
     assert {(r["layer"], r["role"]) for r in effects} == {(layer, role) for layer in (2,) for role in ("last", "bridge")}
     assert {r["condition"] for r in effects} == {"mean", "resample", "patch"}
-    assert {r["metric"] for r in effects if r["condition"] == "patch"} == {"accuracy", "logprob", "moved"}
+    assert {r["metric"] for r in effects if r["condition"] == "patch"} == {"accuracy", "first_token", "logprob", "moved"}
     patching = pq.read_table(results / "causal" / "sender_patching_examples.parquet").to_pylist()
     assert {r["condition"] for r in patching} == {"none", "patch"} and {r["hops"] for r in patching} == {2}
     causal = (results / "causal" / "sender.md").read_text()

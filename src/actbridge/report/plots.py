@@ -411,9 +411,9 @@ def verdict_kind(verdict: str) -> str:
 
 
 def verdict_figure(verdict: pa.Table) -> Figure:
-    """Per context mode, every verdict row's Δ with its crossed-bootstrap interval, against what its test could
-    detect: the shaded band is ± the smallest effect found with the configured power at the row's site, the
-    tick the effect a `no effect` row must be able to detect. A point inside its band, with the band inside
+    """Per context mode, every verdict row's Δ with its crossed-bootstrap interval; for the rows without a
+    significant effect, what their test could detect: the shaded band is ± the smallest effect found with the
+    configured power at the row's site, the tick the effect a `no effect` row must be able to detect. A point inside its band, with the band inside
     the ticks, rules the channel out; a band wider than the ticks leaves the row inconclusive."""
     rows = verdict.to_pylist()
     modes = sorted({r["mode"] for r in rows})
@@ -427,11 +427,13 @@ def verdict_figure(verdict: pa.Table) -> Figure:
         of_mode = [r for r in rows if r["mode"] == mode]
         y = np.arange(len(of_mode))[::-1]
         for level, r in zip(y, of_mode):
-            colour = VERDICT_COLOURS[verdict_kind(r["verdict"])]
-            detectable, threshold = 100 * r["detectable"], 100 * r["threshold"]
-            axis.fill_betweenx([level - 0.35, level + 0.35], -detectable, detectable, color=colour, alpha=0.12,
-                               linewidth=0)
-            axis.plot([-threshold, threshold], [level, level], "|", color="0.3", markersize=9)
+            kind = verdict_kind(r["verdict"])
+            colour = VERDICT_COLOURS[kind]
+            if kind in ("no effect", "inconclusive"):  # where power decides the verdict, as in its Markdown
+                detectable, threshold = 100 * r["detectable"], 100 * r["threshold"]
+                axis.fill_betweenx([level - 0.35, level + 0.35], -detectable, detectable, color=colour, alpha=0.15,
+                                   linewidth=0)
+                axis.plot([-threshold, threshold], [level, level], "|", color="0.3", markersize=9)
             axis.errorbar(100 * r["delta"], level, xerr=[[100 * (r["delta"] - r["ci_low"])],
                                                           [100 * (r["ci_high"] - r["delta"])]],
                           fmt="o", color=colour, markersize=3, capsize=2, linewidth=1)
@@ -443,6 +445,6 @@ def verdict_figure(verdict: pa.Table) -> Figure:
     axes[-1].set_xlabel(f"Δ {metric} vs receiver alone (points); band: detectable with the configured power; "
                         "ticks: the threshold", fontsize=7)
     handles = [axes[0].plot([], [], "o", color=colour, label=kind)[0] for kind, colour in VERDICT_COLOURS.items()]
-    axes[0].legend(handles=handles, fontsize=6, loc="lower right")
+    axes[0].legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.suptitle("Verdict: each condition's best site, and the smallest effect its test could detect", fontsize=9)
     return figure

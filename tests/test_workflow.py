@@ -230,7 +230,10 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     # shared and asymmetric (9 + 10; a relay prompt names no bridge entity): 2 x 48
     assert len(verdict) == 96 and {r["method"] for r in verdict} == {"ridge", "trained"}
     assert {r["condition"] for r in verdict} >= {"subspace_swap"}
-    assert {r["verdict"].split(":")[0] for r in verdict} <= {"helps", "harmful", "no effect", "upper bound"}
+    # the kind, without its numbers: "helps: 25% of upper bound", "no effect (would detect ≥ 3.1 points)"
+    assert {r["verdict"].split(":")[0].split(" (")[0] for r in verdict} <= {"helps", "harmful", "no effect",
+                                                                            "inconclusive", "upper bound"}
+    assert all(0 < r["detectable"] and 0 < r["level"] <= 0.05 for r in verdict)
     assert "## mode `asymmetric`" in (results / "stats" / "verdict.md").read_text()
     assert "## mode `relay`" in (results / "stats" / "verdict.md").read_text()
     for figure in FIGURES:

@@ -264,14 +264,13 @@ def test_balanced_worlds_leave_each_single_cue_exactly_half_the_questions():
     its relations, one of them the answer's: either cue alone scores 1/2, chance 1/4; the random form's cues
     often decide a question alone."""
     from actbridge.data.statistics import split_statistics
-    from actbridge.data.worlds import SHOT_SEPARATOR, cue_counts
+    from actbridge.data.worlds import cue_counts
 
     for template in ("compact", "english"):
         balanced = build_split(DataConfig(seed=3, hops=(1, 2, 3), distractors=3, sizes={"eval": 90}, shots=1,
                                           template=template, distractor_form="balanced"), "eval")
         for row in balanced.to_pylist():
-            assert cue_counts(row["full_prompt"].rsplit(SHOT_SEPARATOR, 1)[-1], row["subject"],
-                              row["relations"]) == (4, 2, 2)
+            assert cue_counts(row["full_prompt"], row["subject"], row["relations"]) == (4, 2, 2)
             assert len(row["candidates"]) == 4 and row["answer"] in row["candidates"]
     six = build_split(DataConfig(seed=3, hops=(2,), distractors=6, sizes={"eval": 20},
                                  distractor_form="balanced"), "eval")

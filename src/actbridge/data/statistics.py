@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
-from actbridge.data.worlds import SHOT_SEPARATOR, cue_counts
+from actbridge.data.worlds import cue_counts
 from actbridge.markdown import number, table_lines, to_arrow
 
 STATS_SCHEMA = pa.schema([
@@ -42,7 +42,7 @@ def relative_answer_position(prompt: str, answer: str) -> float:
 def cue_columns(table: pa.Table) -> dict[str, pl.Series]:
     """Per row, how many of its world's chains a reader of each single cue must choose among (the subject alone,
     the relations alone): :func:`actbridge.data.worlds.cue_counts` on the full prompt without demonstrations."""
-    counts = [cue_counts(prompt.rsplit(SHOT_SEPARATOR, 1)[-1], subject, relations) for prompt, subject, relations
+    counts = [cue_counts(prompt, subject, relations) for prompt, subject, relations
               in zip(*(table.column(c).to_pylist() for c in ("full_prompt", "subject", "relations")))]
     return {"_subject_chains": pl.Series([c[1] for c in counts], dtype=pl.Int64),
             "_relation_chains": pl.Series([c[2] for c in counts], dtype=pl.Int64)}

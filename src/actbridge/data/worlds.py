@@ -346,12 +346,12 @@ def _balanced_world(rng: np.random.Generator, hops: int, n_distractors: int) -> 
     return World(focus, tuple(distractors), tuple(all_facts[i] for i in order))
 
 
-def cue_counts(facts_text: str, subject: str, relations: Sequence[str]) -> tuple[int, int, int]:
+def cue_counts(prompt: str, subject: str, relations: Sequence[str]) -> tuple[int, int, int]:
     """(chains, chains from the question's subject, chains along the question's relations) among the facts of
-    one world's prompt (either template; without its demonstrations): how many candidates a reader of
-    neither cue, of the subject alone and of the relations alone must choose among. Chains are the paths from
-    an entity no fact names as an object to one that starts no fact."""
-    lookup = fact_lookup(facts_text)
+    one world's prompt (either template; its demonstrations, the lines before the last, are skipped): how
+    many candidates a reader of neither cue, of the subject alone and of the relations alone must choose
+    among. Chains are the paths from an entity no fact names as an object to one that starts no fact."""
+    lookup = fact_lookup(prompt.rsplit(SHOT_SEPARATOR, 1)[-1])
     objects = set(lookup.values())
     children: dict[str, list[tuple[str, str]]] = {}
     for (head, relation), obj in lookup.items():

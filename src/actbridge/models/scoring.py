@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actbridge.data.worlds import ACCURACY_VIEWS, SHOT_SEPARATOR, cue_counts
+from actbridge.data.worlds import ACCURACY_VIEWS, cue_counts
 from actbridge.models.encoding import with_gold
 from actbridge.models.handle import ModelHandle
 from actbridge.models.edited_scoring import Edits, score_under_edits
@@ -111,7 +111,7 @@ def accuracy_table(examples: pa.Table, side: str, scores: AnswerScores, *, model
     hops = np.asarray(examples.column("hops").to_pylist())
     modes = np.asarray(examples.column("mode").to_pylist())
     # the one-cue ceilings of each question's world (actbridge.data.worlds.cue_counts), beside the model's score
-    cues = np.asarray([cue_counts(prompt.rsplit(SHOT_SEPARATOR, 1)[-1], subject, relations)[1:] for prompt, subject,
+    cues = np.asarray([cue_counts(prompt, subject, relations)[1:] for prompt, subject,
                        relations in zip(*(examples.column(c).to_pylist() for c in ("full_prompt", "subject",
                                                                                    "relations")))], dtype=float)
     rows = []

@@ -100,11 +100,8 @@ def _score_rows(handle: ModelHandle, table: pa.Table, keep: Sequence[int],
             columns["layer"].append(layer)
             columns["role"].append(role)
             columns["condition"].append(condition)
-            columns["exact_match"].append(bool(score.exact[k, gold]))
-            columns["gold_logprob"].append(float(score.logprob[k, gold]))
-            columns["gold_rank"].append(score.gold_rank(k, gold))
-            columns["first_token_top"].append(score.first_token_top(k, gold))
-            columns["first_token_logprob"].append(float(score.first_logprob[k, gold]))
+            for column, value in score.gold_scores(k, gold).items():
+                columns[column].append(value)
             columns["counterfactual_top1"].append(
                 None if alternative is None else bool(np.argmax(score.logprob[k]) == alternative))
     return pa.table(columns, schema=EXAMPLE_SCHEMA)

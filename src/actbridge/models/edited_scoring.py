@@ -97,6 +97,12 @@ class CandidateScores:
         """1 + how many candidates score above the gold one under ``edit``."""
         return int(1 + np.sum(self.logprob[edit] > self.logprob[edit, gold]))
 
+    def gold_scores(self, edit: int, gold: int) -> dict:
+        """The gold answer's per-example score columns under ``edit``, as the injection and causal rows hold them."""
+        return {"exact_match": bool(self.exact[edit, gold]), "gold_logprob": float(self.logprob[edit, gold]),
+                "gold_rank": self.gold_rank(edit, gold), "first_token_top": self.first_token_top(edit, gold),
+                "first_token_logprob": float(self.first_logprob[edit, gold])}
+
     def first_token_top(self, edit: int, gold: int) -> bool:
         """Whether the gold answer's first token is the most likely of the candidates' first tokens under ``edit``.
 

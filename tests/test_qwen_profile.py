@@ -61,6 +61,11 @@ def test_the_gguf_header_gives_the_float32_size_without_decoding_the_vocabulary(
     assert header.tensor_elements == {t.name: int(t.n_elements) for t in GGUFReader(path).tensors}
     parameters = int((qwen_workdir / "tiny" / "receiver.parameters").read_text())
     assert sum(header.tensor_elements.values()) == parameters and header.float32_mb == parameters * 4 // 2**20
+    assert header.shape() == (4, 64, header.metadata["tokenizer.ggml.tokens"])  # the vocabulary's length, not decoded
+    from actbridge.plan import model_shape
+
+    shape = model_shape({"path": str(path.parent), "gguf_file": path.name}, vocab_size=0)  # make plan, no config.json
+    assert (shape.layers, shape.hidden, shape.vocab) == header.shape()
     (tmp_path / "cut.gguf").write_bytes(path.read_bytes()[:5000])
     with pytest.raises(ValueError, match="header ends after"):
         read_gguf_header(tmp_path / "cut.gguf")

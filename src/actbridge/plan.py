@@ -94,7 +94,15 @@ def model_shape(spec: dict, vocab_size: int) -> ModelShape:
     kind = model_kind(spec)
     if kind == "micro":
         return ModelShape(spec["micro"]["layers"], spec["micro"]["hidden"], vocab_size, "micro spec")
-    if kind in ("path", "gguf"):
+    if kind == "gguf":
+        from actbridge.models.preflight import read_gguf_header
+
+        path = Path(spec["path"]).expanduser() / spec["gguf_file"]
+        try:
+            return ModelShape(*read_gguf_header(path).shape(), f"GGUF header {path}")
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"cannot read the shape from {path}'s GGUF header ({error})") from error
+    if kind == "path":
         shape = _shape_from_config_json(Path(spec["path"]) / "config.json", spec["path"])
         if shape:
             return shape

@@ -45,14 +45,18 @@ def provide_hint(key: str, hf_id: str, revision: str) -> str:
             "{path: /that/directory}.")
 
 
+class _ArrayLength(int):
+    """An array of a GGUF header, skipped: only its length is kept."""
+
+
 # GGUF value types (gguf.GGUFValueType): fixed sizes in bytes; 8 is a string, 9 an array
 _GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
 
 @dataclass(frozen=True)
 class GGUFHeader:
-    """What the workflow reads of a GGUF file while it builds the job graph: its scalar metadata and the
-    element count of every tensor."""
+    """What the workflow reads of a GGUF file while it builds the job graph: its scalar metadata (an array's
+    length in place of the array) and the element count of every tensor."""
 
     metadata: dict[str, object]
     tensor_elements: dict[str, int]
@@ -60,6 +64,12 @@ class GGUFHeader:
     @property
     def architecture(self) -> str:
         return str(self.metadata["general.architecture"])
+
+    def shape(self) -> tuple[int, int, int]:
+        """(layers, width, vocabulary), as llama.cpp's keys name them (``{architecture}.block_count`` ...)."""
+        arch = self.architecture
+        vocab = self.metadata.get(f"{arch}.vocab_size") or self.metadata.get("tokenizer.ggml.tokens")
+        return int(self.metadata[f"{arch}.block_count"]), int(self.metadata[f"{arch}.embedding_length"]), int(vocab)
 
     @property
     def float32_mb(self) -> int:
@@ -93,7 +103,7 @@ def read_gguf_header(path: Path) -> GGUFHeader:
                 else:
                     for _ in range(count):
                         value(item_kind)
-                return None
+                return _ArrayLength(count)
             fmt = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
                    12: "<d"}.get(kind)
             if fmt is None:
@@ -116,7 +126,7 @@ def read_gguf_header(path: Path) -> GGUFHeader:
             dims = [take("<Q") for _ in range(take("<I"))]
             take("<I"), take("<Q")  # type, offset
             elements[name] = math.prod(dims)
-    return GGUFHeader({k: v for k, v in metadata.items() if v is not None}, elements)
+    return GGUFHeader(metadata, elements)
 
 
 def gguf_architecture(path: Path) -> str:

@@ -100,8 +100,9 @@ def test_weights_larger_than_the_free_memory_fail_before_loading_naming_dtype(qw
     from actbridge.models.loading import load_for_job
 
     receiver = qwen_run / "results" / "models" / "receiver"
-    weights_bytes = json.loads((receiver / "model.json").read_text())["weights_bytes"]
-    monkeypatch.setattr(memory, "available_bytes", lambda device: weights_bytes)  # 80% of it is usable
+    record = json.loads((receiver / "model.json").read_text())
+    assert record["parameters"] == int((qwen_run / "tiny" / "receiver.parameters").read_text())
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 4 * record["parameters"])  # 80% is usable
     with pytest.raises(memory.BatchMemoryError, match=r"receiver model's weights need about .* float32 .* "
                                                       r"config key dtype: bfloat16 halves it"):
         load_for_job(receiver, "cpu", "float32")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import logging
 import os
 import shutil
@@ -155,8 +156,25 @@ def build_named_model(spec: dict, *, key: str, out_dir: str | Path) -> dict[str,
         check_tokenizer(tmp, record, key=key)
         record["weights_bytes"] = sum(weight_file.stat().st_size
                                       for weight_file in weight_files(*_location(tmp, record)))
+        record["parameters"] = stored_parameters(*_location(tmp, record))
         write_model_record(tmp, record)
     return record
+
+
+def stored_parameters(path: Path, gguf_file: str | None = None) -> int:
+    """Elements of every tensor the weights store (a tied head once), from the safetensors headers alone: what
+    the jobs' memory follows in any dtype, where the files' size follows the dtype they were saved in."""
+    if gguf_file is not None:
+        from actbridge.models.preflight import read_gguf_header
+
+        return sum(read_gguf_header(path / gguf_file).tensor_elements.values())
+    from safetensors import safe_open
+
+    total = 0
+    for weight_file in weight_files(path):
+        with safe_open(weight_file, framework="pt") as handle:
+            total += sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
+    return total
 
 
 def check_tokenizer(model_dir: Path, record: dict, *, key: str) -> None:
@@ -248,9 +266,9 @@ def load_for_job(model_dir: str | Path, device: str, dtype: str, threads: int = 
 
     configure_threads(threads)
     check_recorded_weights(model_dir)
-    weights_bytes = read_model_record(model_dir).get("weights_bytes")
-    check_weights_fit(None if weights_bytes is None else int(weights_bytes), dtype=dtype, device=resolve_device(device),
-                      model=Path(model_dir).name)
+    record = read_model_record(model_dir)
+    check_weights_fit(record.get("parameters"), record.get("weights_bytes"), dtype=dtype,
+                      device=resolve_device(device), model=Path(model_dir).name)
     model = load_model(model_dir, device=resolve_device(device), dtype=resolve_dtype(dtype))
     return ModelHandle.of(model, load_tokenizer(model_dir))
 

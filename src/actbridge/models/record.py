@@ -31,3 +31,9 @@ def recorded_weights_mb(model_dir: str | Path) -> int | None:
     """Size of a named model's weights on disk in MB, from its ``model.json`` (None where not recorded or not built)."""
     size = (_record(model_dir) or {}).get("weights_bytes")
     return None if size is None else int(size) // 2**20
+
+
+def recorded_parameters(model_dir: str | Path) -> int | None:
+    """Elements of a named model's stored tensors, from its ``model.json`` (None where not recorded or not built)."""
+    parameters = (_record(model_dir) or {}).get("parameters")
+    return None if parameters is None else int(parameters)

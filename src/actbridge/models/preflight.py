@@ -79,7 +79,8 @@ class GGUFHeader:
 
 def read_gguf_header(path: Path) -> GGUFHeader:
     """The header of a GGUF file, read in a fraction of a second: arrays (the tokenizer's 150k–260k tokens)
-    are skipped, not decoded, which ``gguf.GGUFReader`` does for every field (14 s for Qwen2.5's header)."""
+    are skipped, not decoded, which ``gguf.GGUFReader`` does for every field (14 s for Qwen2.5's header).
+    A file that ends before its last tensor's data (a truncated download) is a ``ValueError``."""
     import struct
 
     with open(path, "rb") as handle:
@@ -120,13 +121,26 @@ def read_gguf_header(path: Path) -> GGUFHeader:
         for _ in range(fields):
             key = string()
             metadata[key] = value(take("<I"))
-        elements = {}
+        elements, data_end = {}, 0
         for _ in range(tensors):
             name = string()
             dims = [take("<Q") for _ in range(take("<I"))]
-            take("<I"), take("<Q")  # type, offset
+            kind, offset = take("<I"), take("<Q")
             elements[name] = math.prod(dims)
+            data_end = max(data_end, offset + _tensor_bytes(kind, elements[name]))
+        alignment = int(metadata.get("general.alignment", 32))
+        data_start = -(-handle.tell() // alignment) * alignment
+        size = os.fstat(handle.fileno()).st_size
+        if data_start + data_end > size:
+            raise ValueError(f"the tensors end at byte {data_start + data_end}, the file at {size}: truncated")
     return GGUFHeader(metadata, elements)
+
+
+def _tensor_bytes(kind: int, elements: int) -> int:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+    return elements // block * block_bytes
 
 
 def gguf_architecture(path: Path) -> str:

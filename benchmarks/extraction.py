@@ -74,10 +74,12 @@ def trunk_flops_per_token(model: GPTNeoXForCausalLM, tokens_per_prompt: float) -
     return 2 * matmul_params + attention
 
 
-def matmul_roofline(tokens: int, hidden: int, dtype: torch.dtype, seconds: float = 3.0) -> float:
-    """GFLOP/s of the MLP's up-projection done the way nn.Linear does it (F.linear picks the dtype's kernel)."""
+def matmul_roofline(tokens: int, hidden: int, dtype: torch.dtype, seconds: float = 3.0, ffn: int | None = None) -> float:
+    """GFLOP/s of the MLP's up-projection ([tokens, hidden] x [ffn, hidden]^T, ffn = 4 x hidden unless given) done the
+    way nn.Linear does it (F.linear picks the dtype's kernel)."""
+    ffn = ffn or 4 * hidden
     a = torch.randn(tokens, hidden, dtype=dtype)
-    weight = torch.randn(4 * hidden, hidden, dtype=dtype)
+    weight = torch.randn(ffn, hidden, dtype=dtype)
     with torch.inference_mode():
         for _ in range(3):
             torch.nn.functional.linear(a, weight)
@@ -85,7 +87,7 @@ def matmul_roofline(tokens: int, hidden: int, dtype: torch.dtype, seconds: float
         while time.perf_counter() - started < seconds:
             torch.nn.functional.linear(a, weight)
             count += 1
-    return 2 * tokens * hidden * 4 * hidden * count / (time.perf_counter() - started) / 1e9
+    return 2 * tokens * hidden * ffn * count / (time.perf_counter() - started) / 1e9
 
 
 def throughput(model_dir: Path, shape: str, n_examples: int, dtype_name: str) -> dict:

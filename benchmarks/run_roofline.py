@@ -32,6 +32,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from transformers import AutoConfig, AutoTokenizer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from extraction import matmul_roofline  # noqa: E402
+
 
 def shape_of(weights: Path) -> dict:
     config = AutoConfig.from_pretrained(weights).get_text_config()
@@ -53,16 +56,7 @@ def flops(shape: dict, tokens: float, context: float, scored: float = 0.0) -> fl
 
 def roofline(shape: dict, dtype: torch.dtype, threads: int, tokens: int = 512, seconds: float = 3.0) -> float:
     torch.set_num_threads(threads)
-    a = torch.randn(tokens, shape["hidden"], dtype=dtype)
-    weight = torch.randn(shape["ffn"], shape["hidden"], dtype=dtype)
-    with torch.inference_mode():
-        for _ in range(3):
-            torch.nn.functional.linear(a, weight)
-        count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            torch.nn.functional.linear(a, weight)
-            count += 1
-    return 2 * tokens * shape["hidden"] * shape["ffn"] * count / (time.perf_counter() - started) / 1e9
+    return matmul_roofline(tokens, shape["hidden"], dtype, seconds, ffn=shape["ffn"])
 
 
 def seconds_of(tsv: Path) -> float:

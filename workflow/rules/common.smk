@@ -22,7 +22,7 @@ from actbridge.report import FIGURES
 from actbridge.activations.layers import layer_pairs, layers_for, pair_name, parse_pair, resolve_layers
 from actbridge.models.preflight import (built_from, device_problem, hf_snapshot_problem, model_problems,
                                        read_gguf_header)
-from actbridge.models.record import recorded_parameters, recorded_shape, recorded_weights_mb
+from actbridge.models.record import recorded_shape, recorded_weights_held_bytes
 
 # The Snakefile's configfile, which every --configfile is merged over.
 BASE_CONFIG = "config/config.yaml"
@@ -67,7 +67,6 @@ def script_code(script):
 # What a model-running job needs beside its model's weights: activations are bounded by batch_tokens and the
 # logits by actbridge.models.heads.LOGIT_BUDGET_BYTES, whatever the vocabulary (benchmarks/scoring_memory.py).
 JOB_MEMORY_BESIDE_WEIGHTS_MB = 2500
-DTYPE_BYTES = 2 if config["dtype"] == "bfloat16" else 4
 # What CUDA's libraries and context hold in host memory once a job touches the GPU.
 CUDA_HOST_MB = 3000 if GPUS else 0
 
@@ -77,11 +76,8 @@ def model_memory(model=None, base_mb=3000):
     models, a named model's recorded weights in the run's dtype plus what the job needs beside them."""
 
     def mem_mb(wildcards):
-        model_dir = f"{RESULTS}/models/{model or wildcards.model}"
-        parameters = recorded_parameters(model_dir)
-        # the weights in the run's dtype (their file is only memory-mapped); records before parameters: file size
-        held = recorded_weights_mb(model_dir) if parameters is None else parameters * DTYPE_BYTES // 2**20
-        return base_mb if held is None else max(base_mb, held + JOB_MEMORY_BESIDE_WEIGHTS_MB + CUDA_HOST_MB)
+        held = recorded_weights_held_bytes(f"{RESULTS}/models/{model or wildcards.model}", config["dtype"])
+        return base_mb if held is None else max(base_mb, held // 2**20 + JOB_MEMORY_BESIDE_WEIGHTS_MB + CUDA_HOST_MB)
 
     return mem_mb
 

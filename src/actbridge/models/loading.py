@@ -261,15 +261,15 @@ def load_for_job(model_dir: str | Path, device: str, dtype: str, threads: int = 
     config key's value) resolved, the model loaded in ``dtype`` (``float32`` | ``bfloat16``) with its
     tokenizer, as one :class:`actbridge.models.handle.ModelHandle`."""
     from actbridge.models.handle import ModelHandle
-
     from actbridge.models.memory import check_weights_fit
+    from actbridge.models.record import recorded_weights_held_bytes
 
     configure_threads(threads)
     check_recorded_weights(model_dir)
-    record = read_model_record(model_dir)
-    check_weights_fit(record.get("parameters"), record.get("weights_bytes"), dtype=dtype,
-                      device=resolve_device(device), model=Path(model_dir).name)
-    model = load_model(model_dir, device=resolve_device(device), dtype=resolve_dtype(dtype))
+    torch_device = resolve_device(device)
+    check_weights_fit(recorded_weights_held_bytes(model_dir, dtype), dtype=dtype, device=torch_device,
+                      model=Path(model_dir).name)
+    model = load_model(model_dir, device=torch_device, dtype=resolve_dtype(dtype))
     return ModelHandle.of(model, load_tokenizer(model_dir))
 
 

@@ -88,19 +88,11 @@ def check_batch_fits(model: "PreTrainedModel", *, tokens: int, keys_per_query: i
             f"{free / 2**20:.0f} MB are free: lower config key {key} (now {value})")
 
 
-def check_weights_fit(parameters: int | None, weights_bytes: int | None, *, dtype: str,
-                      device: "torch.device | str", model: str) -> None:
-    """Fail before loading, naming the ``dtype`` key, when the weights alone exceed the free memory.
-
-    A named model's record gives its ``parameters`` (older records only the ``weights_bytes`` of its files,
-    read as float32); the loaded model holds 2 (bfloat16) or 4 bytes of each. Without this a model larger than
-    the free memory is killed by the kernel while it loads, with no message.
-    """
-    if parameters is not None:
-        need = int(parameters) * (2 if dtype == "bfloat16" else 4)
-    elif weights_bytes is not None:
-        need = int(weights_bytes) // 2 if dtype == "bfloat16" else int(weights_bytes)
-    else:
+def check_weights_fit(need: int | None, *, dtype: str, device: "torch.device | str", model: str) -> None:
+    """Fail before loading, naming the ``dtype`` key, when the weights alone (``need`` bytes in ``dtype``, from
+    :func:`actbridge.models.record.recorded_weights_held_bytes`) exceed the free memory. Without this a model larger
+    than the free memory is killed by the kernel while it loads, with no message."""
+    if need is None:
         return
     free = available_bytes(device)
     if free is not None and need > HEADROOM * free:

@@ -27,13 +27,11 @@ def recorded_shape(model_dir: str | Path) -> dict[str, int] | None:
     return None if shape is None else {key: int(value) for key, value in shape.items()}
 
 
-def recorded_weights_mb(model_dir: str | Path) -> int | None:
-    """Size of a named model's weights on disk in MB, from its ``model.json`` (None where not recorded or not built)."""
-    size = (_record(model_dir) or {}).get("weights_bytes")
-    return None if size is None else int(size) // 2**20
-
-
-def recorded_parameters(model_dir: str | Path) -> int | None:
-    """Elements of a named model's stored tensors, from its ``model.json`` (None where not recorded or not built)."""
-    parameters = (_record(model_dir) or {}).get("parameters")
-    return None if parameters is None else int(parameters)
+def recorded_weights_held_bytes(model_dir: str | Path, dtype: str) -> int | None:
+    """What a named model's weights hold once loaded in ``dtype``: its recorded parameter count times 2
+    (``bfloat16``) or 4 bytes, the file only memory-mapped; a record from before parameter counts were kept gives
+    its files' size as it is. None where nothing is recorded (micro models) or the model is not built."""
+    record = _record(model_dir) or {}
+    if record.get("parameters") is not None:
+        return int(record["parameters"]) * (2 if dtype == "bfloat16" else 4)
+    return None if record.get("weights_bytes") is None else int(record["weights_bytes"])

@@ -10,13 +10,12 @@ A fit pooled with the asymmetric rows fails all three (docs/findings.md, "One br
 
 from __future__ import annotations
 
-import shutil
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.test_workflow import COPIED, ROOT, snakemake
+from tests.test_workflow import ROOT, copy_workflow, snakemake
 
 SHIPPED_RECEIVER = ROOT / "resources" / "models" / "4677864331655e2d"
 PAIRS = ("s3-r3", "s6-r6")  # layer 0 at the last token is one fixed embedding: nothing to translate
@@ -27,8 +26,7 @@ def identity_run(tmp_path_factory):
     if not (SHIPPED_RECEIVER / "model.safetensors").is_file():
         pytest.fail(f"the shipped default receiver is missing: {SHIPPED_RECEIVER}")
     workdir = tmp_path_factory.mktemp("identity_pair")
-    for name in COPIED:
-        shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_workflow(workdir)
     model = {"path": str(SHIPPED_RECEIVER)}
     config = {
         "seed": 0, "device": "cpu", "dtype": "float32", "threads": 1,

@@ -30,6 +30,7 @@ import yaml
 from actbridge.integrity import (CorruptOutputError, read_table, remove_leftovers, rows_problem, start_job, verify,
                                  verify_outputs)
 from actbridge.io import atomic_directory, atomic_path, seal_directory, seal_file, write_parquet, write_text
+from tests.test_workflow import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,9 +205,6 @@ def test_bounds_are_stated_in_the_messages():
 # ------------------------------------------------------------------------------------ through the workflow
 
 
-COPIED = ("workflow", "config", "profiles", "src", ".test")
-
-
 def snakemake(workdir: Path, *args: str, check: bool = True) -> tuple[int, str]:
     result = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "small.yaml", *args], cwd=workdir,
                             capture_output=True, text=True, timeout=900)
@@ -232,8 +230,7 @@ def logs_text(workdir: Path, under: str) -> str:
 def clean(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """The `.test` config cut to one bridge method and four conditions: every stage, in about a minute."""
     workdir = tmp_path_factory.mktemp("integrity")
-    for name in COPIED:
-        shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_workflow(workdir)
     config = yaml.safe_load((ROOT / ".test" / "config" / "config.yaml").read_text())
     config["data"]["context_modes"] = ["shared", "asymmetric"]
     config["activations"]["roles"] = ["last"]

@@ -11,7 +11,6 @@ is the config, only its models, sizes and layers made tiny, so the profile's fil
 
 from __future__ import annotations
 
-import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -23,7 +22,7 @@ from actbridge.models.tokenizer import EOS_TOKEN, train_bpe_tokenizer
 from actbridge.report import FIGURES
 from tests.gguf_writer import tiny_llama, write_llama_gguf
 from tests.test_bounded_scoring import gemma3_model
-from tests.test_workflow import COPIED, ROOT, planned_jobs, snakemake
+from tests.test_workflow import ROOT, copy_workflow, planned_jobs, snakemake
 
 pytest.importorskip("gguf")
 pytest.importorskip("accelerate")
@@ -53,8 +52,7 @@ def tiny_pair(directory, texts):
 @pytest.fixture(scope="module")
 def named_workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("named_models")
-    for name in COPIED:
-        shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_workflow(workdir)
     config = yaml.safe_load((ROOT / "config" / "pretrained.yaml").read_text())
     data = DataConfig.from_config({**config, "data": {**config["data"], "sizes": {"lm_train": 300}}})
     texts = build_split(data, "lm_train").column("full_prompt").to_pylist()

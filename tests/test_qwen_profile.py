@@ -11,7 +11,6 @@ and layers made tiny, so its bfloat16 compute and its relative-depth grid run as
 from __future__ import annotations
 
 import json
-import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -21,7 +20,7 @@ from actbridge.data.worlds import DataConfig, build_split
 from actbridge.models.preflight import read_gguf_header
 from actbridge.models.tokenizer import train_bpe_tokenizer
 from tests.gguf_writer import tiny_qwen2, write_llama_gguf
-from tests.test_workflow import COPIED, ROOT, snakemake
+from tests.test_workflow import ROOT, copy_workflow, snakemake
 
 pytest.importorskip("gguf")
 pytest.importorskip("accelerate")
@@ -30,8 +29,7 @@ pytest.importorskip("accelerate")
 @pytest.fixture(scope="module")
 def qwen_workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("qwen_profile")
-    for name in COPIED:
-        shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_workflow(workdir)
     config = yaml.safe_load((ROOT / "config" / "qwen.yaml").read_text())
     data = DataConfig.from_config({**config, "data": {**config["data"], "sizes": {"lm_train": 300}}})
     tokenizer = train_bpe_tokenizer(build_split(data, "lm_train").column("full_prompt").to_pylist(), vocab_size=600)

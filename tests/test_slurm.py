@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from slurm_localhost import ClusterUnavailable, localhost_cluster
+from tests.test_workflow import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("workflow", "config", "profiles", "src", ".test")
 TEST_CONFIG = ".test/config/config.yaml"
 # What differs between a localhost cluster and a real one, and nothing else: no accounting
 # (so squeue, not sacct), no account to bill, two CPUs, and a short first status check.
@@ -34,12 +33,6 @@ TIMED_KEYS = ("seconds",)
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
-
-def copy_workflow(target: Path) -> Path:
-    target.mkdir(parents=True)
-    for name in COPIED:
-        shutil.copytree(ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return target
 
 
 def snakemake(workdir: Path, *args: str) -> str:

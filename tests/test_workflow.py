@@ -62,12 +62,17 @@ DOWNSTREAM_OF_BRIDGES = {"injection": 4, "condition_stats": 2, "stats_summary": 
                          **figures_reading(METRICS, ACROSS_SEEDS, VERDICT)}
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("actbridge")
+def copy_workflow(target: Path) -> Path:
+    """``target`` made a workflow directory of its own: the checkout's COPIED folders, without byte code."""
+    target.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         shutil.copytree(ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
     return target
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("actbridge"))
 
 
 def test_default_dag(workdir):

@@ -18,6 +18,7 @@ STAGES = (
     ("activations", ("activations",)),
     ("bridges", ("bridges",)),
     ("injection", ("injection",)),
+    ("kv", ("kv",)),
     ("stats", ("stats",)),
     ("causal", ("causal",)),
     ("report", ("report",)),

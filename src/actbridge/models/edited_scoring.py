@@ -477,9 +477,63 @@ def packed_masks(model: "PreTrainedModel", rows: PackedRows, prefix_lengths: tor
                                                        sliding_window=window)}
 
 
-def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example], layer: int,
+@dataclass(frozen=True)
+class GivenPrefix:
+    """A key/value cache built by the caller, placed before each example's suffix instead of the prompt's own
+    prefix (the KV channel puts entries there that no prompt of the receiver produced).
+
+    Row r's entries are the first ``lengths[r]`` of the cache's [batch, heads, width, head_dim] tensors (right
+    padding after), at positions 0.. in that order; its example's ``position`` must equal ``lengths[r]``. The
+    decoder blocks in ``hidden_layers`` do not see the keys ``hidden_keys`` [batch, width] marks: a block that
+    is sent nothing attends as if those entries were not there.
+    """
+
+    cache: "Cache"
+    lengths: torch.Tensor  # [batch]
+    hidden_layers: frozenset[int] = frozenset()
+    hidden_keys: torch.Tensor | None = None  # [batch, width] bool
+
+
+def _hide_keys(mask: torch.Tensor, hidden_keys: torch.Tensor) -> torch.Tensor:
+    """``mask`` [batch, 1, queries, keys] with the prefix keys ``hidden_keys`` [batch, width] disallowed."""
+    hidden = torch.zeros(mask.shape[0], mask.shape[-1], dtype=torch.bool, device=mask.device)
+    hidden[:, : hidden_keys.shape[1]] = hidden_keys.to(mask.device)
+    return mask.masked_fill(hidden[:, None, None, :], torch.finfo(mask.dtype).min)
+
+
+@contextlib.contextmanager
+def hidden_prefix(model: "PreTrainedModel", mask: "torch.Tensor | dict[str, torch.Tensor]",
+                  prefix: GivenPrefix | None) -> Iterator[None]:
+    """While inside, the blocks in ``prefix.hidden_layers`` get ``mask`` (one per layer type, as HF hands them
+    out) with ``prefix.hidden_keys`` disallowed; every other block gets ``mask`` itself."""
+    if prefix is None or not prefix.hidden_layers:
+        yield
+        return
+    blocks = decoder_layers(model)
+    types = getattr(model.config.get_text_config(), "layer_types", None) or ["full_attention"] * len(blocks)
+    hidden = ({kind: _hide_keys(m, prefix.hidden_keys) for kind, m in mask.items()} if isinstance(mask, dict)
+              else _hide_keys(mask, prefix.hidden_keys))
+
+    def hook_for(layer: int):
+        replacement = hidden[types[layer]] if isinstance(hidden, dict) else hidden
+
+        def pre_hook(module, args, kwargs):
+            return args, {**kwargs, "attention_mask": replacement}
+        return pre_hook
+
+    handles = [blocks[layer].register_forward_pre_hook(hook_for(layer), with_kwargs=True)
+               for layer in sorted(prefix.hidden_layers)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example], layer: int | None,
                           edits: Sequence[Edits], pad_id: int = 0,
-                          recorded: list[torch.Tensor] | None = None) -> ScoredTokens:
+                          recorded: list[torch.Tensor] | None = None, *,
+                          prefix: GivenPrefix | None = None) -> ScoredTokens:
     """The candidate tokens' log-probabilities under the edits, each piece of the work done once.
 
     One pass over the examples' prefixes (:func:`prefix_cache`) fills the key/value cache. One more pass
@@ -488,21 +542,29 @@ def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example],
     the context it would have alone (:func:`packed_attention_mask`); the cache is never copied. Logits are
     computed only where a candidate token is predicted. Gradients flow to the edit vectors (the bridge
     trained through the receiver uses that); ``recorded`` receives the clean states at the edit sites.
+
+    ``layer`` None edits no state (the edits must then be identities). ``prefix``: a cache built by the caller
+    (:class:`GivenPrefix`) instead of the prompts' own prefixes.
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    cache, prefix_lengths = prefix_cache(model, examples, pad_id)
+    if prefix is None:
+        cache, prefix_lengths = prefix_cache(model, examples, pad_id)
+    else:
+        cache, prefix_lengths = prefix.cache, prefix.lengths
     rows = pack_rows(examples, [len(e) for e in edits], pad_id)
-    mask = packed_masks(model, rows, prefix_lengths, dtype)
+    mask = _to(packed_masks(model, rows, prefix_lengths, dtype), device)
     edit_rows = torch.as_tensor([i for i, starts in enumerate(rows.edit_starts) for _ in starts])
     edit_positions = torch.as_tensor([start for starts in rows.edit_starts for start in starts])
     keep = torch.cat([e.keep for e in edits])
     vector = torch.cat([e.vector for e in edits])
     norm_scaled = torch.cat([e.norm_scaled for e in edits])
     sites = [(i, k) for i, e in enumerate(edits) for k in range(len(e))]
-    with residual_edit(model, layer, edit_rows, edit_positions, keep, vector, norm_scaled, recorded,
-                       projections=_projections(edits, sites), transforms=_transforms(edits, sites)):
-        final = model.base_model(input_ids=rows.input_ids.to(device), attention_mask=_to(mask, device),
+    edit = (contextlib.nullcontext() if layer is None else
+            residual_edit(model, layer, edit_rows, edit_positions, keep, vector, norm_scaled, recorded,
+                          projections=_projections(edits, sites), transforms=_transforms(edits, sites)))
+    with edit, hidden_prefix(model, mask, prefix):
+        final = model.base_model(input_ids=rows.input_ids.to(device), attention_mask=mask,
                                  position_ids=rows.position_ids.to(device), **with_cache(model.base_model, cache),
                                  use_cache=cache is not None).last_hidden_state  # [batch, width, d]
     # the vocabulary only at the packed positions that predict a candidate token, each projected once
@@ -522,12 +584,13 @@ def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example],
 
 
 @torch.inference_mode()
-def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: int, edits: Sequence[Edits],
-                pad_id: int = 0) -> list[CandidateScores]:
+def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: int | None, edits: Sequence[Edits],
+                pad_id: int = 0, *, prefix: GivenPrefix | None = None) -> list[CandidateScores]:
     """Same scores as :func:`naive_scores` from :func:`packed_token_logprobs`. Work: prefix + edits x
-    (suffix + candidate tokens beyond the first) tokens, instead of edits x candidates x whole sequences."""
+    (suffix + candidate tokens beyond the first) tokens, instead of edits x candidates x whole sequences.
+    ``layer`` None and ``prefix``: as there (no clean states are recorded without a layer)."""
     recorded: list[torch.Tensor] = []
-    scored = packed_token_logprobs(model, examples, layer, edits, pad_id, recorded)
+    scored = packed_token_logprobs(model, examples, layer, edits, pad_id, recorded, prefix=prefix)
     token_logprob = scored.logprob.double().cpu().numpy()
     token_miss = (~scored.is_argmax).cpu().numpy()
     owners = scored.owners.numpy()
@@ -540,7 +603,8 @@ def fast_scores(model: "PreTrainedModel", examples: Sequence[Example], layer: in
     present, first_index = np.unique(owners, return_index=True)
     owner_first[present] = token_logprob[first_index]
     first_edit = np.cumsum([0] + [len(e) for e in edits])
-    clean_states = [recorded[0][first_edit[i]].numpy() if len(edits[i]) else None for i in range(len(examples))]
+    clean_states = [recorded[0][first_edit[i]].numpy() if recorded and len(edits[i]) else None
+                    for i in range(len(examples))]
     return _collect(examples, edits, [(i, k, c) for i, k, c, _ in scored.predictors], owner_logprob,
                     owner_misses == 0, owner_first, clean_states)
 

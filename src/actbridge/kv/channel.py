@@ -1,0 +1,230 @@
+"""The KV channel on eval: every condition of every ``asymmetric`` and ``relay`` example, scored as the residual
+channel's rows are (exact match, gold log-prob, rank, first answer token), paired with ``none``.
+
+Per batch of examples, one sender pass over head + context (each example's own and its shuffled partner's)
+and one receiver pass over head + its own reading of the context fill the entries every condition draws from.
+Then one packed receiver pass scores, for each (example, condition), its tail and candidates against a cache
+of head + that condition's entries (:class:`actbridge.models.edited_scoring.GivenPrefix`): the head and the
+context are never read again per condition, and logits exist only where an answer token is predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from actbridge.data.worlds import PARTIAL_MODES
+from actbridge.injection.jobs import within_mode_derangement
+from actbridge.kv.conditions import KV_CONDITIONS, Entries, RowEntries, scored_labels
+from actbridge.kv.entries import sequence_cache, unrotated_entries
+from actbridge.kv.fit import FittedKVMap, layout_shape
+from actbridge.kv.layout import CacheLayout, rotary_tables, rotate
+from actbridge.kv.segments import SegmentIds, segment_ids, segments_of
+from actbridge.logs import Progress
+from actbridge.models.edited_scoring import Edits, Example, GivenPrefix, batch_tokens_or_default, fast_scores
+from actbridge.models.encoding import with_gold
+from actbridge.models.handle import ModelHandle
+from actbridge.schemas import RESULT_SCHEMA
+
+log = logging.getLogger(__name__)
+ROLE = "context"  # the role column of the channel's rows: the sender's whole context moves, not one position
+
+
+def sent_blocks(count: int, n_blocks: int) -> list[int]:
+    """The ``count`` receiver blocks centred on the middle of the stack (KVComm finds the middle ones carry
+    most): all of them for ``count == n_blocks``."""
+    if not 1 <= count <= n_blocks:
+        raise ValueError(f"config key kv.layers_sent: {count} blocks asked for, the receiver has {n_blocks}")
+    start = (n_blocks - count) // 2
+    return list(range(start, start + count))
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Both models and the fitted map, checked against each other once."""
+
+    sender: ModelHandle
+    receiver: ModelHandle
+    kv_map: FittedKVMap
+    sender_layout: CacheLayout
+    receiver_layout: CacheLayout
+
+    @classmethod
+    def of(cls, sender: ModelHandle, receiver: ModelHandle, kv_map: FittedKVMap) -> "Channel":
+        sender_layout = CacheLayout.of(sender.model, role="sender")
+        receiver_layout = CacheLayout.of(receiver.model)
+        for side, layout, recorded in (("sender", sender_layout, kv_map.sender_shape),
+                                       ("receiver", receiver_layout, kv_map.receiver_shape)):
+            if layout_shape(layout) != dict(recorded):
+                raise ValueError(f"the KV map was fitted for a {side} cache of shape {dict(recorded)}, "
+                                 f"not this one's {layout_shape(layout)}: refit it")
+        return cls(sender, receiver, kv_map, sender_layout, receiver_layout)
+
+    def rotated(self, keys: torch.Tensor, start: int, block: int) -> torch.Tensor:
+        """Keys [kv_heads, m, head_dim] before rotation, rotated for positions start.. of receiver ``block``."""
+        positions = (torch.arange(keys.shape[1], device=keys.device) + start)[None]
+        cos, sin = rotary_tables(self.receiver.model, positions, self.receiver_layout.layer_types[block])
+        return rotate(keys[None], cos, sin)[0]
+
+
+def _context_entries(handle: ModelHandle, layout: CacheLayout, ids: Sequence[SegmentIds]) -> list[Entries]:
+    """Per example, per block, its context's (keys before rotation, values) [kv_heads, m, head_dim]."""
+    cache = sequence_cache(handle.model, [s.head + s.context for s in ids], handle.pad_id)
+    entries = unrotated_entries(handle.model, layout, cache)
+    return [[(keys[r, :, len(s.head): len(s.head) + len(s.context)], values[r, :, len(s.head):
+              len(s.head) + len(s.context)]) for keys, values in entries] for r, s in enumerate(ids)]
+
+
+def _receiver_entries(handle: ModelHandle, ids: Sequence[SegmentIds]) -> tuple[list[Entries], list[Entries]]:
+    """Per example, per block, the receiver's own (head, context) entries, rotated as its pass left them."""
+    cache = sequence_cache(handle.model, [s.head + s.context for s in ids], handle.pad_id)
+    heads, contexts = [], []
+    for r, s in enumerate(ids):
+        h, m = len(s.head), len(s.context)
+        heads.append([(layer.keys[r, :, :h], layer.values[r, :, :h]) for layer in cache.layers])
+        contexts.append([(layer.keys[r, :, h:h + m], layer.values[r, :, h:h + m]) for layer in cache.layers])
+    return heads, contexts
+
+
+def _stacked_prefix(channel: Channel, heads: list[Entries], injected: list, blocks: Sequence[int]) -> GivenPrefix:
+    """One cache of each row's head then its condition's entries (right padded), and which keys blocks outside
+    ``blocks`` must not see."""
+    layout, model = channel.receiver_layout, channel.receiver.model
+    dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
+    lengths = [heads[r][0][0].shape[1] + (0 if inj is None else inj.entries[blocks[0]][0].shape[1])
+               for r, inj in enumerate(injected)]
+    width = max(lengths)
+    hidden = torch.zeros(len(injected), width, dtype=torch.bool)
+    shape = (len(injected), layout.kv_heads, width, layout.head_dim)
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    sent = set(blocks)
+    for block in range(layout.num_layers):
+        keys = torch.zeros(shape, dtype=dtype, device=device)
+        values = torch.zeros(shape, dtype=dtype, device=device)
+        for r, inj in enumerate(injected):
+            head_keys, head_values = heads[r][block]
+            h = head_keys.shape[1]
+            keys[r, :, :h], values[r, :, :h] = head_keys, head_values
+            if inj is None or (inj.sent_only and block not in sent):
+                continue
+            entry_keys, entry_values = inj.entries[block]
+            m = entry_keys.shape[1]
+            keys[r, :, h:h + m] = entry_keys if inj.rotated else channel.rotated(entry_keys, h, block)
+            values[r, :, h:h + m] = entry_values
+        cache.update(keys, values, block)
+    for r, inj in enumerate(injected):
+        if inj is not None and inj.sent_only:
+            hidden[r, heads[r][0][0].shape[1]: lengths[r]] = True
+    hidden_layers = frozenset(range(layout.num_layers)) - sent
+    return GivenPrefix(cache, torch.as_tensor(lengths), hidden_layers if hidden.any() else frozenset(), hidden)
+
+
+def _mapped(channel: Channel, entries: Entries, blocks: Sequence[int]) -> Entries:
+    """The sender's context entries through the map, in the receiver blocks ``blocks`` (empty elsewhere: those
+    blocks never see them)."""
+    out: Entries = []
+    empty = torch.zeros(0)
+    for block in range(channel.receiver_layout.num_layers):
+        if block in blocks:
+            keys, values = entries[channel.kv_map.sender_blocks[block]]
+            out.append(channel.kv_map.apply(block, keys, values))
+        else:
+            out.append((empty, empty))
+    return out
+
+
+def _mean(channel: Channel, count: int, blocks: Sequence[int], device) -> Entries:
+    empty = torch.zeros(0)
+    return [channel.kv_map.mean(block, count, device) if block in blocks else (empty, empty)
+            for block in range(channel.receiver_layout.num_layers)]
+
+
+def kv_channel_rows(channel: Channel, examples: pa.Table, *, conditions: Sequence[str], layers_sent: int,
+                    seed: int, batch_tokens: int | None = None) -> pa.Table:
+    """RESULT_SCHEMA rows of every scored condition (the baseline ``none`` included) of each ``asymmetric`` and
+    ``relay`` example, with ``layers_sent`` receiver blocks sent (:func:`sent_blocks`).
+
+    ``kv_shuffled`` takes the entries of another example of the same mode, drawn from ``seed``. Batches hold as
+    many examples as fit ``batch_tokens`` padded tokens over their conditions' rows."""
+    batch_tokens = batch_tokens_or_default(batch_tokens)
+    blocks = sent_blocks(layers_sent, channel.receiver_layout.num_layers)
+    modes_all = examples.column("mode").to_pylist()
+    keep = [i for i, mode in enumerate(modes_all) if mode in PARTIAL_MODES]
+    if len(keep) < 2:
+        raise ValueError("the KV channel needs at least two asymmetric or relay examples (data.context_modes)")
+    rows = examples.take(keep)
+    modes = rows.column("mode").to_pylist()
+    segments = [segments_of(s, r) for s, r in zip(rows.column("sender_prompt").to_pylist(),
+                                                  rows.column("receiver_prompt").to_pylist())]
+    sender_ids, receiver_ids = segment_ids(channel.sender, segments), segment_ids(channel.receiver, segments)
+    partner = within_mode_derangement(modes, seed)
+    labels = scored_labels(conditions)
+    chosen = {name: KV_CONDITIONS[name]() for name in labels}
+    named = [with_gold(c, a) for c, a in zip(rows.column("candidates").to_pylist(), rows.column("answer").to_pylist())]
+    candidate_ids = [channel.receiver.continuation_ids(names) for names, _ in named]
+    columns: dict[str, list] = {field.name: [] for field in RESULT_SCHEMA}
+    ids, hops = rows.column("example_id").to_pylist(), rows.column("hops").to_pylist()
+    progress = Progress(len(keep), f"KV channel ({layers_sent} of {channel.receiver_layout.num_layers} blocks sent)")
+    device = next(channel.receiver.model.parameters()).device
+
+    def cost(n: int) -> tuple[int, int]:
+        prefix = len(receiver_ids[n].head) + max(len(receiver_ids[n].context), len(sender_ids[n].context),
+                                                 len(sender_ids[partner[n]].context))
+        width = len(receiver_ids[n].tail) + sum(max(len(c) - 1, 0) for c in candidate_ids[n])
+        return prefix, width
+
+    def score(batch: list[int]) -> None:
+        needed = sorted(set(batch) | {int(partner[n]) for n in batch})
+        sender_entries = dict(zip(needed, _context_entries(channel.sender, channel.sender_layout,
+                                                           [sender_ids[n] for n in needed])))
+        heads, own = _receiver_entries(channel.receiver, [receiver_ids[n] for n in batch])
+        injected, examples_packed = [], []
+        for b, n in enumerate(batch):
+            count = len(sender_ids[n].context)
+            entries = RowEntries(sent=_mapped(channel, sender_entries[n], blocks),
+                                 shuffled=_mapped(channel, sender_entries[int(partner[n])], blocks),
+                                 mean=_mean(channel, count, blocks, device), own=own[b])
+            for name in labels:
+                inj = chosen[name].injected(entries)
+                injected.append(inj)
+                length = len(receiver_ids[n].head) + (0 if inj is None else inj.entries[blocks[0]][0].shape[1])
+                examples_packed.append(Example([channel.receiver.pad_id] * length + receiver_ids[n].tail, length,
+                                               candidate_ids[n]))
+        row_heads = [heads[b] for b in range(len(batch)) for _ in labels]
+        prefix = _stacked_prefix(channel, row_heads, injected, blocks)
+        scores = fast_scores(channel.receiver.model, examples_packed, None,
+                             [Edits.identity(1) for _ in examples_packed], channel.receiver.pad_id, prefix=prefix)
+        for r, result in enumerate(scores):
+            n, name = batch[r // len(labels)], labels[r % len(labels)]
+            columns["example_id"].append(ids[n])
+            columns["mode"].append(modes[n])
+            columns["hops"].append(hops[n])
+            columns["role"].append(ROLE)
+            columns["condition"].append(name)
+            columns["alpha"].append(None)
+            for column, value in result.gold_scores(0, named[n][1]).items():
+                columns[column].append(value)
+            columns["n_candidates"].append(len(named[n][0]))
+            for column in ("h_norm", "b_norm", "cos_hb", "perturbation"):
+                columns[column].append(float("nan"))
+        progress.update(len(batch))
+
+    batch: list[int] = []
+    longest_prefix = widest = 0
+    for n in range(len(keep)):
+        prefix, width = cost(n)
+        if batch and len(labels) * (len(batch) + 1) * (max(longest_prefix, prefix) + max(widest, width)) > batch_tokens:
+            score(batch)
+            batch, longest_prefix, widest = [], 0, 0
+        batch.append(n)
+        longest_prefix, widest = max(longest_prefix, prefix), max(widest, width)
+    if batch:
+        score(batch)
+    return pa.table(columns, schema=RESULT_SCHEMA)

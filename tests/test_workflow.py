@@ -62,6 +62,10 @@ DOWNSTREAM_OF_BRIDGES = {"injection": 4, "condition_stats": 2, "stats_summary": 
                          **figures_reading(METRICS, ACROSS_SEEDS, VERDICT)}
 
 
+# the KV channel's jobs that read eval: the ridge map's 2 injection jobs (all blocks, one block) and their statistics
+KV_ON_EVAL = {"kv_injection": 2, "kv_stats": 2}
+
+
 def copy_workflow(target: Path) -> Path:
     """``target`` made a workflow directory of its own: the checkout's COPIED folders, without byte code."""
     target.mkdir(parents=True, exist_ok=True)
@@ -233,7 +237,11 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     # per injected method (ridge, trained), the 10 conditions other than none, per role and mode, self_patch where
     # the receiver's prompt lacks facts: last token in shared, asymmetric, relay (9 + 10 + 10), the bridge mention in
     # shared and asymmetric (9 + 10; a relay prompt names no bridge entity): 2 x 48
-    assert len(verdict) == 96 and {r["method"] for r in verdict} == {"ridge", "trained"}
+    # and the KV channel (kv_ridge): its 4 conditions other than none in asymmetric and relay mode, role context
+    assert len(verdict) == 96 + 8 and {r["method"] for r in verdict} == {"ridge", "trained", "kv_ridge"}
+    kv_verdict = [r for r in verdict if r["method"] == "kv_ridge"]
+    assert {(r["mode"], r["role"]) for r in kv_verdict} == {("asymmetric", "context"), ("relay", "context")}
+    assert {r["pair"] for r in kv_verdict} <= {"kv-all", "kv-1"} and all(r["n_sites"] == 2 for r in kv_verdict)
     assert {r["condition"] for r in verdict} >= {"subspace_swap"}
     # the kind, without its numbers: "helps: 25% of upper bound", "no effect (would detect ≥ 3.1 points)"
     assert {r["verdict"].split(":")[0].split(" (")[0] for r in verdict} <= {"helps", "harmful", "no effect",
@@ -274,8 +282,9 @@ def test_changing_the_resamples_reruns_only_statistics(finished_run):
     changed = finished_run / "changed_stats.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
-    assert jobs == totalled({"condition_stats": 2, "stats_summary": 1, "verdict": 1, "sender_causal": 1,
-                             "receiver_causal": 1, **figures_reading(ACROSS_SEEDS, *CAUSAL, VERDICT), "all": 1})
+    assert jobs == totalled({"condition_stats": 2, "kv_stats": 2, "stats_summary": 1, "verdict": 1,
+                             "sender_causal": 1, "receiver_causal": 1, **figures_reading(ACROSS_SEEDS, *CAUSAL, VERDICT),
+                             "all": 1})
 
 
 def test_data_files_are_byte_identical_across_runs(finished_run):
@@ -315,7 +324,7 @@ def test_changing_eval_size_reruns_only_its_dependents(finished_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == totalled({"dataset_split": 1, "dataset_stats": 1, "model_accuracy": 2, "accuracy_summary": 1,
-                             "activations": 2, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
+                             "activations": 2, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES, **KV_ON_EVAL,
                              **figures_reading("data/stats.parquet", *CAUSAL), "sender_causal": 1,
                              "receiver_causal": 1, "all": 1})
 
@@ -351,7 +360,8 @@ def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == totalled({"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
                              "activations": 3, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                             **figures_reading("models/accuracy.parquet", CAUSAL[1]), "receiver_causal": 1,
+                             "kv_map": 1, **KV_ON_EVAL, **figures_reading("models/accuracy.parquet", CAUSAL[1]),
+                             "receiver_causal": 1,
                              "all": 1})
 
 
@@ -389,7 +399,8 @@ def test_a_lost_output_is_rebuilt_with_its_dependents_only(finished_run, shipped
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(shipped_run)))
     assert jobs == totalled({"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
                              "activations": 3, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                             **figures_reading("models/accuracy.parquet", CAUSAL[1]), "receiver_causal": 1,
+                             "kv_map": 1, **KV_ON_EVAL, **figures_reading("models/accuracy.parquet", CAUSAL[1]),
+                             "receiver_causal": 1,
                              "all": 1})
 
 

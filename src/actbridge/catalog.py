@@ -21,10 +21,16 @@ from actbridge.bridges.methods import BRIDGE_METHODS, offline_method
 from actbridge.data.worlds import distractor_form_problem
 from actbridge.injection import conditions
 from actbridge.injection.conditions import CONDITIONS
+from actbridge.kv import conditions as kv_conditions
+from actbridge.kv import maps as kv_maps
+from actbridge.kv.conditions import KV_CONDITIONS
+from actbridge.kv.maps import KV_MAPS
 
 # Each registry's package and the schema part it fills in (actbridge.config.load_schema's extensions).
 REGISTRIES = {"actbridge.injection.conditions": (CONDITIONS, conditions.extend_schema),
-              "actbridge.bridges.methods": (BRIDGE_METHODS, methods.extend_schema)}
+              "actbridge.bridges.methods": (BRIDGE_METHODS, methods.extend_schema),
+              "actbridge.kv.maps": (KV_MAPS, kv_maps.extend_schema),
+              "actbridge.kv.conditions": (KV_CONDITIONS, kv_conditions.extend_schema)}
 
 
 @functools.cache
@@ -50,8 +56,11 @@ def configured_items(config: Mapping) -> dict[str, list[str]]:
     """Registry package -> the names of its items a validated ``config`` runs: its conditions, and its bridge
     methods with the offline fits they start from."""
     fitted = [*config["bridge"]["methods"], *config["injection"]["methods"]]
+    kv = config["kv"]
     return {"actbridge.injection.conditions": list(dict.fromkeys(config["injection"]["conditions"])),
-            "actbridge.bridges.methods": list(dict.fromkeys([*fitted, *map(offline_method, fitted)]))}
+            "actbridge.bridges.methods": list(dict.fromkeys([*fitted, *map(offline_method, fitted)])),
+            "actbridge.kv.maps": list(kv["maps"]) if kv["enabled"] else [],
+            "actbridge.kv.conditions": list(kv["conditions"]) if kv["enabled"] else []}
 
 
 def item_files(config: Mapping) -> dict[str, list[Path]]:
@@ -70,7 +79,9 @@ def figure_styles(config: Mapping) -> dict[str, dict]:
                       if c.name in configured["actbridge.injection.conditions"] and c.style.figure == figure}
              for figure in ("alpha", "replacement")}
     return {**drawn, "method_colours": {m.name: m.colour for m in BRIDGE_METHODS.values()
-                                        if m.name in configured["actbridge.bridges.methods"]}}
+                                        if m.name in configured["actbridge.bridges.methods"]},
+            "kv_colours": {c.name: c.colour for c in KV_CONDITIONS.values()
+                           if c.name in configured["actbridge.kv.conditions"]}}
 
 
 DOCS = "config/README.md"
@@ -79,7 +90,8 @@ BLOCK = re.compile(r"(<!-- registry: (\S+) -->\n)(.*?)(<!-- end registry -->)", 
 
 def docs_tables() -> dict[str, str]:
     """The generated tables of the docs, by block name."""
-    return {"conditions": conditions.markdown_table(), "bridge_methods": methods.markdown_table()}
+    return {"conditions": conditions.markdown_table(), "bridge_methods": methods.markdown_table(),
+            "kv_maps": kv_maps.markdown_table(), "kv_conditions": kv_conditions.markdown_table()}
 
 
 def with_docs_tables(text: str) -> str:

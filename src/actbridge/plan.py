@@ -28,6 +28,8 @@ from actbridge.catalog import validate_config
 from actbridge.config import merge_config, model_kind
 from actbridge.data.worlds import ACCURACY_VIEWS, SPLITS, DataConfig, iter_split_rows
 from actbridge.injection.conditions import condition_labels
+from actbridge.kv.conditions import scored_labels
+from actbridge.kv.segments import segments_of
 from actbridge.report import FIGURES, SUMMARIES
 
 # Relative to the workflow directory it is run from, as Snakemake reads them (never the package's own place:
@@ -184,7 +186,23 @@ def job_counts(config: dict, *, pairs: int, models: Sequence[str] = ("sender", "
               "bridge": pairs * len(config["bridge"]["methods"]) * seeds, "injection": pairs * injected * seeds,
               "condition_stats": pairs * injected, "sender_causal": 1, "receiver_causal": 1,
               **{summary: 1 for summary in SUMMARIES}, **{f"figure_{figure}": 1 for figure in FIGURES}, "all": 1}
+    kv = config["kv"]
+    if kv["enabled"]:
+        counts.update({"kv_map": len(kv["maps"]), "kv_injection": len(kv["maps"]) * len(kv["layers_sent"]),
+                       "kv_stats": len(kv["maps"]) * len(kv["layers_sent"])})
     return {rule: count for rule, count in counts.items() if count}
+
+
+def kv_segment_tokens(data: DataConfig, count: Callable[[str], int]) -> tuple[int, dict[str, float]]:
+    """Eval rows the KV channel scores, and the mean tokens of their head, context and tail (a sample)."""
+    sample_config = DataConfig(**{**data.__dict__, "sizes": {**data.sizes, "eval": min(SAMPLE_ROWS, data.sizes["eval"])}})
+    rows = [r for r in iter_split_rows(sample_config, "eval") if r["mode"] in ("asymmetric", "relay")]
+    if not rows:
+        return 0, {"head": 0.0, "context": 0.0, "tail": 0.0}
+    pieces = [segments_of(r["sender_prompt"], r["receiver_prompt"]) for r in rows]
+    means = {part: sum(count(getattr(piece, part)) for piece in pieces) / len(pieces)
+             for part in ("head", "context", "tail")}
+    return round(len(rows) * data.sizes["eval"] / sample_config.sizes["eval"]), means
 
 
 def stage_costs(config: dict, results: Path = RESULTS) -> tuple[list[StageCost], list[str]]:
@@ -271,6 +289,29 @@ def stage_costs(config: dict, results: Path = RESULTS) -> tuple[list[StageCost],
                            flops=2 * shapes["receiver"].trunk_parameters * runs * tokens_per_run,
                            note=f"{labels} edits (conditions x α) x {len(injection['roles'])} roles per eval row; "
                                 "forward passes = edited evaluations (KV-cached prefix)"))
+
+    if jobs.get("kv_map"):
+        kv = config["kv"]
+        fit_rows = sum(samples["receiver", split].rows for split in ("bridge_train", "bridge_val")) // 3  # shared ones
+        fit_tokens = {m: fit_rows * samples[m, "bridge_train"].mean_tokens["full"] for m in shapes}
+        costs.append(StageCost("kv_map", jobs=jobs["kv_map"], forward_passes=jobs["kv_map"] * 2 * fit_rows,
+                               tokens=round(jobs["kv_map"] * sum(fit_tokens.values())),
+                               flops=jobs["kv_map"] * sum(2 * shapes[m].trunk_parameters * t for m, t in fit_tokens.items()),
+                               note="both models over the shared bridge_train and bridge_val prompts, once per map kind"))
+        kv_rows, pieces = kv_segment_tokens(data, counters["receiver"][0])
+        kv_labels = len(scored_labels(kv["conditions"]))
+        per_condition = pieces["tail"] + per_row.mean_candidates * max(0.0, per_row.mean_candidate_tokens - 1)
+        sender_tokens = 2 * kv_rows * (pieces["head"] + pieces["context"])  # each row's own and its partner's
+        receiver_tokens = kv_rows * (pieces["head"] + pieces["context"] + kv_labels * per_condition)
+        runs = jobs["kv_injection"]
+        costs.append(StageCost("kv_injection", jobs=runs, forward_passes=runs * kv_rows * (2 + kv_labels),
+                               tokens=round(runs * (sender_tokens + receiver_tokens)),
+                               flops=2 * runs * (shapes["sender"].trunk_parameters * sender_tokens
+                                                 + shapes["receiver"].trunk_parameters * receiver_tokens),
+                               note=f"{kv_rows} asymmetric and relay eval rows x {kv_labels} conditions; per row one "
+                                    "sender pass (and one for its shuffled partner) and one receiver pass over head + "
+                                    "context, then per condition the tail and the candidates"))
+        costs.append(StageCost("kv_stats", jobs=jobs["kv_stats"], note="the KV conditions against none, per metric"))
 
     stats = config["stats"]
     # every condition vs none and the rescaled pairs, in each metric (accuracy, first token, log-prob)

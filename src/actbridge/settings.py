@@ -13,6 +13,8 @@ from typing import Any, Mapping
 from actbridge.bridges.methods import BRIDGE_METHODS
 from actbridge.data.worlds import DataConfig
 from actbridge.injection.conditions import CONDITIONS, store_inputs
+from actbridge.kv import kv_method
+from actbridge.kv.maps import KV_MAPS
 from actbridge.stats.paired import StatsSettings
 
 
@@ -103,6 +105,30 @@ class InjectionConfig:
 
 
 @dataclass(frozen=True)
+class KVSettings:
+    """``kv.*``: whether the KV channel runs, with which maps, conditions and numbers of blocks sent."""
+
+    enabled: bool
+    maps: tuple[str, ...]
+    conditions: tuple[str, ...]
+    layers_sent: tuple[Any, ...]  # 'all' or a number of receiver blocks
+    seed: int
+    map_settings: Mapping[str, Mapping]  # kv.<map> of each registered map kind
+
+    def map_params(self, kind: str) -> dict:
+        """What a map's fit reads: only its own keys, so tuning one kind never refits another."""
+        return {"settings": dict(self.map_settings.get(kind, {}))}
+
+    def injection_params(self) -> dict:
+        """The keys that change a KV injection job's rows (the number of blocks is its wildcard)."""
+        return {"conditions": list(self.conditions), "seed": self.seed}
+
+    def methods(self) -> list[str]:
+        """The method column of the channel's rows: ``kv_<map>`` per map kind, as the statistics name them."""
+        return [kv_method(kind) for kind in self.maps] if self.enabled else []
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole validated config, one node per section."""
 
@@ -114,6 +140,7 @@ class Settings:
     injection: InjectionConfig
     stats: StatsSettings
     figure_method: str
+    kv: KVSettings
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Settings":
@@ -132,4 +159,7 @@ class Settings:
                                       {name: injection[name] for name in CONDITIONS.names()
                                        if CONDITIONS[name].settings_schema}),
             stats=StatsSettings.from_config(config["stats"]),
-            figure_method=config["figures"]["method"])
+            figure_method=config["figures"]["method"],
+            kv=KVSettings(bool(config["kv"]["enabled"]), tuple(config["kv"]["maps"]), tuple(config["kv"]["conditions"]),
+                          tuple(config["kv"]["layers_sent"]), int(config["kv"]["seed"]),
+                          {name: config["kv"][name] for name in KV_MAPS.names()}))

@@ -23,6 +23,9 @@ from actbridge.activations.layers import layer_pairs, layers_for, pair_name, par
 from actbridge.models.preflight import (built_from, device_problem, hf_snapshot_problem, model_problems,
                                        read_gguf_header)
 from actbridge.models.record import recorded_shape, recorded_weights_held_bytes
+from actbridge.kv import kv_method
+from actbridge.kv.maps import KV_MAPS, shapes_problem
+from actbridge.kv.shapes import cache_problem, cache_shape
 
 # The Snakefile's configfile, which every --configfile is merged over.
 BASE_CONFIG = "config/config.yaml"
@@ -52,6 +55,8 @@ wildcard_constraints:
     pair=r"s\d+-r\d+",
     method="|".join(config["bridge"]["methods"]),
     seed=r"\d+",
+    kv_map="|".join(KV_MAPS.names()),
+    sent=r"all|\d+",
 
 
 def script_code(script):
@@ -310,11 +315,84 @@ def stats_tables(kind):
     known only once the model checkpoint has run, so they must not be listed at parse time."""
 
     def tables(wildcards):
-        return condition_stats_tables(kind)
+        return condition_stats_tables(kind) + kv_tables(kind)
 
     return tables
 
 
+
+
+def kv_cache_shape(model):
+    """``model``'s cache shape where the config or its files say it without loading it (None: a hub id)."""
+    spec = config["models"][model]
+    metadata = None
+    if "gguf_file" in spec:
+        try:
+            metadata = read_gguf_header(Path(spec["path"]).expanduser() / spec["gguf_file"]).metadata
+        except (OSError, ValueError):  # preflight names the key
+            return None
+    return cache_shape(spec, metadata)
+
+
+def kv_preflight():
+    """What stops the KV channel, named by key before any job: a cache layout it cannot handle, a map kind
+    that needs equal shapes given unequal ones, more blocks sent than the receiver has."""
+    shapes = {model: kv_cache_shape(model) for model in MODELS}
+    problems = [cache_problem(shape["architecture"], model) for model, shape in shapes.items() if shape]
+    if all(shapes.values()):
+        problems += [shapes_problem(kind, shapes["sender"], shapes["receiver"]) for kind in config["kv"]["maps"]]
+    if shapes["receiver"]:
+        problems += [kv_sent_problem(sent, shapes["receiver"]["num_layers"]) for sent in config["kv"]["layers_sent"]]
+    problems = [problem for problem in problems if problem]
+    if problems:
+        raise WorkflowError("\n".join(problems))
+
+
+def kv_sent_problem(sent, n_blocks):
+    if sent != "all" and int(sent) > n_blocks:
+        return f"config key kv.layers_sent: {sent} blocks asked for, but the receiver has {n_blocks}"
+    return None
+
+
+if config["kv"]["enabled"]:
+    kv_preflight()
+
+
+def kv_blocks_sent(wildcards):
+    """The number of receiver blocks a KV injection job sends: its ``sent`` wildcard, ``all`` resolved."""
+    n_blocks = model_layer_count("receiver")
+    if problem := kv_sent_problem(wildcards.sent, n_blocks):
+        raise WorkflowError(problem)
+    return n_blocks if wildcards.sent == "all" else int(wildcards.sent)
+
+
+def kv_map_settings(wildcards):
+    return SETTINGS.kv.map_params(wildcards.kv_map)
+
+
+def kv_memory(wildcards):
+    """Both models' weights in the run's dtype, and what the job needs beside them."""
+    held = [recorded_weights_held_bytes(f"{RESULTS}/models/{model}", config["dtype"]) for model in MODELS]
+    if all(h is None for h in held):
+        return 4000
+    return sum(h or 0 for h in held) // 2**20 + JOB_MEMORY_BESIDE_WEIGHTS_MB + CUDA_HOST_MB
+
+
+def kv_tables(kind):
+    """The KV channel's statistics tables of ``kind`` (none where it is off)."""
+    if not config["kv"]["enabled"]:
+        return []
+    return [f"{RESULTS}/kv/stats/{kv_map}/{sent}/{kind}.parquet" for kv_map in config["kv"]["maps"]
+            for sent in config["kv"]["layers_sent"]]
+
+
+def kv_targets():
+    if not config["kv"]["enabled"]:
+        return []
+    return [*expand(f"{RESULTS}/kv/maps/{{kv_map}}", kv_map=config["kv"]["maps"]),
+            *expand(f"{RESULTS}/kv/injection/{{kv_map}}/{{sent}}.parquet", kv_map=config["kv"]["maps"],
+                    sent=config["kv"]["layers_sent"]),
+            *kv_tables("per_seed"), *kv_tables("across_seeds")]
 
 
 def verdict_expectations(wildcards):
@@ -345,6 +423,7 @@ def all_targets(wildcards=None):
         *[f"{RESULTS}/injection/{pair}/{method}/seed{seed}.parquet" for pair, method, seed in injected_runs()],
         *condition_stats_tables("per_seed"),
         *condition_stats_tables("across_seeds"),
+        *kv_targets(),
         f"{RESULTS}/stats/per_seed.parquet",
         f"{RESULTS}/stats/across_seeds.parquet",
         f"{RESULTS}/stats/summary.md",

@@ -4,6 +4,7 @@ from actbridge.integrity import quarantine_all, read_table, rows_problem, start_
 from actbridge.io import write_parquet, write_text
 from actbridge.schemas import EFFECT_SCHEMA
 from actbridge.stats.paired import ACROSS_SEEDS_SCHEMA
+from actbridge.kv.conditions import upper_bounds
 from actbridge.stats.verdict import VerdictSettings, verdict_markdown, verdict_table
 
 start_job(snakemake, unread=("sender_model", "receiver_model"))  # their depths are in params
@@ -14,6 +15,7 @@ problems = {snakemake.input[name]: rows_problem(tables[name], expected)  # the r
 if any(problems.values()):
     quarantine_all({path: problem for path, problem in problems.items() if problem})
 settings = VerdictSettings.from_config(snakemake.params.settings)
-table = verdict_table(tables["across_seeds"], tables["sender"], tables["receiver"], settings=settings)
+table = verdict_table(tables["across_seeds"], tables["sender"], tables["receiver"], settings=settings,
+                      upper_bounds=frozenset({"self_patch", *upper_bounds()}))
 write_parquet(table, snakemake.output.table)
 write_text(verdict_markdown(table, settings), snakemake.output.markdown)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from actbridge.data.worlds import PARTIAL_MODES
 from actbridge.injection.jobs import within_mode_derangement
-from actbridge.kv.conditions import KV_CONDITIONS, Entries, RowEntries, scored_labels
+from actbridge.kv import ROLE, kv_method, kv_pair, partial_examples
+from actbridge.kv.conditions import KV_CONDITIONS, Entries, KVCondition, RowEntries, scored_labels
 from actbridge.kv.entries import sequence_cache, unrotated_entries
 from actbridge.kv.fit import FittedKVMap, layout_shape
 from actbridge.kv.layout import CacheLayout, rotary_tables, rotate
@@ -29,10 +29,9 @@ from actbridge.logs import Progress
 from actbridge.models.edited_scoring import Edits, Example, GivenPrefix, batch_tokens_or_default, fast_scores
 from actbridge.models.encoding import with_gold
 from actbridge.models.handle import ModelHandle
-from actbridge.schemas import RESULT_SCHEMA
+from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
 
 log = logging.getLogger(__name__)
-ROLE = "context"  # the role column of the channel's rows: the sender's whole context moves, not one position
 
 
 def sent_blocks(count: int, n_blocks: int) -> list[int]:
@@ -116,7 +115,7 @@ def _stacked_prefix(channel: Channel, heads: list[Entries], injected: list, bloc
                 continue
             entry_keys, entry_values = inj.entries[block]
             m = entry_keys.shape[1]
-            keys[r, :, h:h + m] = entry_keys if inj.rotated else channel.rotated(entry_keys, h, block)
+            keys[r, :, h:h + m] = entry_keys if inj.rotated_in(block) else channel.rotated(entry_keys, h, block)
             values[r, :, h:h + m] = entry_values
         cache.update(keys, values, block)
     for r, inj in enumerate(injected):
@@ -147,26 +146,27 @@ def _mean(channel: Channel, count: int, blocks: Sequence[int], device) -> Entrie
 
 
 def kv_channel_rows(channel: Channel, examples: pa.Table, *, conditions: Sequence[str], layers_sent: int,
-                    seed: int, batch_tokens: int | None = None) -> pa.Table:
+                    seed: int, batch_tokens: int | None = None,
+                    unregistered: Mapping[str, KVCondition] | None = None) -> pa.Table:
     """RESULT_SCHEMA rows of every scored condition (the baseline ``none`` included) of each ``asymmetric`` and
     ``relay`` example, with ``layers_sent`` receiver blocks sent (:func:`sent_blocks`).
 
     ``kv_shuffled`` takes the entries of another example of the same mode, drawn from ``seed``. Batches hold as
-    many examples as fit ``batch_tokens`` padded tokens over their conditions' rows."""
+    many examples as fit ``batch_tokens`` padded tokens over their conditions' rows. ``unregistered``: condition
+    objects scored after the registered ones, by name (the diagnoses of :mod:`actbridge.kv.diagnose`)."""
     batch_tokens = batch_tokens_or_default(batch_tokens)
     blocks = sent_blocks(layers_sent, channel.receiver_layout.num_layers)
-    modes_all = examples.column("mode").to_pylist()
-    keep = [i for i, mode in enumerate(modes_all) if mode in PARTIAL_MODES]
+    rows = partial_examples(examples)
+    keep = range(rows.num_rows)
     if len(keep) < 2:
         raise ValueError("the KV channel needs at least two asymmetric or relay examples (data.context_modes)")
-    rows = examples.take(keep)
     modes = rows.column("mode").to_pylist()
     segments = [segments_of(s, r) for s, r in zip(rows.column("sender_prompt").to_pylist(),
                                                   rows.column("receiver_prompt").to_pylist())]
     sender_ids, receiver_ids = segment_ids(channel.sender, segments), segment_ids(channel.receiver, segments)
     partner = within_mode_derangement(modes, seed)
-    labels = scored_labels(conditions)
-    chosen = {name: KV_CONDITIONS[name]() for name in labels}
+    chosen = {**{name: KV_CONDITIONS[name]() for name in scored_labels(conditions)}, **(unregistered or {})}
+    labels = list(chosen)
     named = [with_gold(c, a) for c, a in zip(rows.column("candidates").to_pylist(), rows.column("answer").to_pylist())]
     candidate_ids = [channel.receiver.continuation_ids(names) for names, _ in named]
     columns: dict[str, list] = {field.name: [] for field in RESULT_SCHEMA}
@@ -228,3 +228,13 @@ def kv_channel_rows(channel: Channel, examples: pa.Table, *, conditions: Sequenc
     if batch:
         score(batch)
     return pa.table(columns, schema=RESULT_SCHEMA)
+
+
+def tag_kv_rows(rows: pa.Table, *, kind: str, sent: str, blocks: int) -> pa.Table:
+    """``kv_channel_rows`` tagged as an injection job's rows (JOB_SCHEMA): pair ``kv-<sent>``, method
+    ``kv_<kind>``, ``receiver_layer`` the number of blocks sent, ``sender_layer`` -1 (every paired block)."""
+    n = rows.num_rows
+    tagged = {"pair": pa.array([kv_pair(sent)] * n, pa.string()), "sender_layer": pa.array([-1] * n, pa.int16()),
+              "receiver_layer": pa.array([blocks] * n, pa.int16()),
+              "method": pa.array([kv_method(kind)] * n, pa.string()), "seed": pa.array([0] * n, pa.int32())}
+    return pa.table({**tagged, **{name: rows.column(name) for name in rows.column_names}}, schema=JOB_SCHEMA)

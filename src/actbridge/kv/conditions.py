@@ -10,14 +10,15 @@ context: the full-context prompt) is the channel's upper bound, as ``self_patch`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
-
-import torch
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 from actbridge.registry import Registry
 from actbridge.schemas import BASELINE
 
-Entries = list[tuple[torch.Tensor, torch.Tensor]]  # per receiver block: (keys, values) [kv_heads, m, head_dim]
+if TYPE_CHECKING:  # hints only: the workflow reads this registry while it builds the job graph
+    import torch
+
+Entries = "list[tuple[torch.Tensor, torch.Tensor]]"  # per receiver block: (keys, values) [kv_heads, m, head_dim]
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,11 @@ class Injected:
     when blocks outside ``kv.layers_sent`` must not see them (the channel's layer selection)."""
 
     entries: Entries
-    rotated: bool = False
+    rotated: bool | tuple[bool, ...] = False  # or per receiver block (a mix of own and mapped entries)
     sent_only: bool = True
+
+    def rotated_in(self, block: int) -> bool:
+        return self.rotated if isinstance(self.rotated, bool) else self.rotated[block]
 
 
 class KVCondition:
@@ -128,6 +132,13 @@ def scored_labels(conditions: Sequence[str]) -> list[str]:
     """The baseline first, then the other conditions in registry order."""
     chosen = set(conditions) | {BASELINE}
     return [name for name in KV_CONDITIONS.names() if name in chosen]
+
+
+def extend_schema(schema: dict) -> None:
+    """The schema's part of this registry (in place): the enum and default of ``kv.conditions``."""
+    kv = schema["properties"]["kv"]["properties"]
+    kv["conditions"]["items"] = {"enum": list(KV_CONDITIONS.names())}
+    kv["conditions"]["default"] = default_conditions()
 
 
 def markdown_table() -> str:

@@ -181,6 +181,12 @@ def explained(moments: Moments, affine: AffineMap) -> float:
     return 1.0 - moment_mse(moments, affine.weight, affine.bias) / variance if variance > 0 else float("nan")
 
 
+def shared_texts(table) -> list[str]:
+    """The texts a map is fitted on: the ``shared`` rows' full prompts (both models read the same text)."""
+    modes = table.column("mode").to_pylist()
+    return [text for text, mode in zip(table.column("full_prompt").to_pylist(), modes) if mode == "shared"]
+
+
 @torch.inference_mode()
 def fit_kv_map(kind: str, sender, receiver, train_texts: Sequence[str], val_texts: Sequence[str], *,
                settings: Mapping[str, Any] | None = None, batch_tokens: int) -> FittedKVMap:

@@ -17,26 +17,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from actbridge.kv.shapes import cache_problem
+
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedModel
 
-# Architectures whose cache holds one [batch, kv_heads, seq, head_dim] key and value tensor per block, with keys
-# rotated by rotate-half rotary embeddings: what the channel can undo and redo.
-SUPPORTED_ARCHITECTURES: tuple[str, ...] = ("gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2",
-                                            "gemma3", "gemma3_text")
 FULL, SLIDING = "full_attention", "sliding_attention"
 
 
 class UnsupportedCache(ValueError):
     """A model whose attention cache layout the KV channel does not support (the message names it)."""
-
-
-def cache_problem(architecture: str, model: str) -> str | None:
-    """Why the KV channel cannot run on ``model`` (``models.<model>``) of ``architecture``; None if it can."""
-    if architecture in SUPPORTED_ARCHITECTURES:
-        return None
-    return (f"config key kv.enabled: the KV channel does not support the attention cache of models.{model} "
-            f"(architecture {architecture!r}); supported: {list(SUPPORTED_ARCHITECTURES)}")
 
 
 @dataclass(frozen=True)

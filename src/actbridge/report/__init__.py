@@ -50,9 +50,10 @@ FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
     _figure("causal_sender", "causal_sender_figure", {"effects": "causal/sender.parquet"}),
     _figure("causal_receiver", "causal_receiver_figure", {"effects": "causal/receiver.parquet"}),
     _figure("asymmetric", "channel_figure", ACROSS_SEEDS, params={"methods": "injection.methods"},
-            fixed={"mode": "asymmetric"}, styles={"colours": "method_colours"}),
+            fixed={"mode": "asymmetric"}, styles={"colours": "method_colours", "kv_colours": "kv_colours"}),
     _figure("relay", "channel_figure", ACROSS_SEEDS, params={"methods": "injection.methods"},
-            fixed={"mode": "relay"}, styles={"colours": "method_colours"}),
+            fixed={"mode": "relay"}, styles={"colours": "method_colours", "kv_colours": "kv_colours"}),
+    _figure("kv_layers", "kv_layers_figure", ACROSS_SEEDS, styles={"kv_colours": "kv_colours"}),
     _figure("verdict", "verdict_figure", {"verdict": "stats/verdict.parquet"}),
 )}
 # The tables gathered where Snakemake runs, beside the figures (seconds, little memory).

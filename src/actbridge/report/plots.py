@@ -15,6 +15,8 @@ import pyarrow as pa
 from matplotlib.figure import Figure
 
 from actbridge.io import atomic_path
+from actbridge.kv import ROLE as KV_ROLE
+from actbridge.kv import site_order
 from actbridge.stats.summaries import pooled
 
 
@@ -40,7 +42,7 @@ def _rows(table: pa.Table, **equal) -> list[dict]:
 
 
 def _pair_order(names: Iterable[str]) -> list[str]:
-    return sorted(set(names), key=lambda name: [int(part[1:]) for part in name.split("-")])
+    return sorted(set(names), key=site_order)
 
 
 def _grid(n_rows: int, n_cols: int, width: float = 3.2, height: float = 2.6, **kwargs):
@@ -332,18 +334,25 @@ PARTIAL_MODE_TITLES = {
 }
 
 
-def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str, colours: Colours) -> Figure:
+def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str, colours: Colours,
+                   kv_colours: Colours | None = None) -> Figure:
     """The cases where a working channel must show: the receiver's prompt lacks facts (``mode``
     asymmetric: the first-hop fact; relay: every fact of a 1-hop question).
 
     Top row, per role: Δ accuracy against the receiver alone by layer pair for the self-patch upper
     bound, each method's replace_rescaled and add_rescaled (at the reference α), and the controls of
     the first method. Bottom row: channel efficiency, Δ / Δ(self-patch), where the upper bound gains.
+    Where the KV channel ran, a last column draws its conditions by number of blocks sent
+    (:func:`kv_channel_panels`).
     """
-    rows = [r for r in _rows(across_seeds, mode=mode, metric="accuracy", reference="none")
-            if r["method"] in methods]
+    everything = _rows(across_seeds, mode=mode, metric="accuracy", reference="none")
+    rows = [r for r in everything if r["method"] in methods and r["role"] != KV_ROLE]
+    kv_rows = [r for r in everything if r["role"] == KV_ROLE]
     roles = sorted({r["role"] for r in rows})
-    figure, axes = _grid(2, max(len(roles), 1), width=4.2, height=2.8, sharex="col")
+    figure, axes = _grid(2, max(len(roles), 1) + bool(kv_rows), width=4.2, height=2.8, sharex="col")
+    if kv_rows:
+        kv_channel_panels(axes[0, -1], axes[1, -1], kv_rows, kv_colours or {})
+        axes = axes[:, :-1]
     if not rows:
         for axis in axes.ravel():
             _empty(axis, f"no {mode} examples injected")
@@ -392,9 +401,75 @@ def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str,
         if not any(pair in bound and bound[pair]["delta"] > 0 for pair in pairs):
             _empty(bottom, "self-patch gains nothing: no upper bound to divide by")
     handles = {label: handle for axis in axes[0] for handle, label in zip(*axis.get_legend_handles_labels())}
-    axes[0, -1].legend(handles.values(), handles.keys(), fontsize=6)
+    if axes.shape[1]:
+        axes[0, -1].legend(handles.values(), handles.keys(), fontsize=6)
     figure.suptitle(f"{PARTIAL_MODE_TITLES.get(mode, mode)}:\nbridged state vs the self-patch "
                     "upper bound and controls, mean over seeds with crossed-bootstrap CI", fontsize=9)
+    return figure
+
+
+# ---------------------------------------------------------------------------- the KV channel
+
+def kv_sent_order(pairs: Iterable[str]) -> list[str]:
+    """KV sites (``kv-<blocks sent>``) by number of blocks sent, ``kv-all`` last."""
+    return sorted(set(pairs), key=site_order)
+
+
+def kv_channel_panels(top, bottom, rows: Sequence[dict], colours: Colours) -> None:
+    """The KV channel in one mode: Δ against the receiver alone of each map's conditions by number of blocks
+    sent (top), and each one's share of the own-cache upper bound at the same site (bottom)."""
+    pairs = kv_sent_order(r["pair"] for r in rows)
+    ticks = np.arange(len(pairs))
+    top.axhline(0, color="k", linewidth=0.6)
+    bottom.axhline(0, color="k", linewidth=0.6)
+    bottom.axhline(1, color="black", linewidth=0.6, linestyle="--")
+    methods = sorted({r["method"] for r in rows})
+    for number, method in enumerate(methods):
+        found = {(r["condition"], r["pair"]): r for r in rows if r["method"] == method}
+        bound = {pair: found[("kv_own", pair)]["delta"] for pair in pairs if ("kv_own", pair) in found}
+        for condition in sorted({c for c, _ in found}):
+            if condition == "kv_own" and number:
+                continue  # one bound: the receiver's own cache is the same whatever the map
+            label = "own cache (upper bound)" if condition == "kv_own" else f"{method}: {condition}"
+            style = "-" if condition in ("kv_own", "kv_sent") else ":"
+            line = ["-", "--", "-."][number % 3] if condition == "kv_sent" else style
+            colour = colours.get(condition, "0.5")
+            delta = np.array([100 * found[(condition, p)]["delta"] if (condition, p) in found else np.nan for p in pairs])
+            low = np.array([100 * found[(condition, p)]["boot_low"] if (condition, p) in found else np.nan for p in pairs])
+            high = np.array([100 * found[(condition, p)]["boot_high"] if (condition, p) in found else np.nan
+                             for p in pairs])
+            top.plot(ticks, delta, line, color=colour, marker="o", markersize=3, label=label)
+            top.fill_between(ticks, low, high, color=colour, alpha=0.15, linewidth=0)
+            if condition != "kv_own":
+                share = np.array([found[(condition, p)]["delta"] / bound[p] if (condition, p) in found
+                                  and bound.get(p, 0) > 0 else np.nan for p in pairs])
+                bottom.plot(ticks, share, line, color=colour, marker="o", markersize=3, label=label)
+    top.set_title("KV channel", fontsize=9)
+    top.legend(fontsize=6)
+    bottom.set_xticks(ticks, [p.split("-", 1)[1] for p in pairs], fontsize=7)
+    bottom.set_xlabel("receiver blocks sent")
+    bottom.set_ylabel("Δ / Δ own cache", fontsize=8)
+
+
+def kv_layers_figure(across_seeds: pa.Table, *, kv_colours: Colours) -> Figure:
+    """The KV channel by number of blocks sent: per mode (rows) and right/wrong metric (columns), Δ of each
+    condition against the receiver alone and its share of the own-cache upper bound."""
+    rows = [r for r in across_seeds.to_pylist() if r["role"] == KV_ROLE and r["reference"] == "none"]
+    modes = sorted({r["mode"] for r in rows}) or ["relay"]
+    metrics = ("accuracy", "first_token")
+    figure, axes = _grid(2 * len(modes), len(metrics), width=4.2, height=2.6)
+    for m, mode in enumerate(modes):
+        for c, metric in enumerate(metrics):
+            top, bottom = axes[2 * m, c], axes[2 * m + 1, c]
+            chosen = [r for r in rows if r["mode"] == mode and r["metric"] == metric]
+            if not chosen:
+                _empty(top, "the KV channel did not run (kv.enabled)")
+                _empty(bottom, "")
+                continue
+            kv_channel_panels(top, bottom, chosen, kv_colours)
+            top.set_title(f"{mode}: Δ {metric.replace('_', ' ')} (points)", fontsize=9)
+    figure.suptitle("KV channel: the sender's context entries in the receiver's cache, by number of blocks sent "
+                    "(centred on the middle)", fontsize=9)
     return figure
 
 

@@ -8,6 +8,7 @@ import polars as pl
 import pyarrow as pa
 
 from actbridge.data.worlds import PARTIAL_MODES
+from actbridge.kv import site_order
 from actbridge.markdown import ci_cell, ci_side, number, table_lines  # noqa: F401 - ci_side: re-exported
 
 # (title, scale, decimals)
@@ -43,8 +44,8 @@ def stats_markdown(across_seeds: pa.Table, confidence: float, *, formulas: Mappi
             f"`{name}` {formulas[name]}" for name in frame["condition"].unique(maintain_order=True)) + ".",
         "",
     ]
-    pairs = sorted(frame["pair"].unique().to_list(), key=lambda name: [int(part[1:]) for part in name.split("-")])
     for (method, role, mode), group in sorted(frame.partition_by("method", "role", "mode", as_dict=True).items()):
+        pairs = sorted(group["pair"].unique().to_list(), key=site_order)
         lines += [f"## {method} · role `{role}` · mode `{mode}` ({group['n'].max()} examples, "
                   f"{group['n_seeds'].max()} seeds)", ""]
         for family, title in (("vs_baseline", "against the baseline (`none`)"),

@@ -38,6 +38,7 @@ import pyarrow as pa
 from actbridge.config import default_of
 from actbridge.data.worlds import PARTIAL_MODES
 from actbridge.activations.layers import parse_pair
+from actbridge.kv import kv_pair
 from actbridge.markdown import points, table_lines
 from actbridge.stats.power import detectable_effect, effective_pairs, holm_level, tail_factor
 from actbridge.stats.summaries import pooled
@@ -78,6 +79,7 @@ VERDICT_SCHEMA = pa.schema([
     ("metric", pa.string()), ("level", pa.float64()), ("detectable", pa.float64()), ("threshold", pa.float64()),
 ])
 NAN = float("nan")
+KV_PAIR_PREFIX = kv_pair("")
 
 
 def significant(row: dict, level: float) -> int:
@@ -128,14 +130,15 @@ def powered(verdict: str, detectable: float, threshold: float) -> str:
 
 
 def verdict_table(across_seeds: pa.Table, sender_effects: pa.Table, receiver_effects: pa.Table, *,
-                  settings: VerdictSettings) -> pa.Table:
+                  settings: VerdictSettings, upper_bounds: frozenset[str] = frozenset({"self_patch"})) -> pa.Table:
     """One verdict row per (method, mode, role, condition) of the across-seeds statistics (``settings.metric``
-    against none)."""
+    against none). ``upper_bounds``: each channel's upper-bound condition (``self_patch`` for the residual
+    channel, ``kv_own`` for the KV channel); a row's bound is the one of its own site, method and role."""
     level = 1.0 - settings.confidence
     rows = pl.from_arrow(across_seeds).filter(metric=settings.metric, reference="none")
     sender, receiver = pl.from_arrow(sender_effects), pl.from_arrow(receiver_effects)
     self_patch = {(r["pair"], r["method"], r["role"], r["mode"]): r
-                  for r in rows.filter(condition="self_patch").iter_rows(named=True)}
+                  for r in rows.filter(pl.col("condition").is_in(list(upper_bounds))).iter_rows(named=True)}
     out = []
     sites_by_key = rows.partition_by("method", "mode", "role", "condition", as_dict=True)
     for (method, mode, role, condition), sites in sorted(sites_by_key.items()):
@@ -147,15 +150,18 @@ def verdict_table(across_seeds: pa.Table, sender_effects: pa.Table, receiver_eff
         site_level, detectable = site_power(chosen, settings)
         threshold = settings.threshold(upper_bound if bounded else NAN)
         verdict = powered(verdict, detectable, threshold)
-        if verdict == "helps" and condition != "self_patch":
+        if verdict == "helps" and condition not in upper_bounds:
             verdict = (f"helps: {efficiency:.0%} of upper bound" if math.isfinite(efficiency)
                        else f"helps: {100 * chosen['delta']:+.1f} points")
         elif verdict == "helps":
             verdict = "upper bound"
-        sender_layer, receiver_layer = parse_pair(chosen["pair"])
-        # relay rows are 1-hop questions the sender reads in full: its 1-hop shared-prompt profile is theirs
-        ablation = pooled(sender, role, sender_layer, "mean", settings.metric, hops="1" if mode == "relay" else None)
-        moved = pooled(receiver, role, receiver_layer, "patch", "moved")
+        ablation = moved = None
+        if not chosen["pair"].startswith(KV_PAIR_PREFIX):  # the KV channel sends every position, at no one layer
+            sender_layer, receiver_layer = parse_pair(chosen["pair"])
+            # relay rows are 1-hop questions the sender reads in full: its 1-hop shared-prompt profile is theirs
+            ablation = pooled(sender, role, sender_layer, "mean", settings.metric,
+                              hops="1" if mode == "relay" else None)
+            moved = pooled(receiver, role, receiver_layer, "patch", "moved")
         out.append({
             "method": method, "mode": mode, "role": role, "condition": condition, "verdict": verdict,
             "pair": chosen["pair"], "alpha": chosen["alpha"], "n_sites": sites.height, "delta": chosen["delta"],
@@ -200,7 +206,8 @@ def verdict_markdown(table: pa.Table, settings: VerdictSettings) -> str:
         f"where that is at most {settings.detectable_effect:g} points, or {settings.detectable_share:.0%} of the "
         "upper bound where the mode has one, and `inconclusive` where it is more. "
         "**Channel efficiency** (asymmetric and relay modes): Δ over the self-patch gain at the same site, the upper "
-        "bound of any bridge. **Sender uses it**: Δ of the sender's own score when its state at the translated layer "
+        "bound of any bridge; for the KV channel (methods `kv_*`, role `context`, sites `kv-<blocks sent>`), over "
+        "the gain of the receiver's own cache of the sender's context (`kv_own`: the full-context prompt). **Sender uses it**: Δ of the sender's own score when its state at the translated layer "
         "is mean-ablated. **Receiver reads it**: Δ in how often counterfactual patching at the injection layer moves "
         "the receiver's answer. Points throughout.", "",
     ]

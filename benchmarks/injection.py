@@ -62,10 +62,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--candidates", type=int, default=1, help="candidate answers per example (C)")
     parser.add_argument("--candidate-tokens", type=int, default=1, help="tokens per candidate (m)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}, {args.dtype}")
     tokenizer, table = prompts(args.examples)
     c, m = args.candidates, args.candidate_tokens
     candidates = [[1 + (i * m + j) % 1000 for j in range(m)] for i in range(c)]  # distinct ids, fixed
@@ -76,7 +78,7 @@ def main() -> None:
     tokens = float(np.mean([len(e.prompt_ids) for e in examples]))
     print(f"C={c} candidates of m={m} tokens")
     for shape in args.shapes:
-        model = pythia_shaped(shape)
+        model = pythia_shaped(shape).to(device=args.device, dtype=getattr(torch, args.dtype))
         d = model.config.hidden_size
         layer = model.config.num_hidden_layers // 2
         for k in args.conditions:

@@ -56,8 +56,14 @@ def trunk_rate(handle, sequences, *, batch_tokens: int, repeats: int = 3) -> flo
         start = time.perf_counter()
         for chunk in batches:
             sequence_cache(handle.model, chunk, handle.pad_id)
+        synchronize()
         best = min(best, time.perf_counter() - start)
     return tokens / best
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def job_seconds(folder: Path) -> float:
@@ -76,10 +82,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-tokens", type=int, default=16384)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     results = Path(args.results)
     torch.set_num_threads(args.threads)
-    sender, receiver = (load_for_job(results / "models" / side, "cpu", args.dtype, args.threads)
+    sender, receiver = (load_for_job(results / "models" / side, args.device, args.dtype, args.threads)
                         for side in ("sender", "receiver"))
     channel = Channel.of(sender, receiver, FittedKVMap.load(results / "kv" / "maps" / args.map))
     rows = partial_examples(pq.read_table(results / "data" / "eval.parquet")).slice(0, args.rows)
@@ -109,7 +116,7 @@ def main() -> None:
                            for s, cands in zip(whole_receiver, candidates))
     naive = k * sum(len(s) for s in whole_sender) / rate_s + naive_tokens / rate_r
     n = rows.num_rows
-    print(f"{n} rows x {k} conditions, {args.threads} thread(s), {args.dtype}; trunk rate sender {rate_s:,.0f} tok/s, "
+    print(f"{n} rows x {k} conditions, {args.device}, {args.threads} thread(s), {args.dtype}; trunk rate sender {rate_s:,.0f} tok/s, "
           f"receiver {rate_r:,.0f} tok/s")
     print(f"ours  {1000 * ours / n:8.2f} ms/row   ideal {1000 * ideal / n:8.2f} ms/row   ideal/ours {ideal / ours:.2f}")
     print(f"naive {1000 * naive / n:8.2f} ms/row   naive/ours {naive / ours:.1f}x")

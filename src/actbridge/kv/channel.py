@@ -32,6 +32,7 @@ from actbridge.models.handle import ModelHandle
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
 
 log = logging.getLogger(__name__)
+NO_EDIT = Edits.identity(1)  # the packed pass edits no state here: its cache carries the condition
 
 
 def sent_blocks(count: int, n_blocks: int) -> list[int]:
@@ -64,12 +65,6 @@ class Channel:
                                  f"not this one's {layout_shape(layout)}: refit it")
         return cls(sender, receiver, kv_map, sender_layout, receiver_layout)
 
-    def rotated(self, keys: torch.Tensor, start: int, block: int) -> torch.Tensor:
-        """Keys [kv_heads, m, head_dim] before rotation, rotated for positions start.. of receiver ``block``."""
-        positions = (torch.arange(keys.shape[1], device=keys.device) + start)[None]
-        cos, sin = rotary_tables(self.receiver.model, positions, self.receiver_layout.layer_types[block])
-        return rotate(keys[None], cos, sin)[0]
-
 
 def _context_entries(handle: ModelHandle, layout: CacheLayout, ids: Sequence[SegmentIds]) -> list[Entries]:
     """Per example, per block, its context's (keys before rotation, values) [kv_heads, m, head_dim]."""
@@ -92,13 +87,13 @@ def _receiver_entries(handle: ModelHandle, ids: Sequence[SegmentIds]) -> tuple[l
 
 def _stacked_prefix(channel: Channel, heads: list[Entries], injected: list, blocks: Sequence[int]) -> GivenPrefix:
     """One cache of each row's head then its condition's entries (right padded), and which keys blocks outside
-    ``blocks`` must not see."""
+    ``blocks`` must not see. Per block, the entries that need rotating are rotated in one call."""
     layout, model = channel.receiver_layout, channel.receiver.model
     dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
-    lengths = [heads[r][0][0].shape[1] + (0 if inj is None else inj.entries[blocks[0]][0].shape[1])
-               for r, inj in enumerate(injected)]
+    head_lengths = [heads[r][0][0].shape[1] for r in range(len(injected))]
+    counts = [0 if inj is None else inj.entries[blocks[0]][0].shape[1] for inj in injected]
+    lengths = [h + m for h, m in zip(head_lengths, counts)]
     width = max(lengths)
-    hidden = torch.zeros(len(injected), width, dtype=torch.bool)
     shape = (len(injected), layout.kv_heads, width, layout.head_dim)
     from transformers import DynamicCache
 
@@ -107,35 +102,52 @@ def _stacked_prefix(channel: Channel, heads: list[Entries], injected: list, bloc
     for block in range(layout.num_layers):
         keys = torch.zeros(shape, dtype=dtype, device=device)
         values = torch.zeros(shape, dtype=dtype, device=device)
+        turning: list[int] = []  # rows whose entries in this block are keys before rotation
         for r, inj in enumerate(injected):
             head_keys, head_values = heads[r][block]
-            h = head_keys.shape[1]
+            h = head_lengths[r]
             keys[r, :, :h], values[r, :, :h] = head_keys, head_values
             if inj is None or (inj.sent_only and block not in sent):
                 continue
             entry_keys, entry_values = inj.entries[block]
-            m = entry_keys.shape[1]
-            keys[r, :, h:h + m] = entry_keys if inj.rotated_in(block) else channel.rotated(entry_keys, h, block)
-            values[r, :, h:h + m] = entry_values
+            values[r, :, h:h + counts[r]] = entry_values
+            if inj.rotated_in(block):
+                keys[r, :, h:h + counts[r]] = entry_keys
+            else:
+                turning.append(r)
+        if turning:
+            longest = max(counts[r] for r in turning)
+            unturned = torch.zeros(len(turning), layout.kv_heads, longest, layout.head_dim, device=device)
+            for n, r in enumerate(turning):
+                unturned[n, :, :counts[r]] = injected[r].entries[block][0]
+            positions = torch.arange(longest, device=device)[None] + torch.as_tensor(
+                [head_lengths[r] for r in turning], device=device)[:, None]
+            cos, sin = rotary_tables(model, positions, layout.layer_types[block])
+            turned = rotate(unturned, cos, sin)
+            for n, r in enumerate(turning):
+                keys[r, :, head_lengths[r]:lengths[r]] = turned[n, :, :counts[r]]
         cache.update(keys, values, block)
+    hidden = torch.zeros(len(injected), width, dtype=torch.bool)
     for r, inj in enumerate(injected):
         if inj is not None and inj.sent_only:
-            hidden[r, heads[r][0][0].shape[1]: lengths[r]] = True
+            hidden[r, head_lengths[r]: lengths[r]] = True
     hidden_layers = frozenset(range(layout.num_layers)) - sent
     return GivenPrefix(cache, torch.as_tensor(lengths), hidden_layers if hidden.any() else frozenset(), hidden)
 
 
-def _mapped(channel: Channel, entries: Entries, blocks: Sequence[int]) -> Entries:
-    """The sender's context entries through the map, in the receiver blocks ``blocks`` (empty elsewhere: those
-    blocks never see them)."""
-    out: Entries = []
+def _mapped(channel: Channel, entries: Mapping[int, Entries], blocks: Sequence[int]) -> dict[int, Entries]:
+    """Each example's sender context entries through the map, in the receiver blocks ``blocks`` (empty elsewhere:
+    those blocks never see them); one map call per block for all the examples."""
     empty = torch.zeros(0)
-    for block in range(channel.receiver_layout.num_layers):
-        if block in blocks:
-            keys, values = entries[channel.kv_map.sender_blocks[block]]
-            out.append(channel.kv_map.apply(block, keys, values))
-        else:
-            out.append((empty, empty))
+    names = list(entries)
+    out: dict[int, Entries] = {n: [(empty, empty)] * channel.receiver_layout.num_layers for n in names}
+    counts = [entries[n][0][0].shape[1] for n in names]
+    for block in blocks:
+        source = channel.kv_map.sender_blocks[block]
+        keys, values = channel.kv_map.apply(block, torch.cat([entries[n][source][0] for n in names], dim=1),
+                                            torch.cat([entries[n][source][1] for n in names], dim=1))
+        for n, part_keys, part_values in zip(names, keys.split(counts, dim=1), values.split(counts, dim=1)):
+            out[n] = [*out[n][:block], (part_keys, part_values), *out[n][block + 1:]]
     return out
 
 
@@ -182,14 +194,13 @@ def kv_channel_rows(channel: Channel, examples: pa.Table, *, conditions: Sequenc
 
     def score(batch: list[int]) -> None:
         needed = sorted(set(batch) | {int(partner[n]) for n in batch})
-        sender_entries = dict(zip(needed, _context_entries(channel.sender, channel.sender_layout,
-                                                           [sender_ids[n] for n in needed])))
+        mapped = _mapped(channel, dict(zip(needed, _context_entries(channel.sender, channel.sender_layout,
+                                                                    [sender_ids[n] for n in needed]))), blocks)
         heads, own = _receiver_entries(channel.receiver, [receiver_ids[n] for n in batch])
         injected, examples_packed = [], []
         for b, n in enumerate(batch):
             count = len(sender_ids[n].context)
-            entries = RowEntries(sent=_mapped(channel, sender_entries[n], blocks),
-                                 shuffled=_mapped(channel, sender_entries[int(partner[n])], blocks),
+            entries = RowEntries(sent=mapped[n], shuffled=mapped[int(partner[n])],
                                  mean=_mean(channel, count, blocks, device), own=own[b])
             for name in labels:
                 inj = chosen[name].injected(entries)
@@ -200,7 +211,7 @@ def kv_channel_rows(channel: Channel, examples: pa.Table, *, conditions: Sequenc
         row_heads = [heads[b] for b in range(len(batch)) for _ in labels]
         prefix = _stacked_prefix(channel, row_heads, injected, blocks)
         scores = fast_scores(channel.receiver.model, examples_packed, None,
-                             [Edits.identity(1) for _ in examples_packed], channel.receiver.pad_id, prefix=prefix)
+                             [NO_EDIT] * len(examples_packed), channel.receiver.pad_id, prefix=prefix)
         for r, result in enumerate(scores):
             n, name = batch[r // len(labels)], labels[r % len(labels)]
             columns["example_id"].append(ids[n])

@@ -53,29 +53,37 @@ class FittedKVMap:
     sender_shape: dict[str, int]
     receiver_shape: dict[str, int]
     info: dict = field(default_factory=dict)
+    _tensors: dict = field(default_factory=dict, repr=False, compare=False)  # (device, what, block) -> weights
 
     def apply(self, block: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Receiver block ``block``'s (keys, values) [kv_heads_r, m, head_dim_r] from its paired sender block's
         [kv_heads_s, m, head_dim_s] (keys before rotation), float32."""
         heads, head_dim = self.receiver_shape["kv_heads"], self.receiver_shape["head_dim"]
 
-        def mapped(entries: torch.Tensor, affine: AffineMap) -> torch.Tensor:
+        def mapped(entries: torch.Tensor, what: str, affine: AffineMap) -> torch.Tensor:
             flat = entries.permute(1, 0, 2).reshape(entries.shape[1], -1).float()  # [m, width_s]
-            weight = torch.as_tensor(affine.weight, dtype=torch.float32, device=flat.device)
-            bias = torch.as_tensor(affine.bias, dtype=torch.float32, device=flat.device)
+            weight, bias = self._on(flat.device, what, block, affine)
             return (flat @ weight + bias).reshape(-1, heads, head_dim).permute(1, 0, 2)
 
-        return mapped(keys, self.keys[block]), mapped(values, self.values[block])
+        return mapped(keys, "keys", self.keys[block]), mapped(values, "values", self.values[block])
+
+    def _on(self, device, what: str, block: int, affine: AffineMap) -> tuple[torch.Tensor, torch.Tensor]:
+        """A block's weight and bias as float32 tensors on ``device``, copied there once."""
+        key = (str(device), what, block)
+        if key not in self._tensors:
+            self._tensors[key] = (torch.as_tensor(affine.weight, dtype=torch.float32, device=device),
+                                  torch.as_tensor(affine.bias, dtype=torch.float32, device=device))
+        return self._tensors[key]
 
     def mean(self, block: int, count: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The receiver's mean (keys, values) of ``block``, ``count`` times: [kv_heads_r, count, head_dim_r]."""
         heads, head_dim = self.receiver_shape["kv_heads"], self.receiver_shape["head_dim"]
-
-        def repeated(vector: np.ndarray) -> torch.Tensor:
-            entry = torch.as_tensor(vector, dtype=torch.float32, device=device).reshape(heads, 1, head_dim)
-            return entry.expand(heads, count, head_dim)
-
-        return repeated(self.mean_keys[block]), repeated(self.mean_values[block])
+        key = (str(device), "mean", block)
+        if key not in self._tensors:
+            self._tensors[key] = tuple(torch.as_tensor(np.asarray(vector), dtype=torch.float32, device=device)
+                                       .reshape(heads, 1, head_dim) for vector in (self.mean_keys[block],
+                                                                                   self.mean_values[block]))
+        return tuple(entry.expand(heads, count, head_dim) for entry in self._tensors[key])
 
     def save(self, directory: str | Path, provenance: Mapping[str, Any]) -> None:
         """``map.safetensors`` (float32) and ``map.json`` (kind, pairing, shapes, fit info, what produced it)."""

@@ -89,7 +89,8 @@ def main() -> None:
     sender, receiver = (load_for_job(results / "models" / side, args.device, args.dtype, args.threads)
                         for side in ("sender", "receiver"))
     channel = Channel.of(sender, receiver, FittedKVMap.load(results / "kv" / "maps" / args.map))
-    rows = partial_examples(pq.read_table(results / "data" / "eval.parquet")).slice(0, args.rows)
+    columns = ["example_id", "mode", "hops", "sender_prompt", "receiver_prompt", "answer", "candidates"]
+    rows = partial_examples(pq.read_table(results / "data" / "eval.parquet", columns=columns)).slice(0, args.rows)
     conditions = default_conditions()
     k = len(scored_labels(conditions))
     kv_channel_rows(channel, rows.slice(0, 8), conditions=conditions, layers_sent=channel.receiver_layout.num_layers,

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import numpy as np
 import pyarrow as pa
 import torch
 
@@ -30,6 +29,9 @@ from actbridge.models.edited_scoring import Edits, Example, GivenPrefix, batch_t
 from actbridge.models.encoding import with_gold
 from actbridge.models.handle import ModelHandle
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
+
+if TYPE_CHECKING:  # hints only
+    from transformers import DynamicCache
 
 log = logging.getLogger(__name__)
 NO_EDIT = Edits.identity(1)  # the packed pass edits no state here: its cache carries the condition
@@ -74,58 +76,60 @@ def _context_entries(handle: ModelHandle, layout: CacheLayout, ids: Sequence[Seg
               len(s.head) + len(s.context)]) for keys, values in entries] for r, s in enumerate(ids)]
 
 
-def _receiver_entries(handle: ModelHandle, ids: Sequence[SegmentIds]) -> tuple[list[Entries], list[Entries]]:
-    """Per example, per block, the receiver's own (head, context) entries, rotated as its pass left them."""
+@dataclass(frozen=True)
+class OwnCache:
+    """The receiver's pass over each example's head and its own reading of the context: the head every condition
+    starts from and the entries of ``kv_own``, rotated as the pass left them."""
+
+    cache: "DynamicCache"  # [examples, kv_heads, longest, head_dim] per block
+    head_lengths: list[int]
+    context_lengths: list[int]
+
+    def context(self, example: int) -> Entries:
+        h, m = self.head_lengths[example], self.context_lengths[example]
+        return [(layer.keys[example, :, h:h + m], layer.values[example, :, h:h + m]) for layer in self.cache.layers]
+
+
+def _own_cache(handle: ModelHandle, ids: Sequence[SegmentIds]) -> OwnCache:
     cache = sequence_cache(handle.model, [s.head + s.context for s in ids], handle.pad_id)
-    heads, contexts = [], []
-    for r, s in enumerate(ids):
-        h, m = len(s.head), len(s.context)
-        heads.append([(layer.keys[r, :, :h], layer.values[r, :, :h]) for layer in cache.layers])
-        contexts.append([(layer.keys[r, :, h:h + m], layer.values[r, :, h:h + m]) for layer in cache.layers])
-    return heads, contexts
+    return OwnCache(cache, [len(s.head) for s in ids], [len(s.context) for s in ids])
 
 
-def _stacked_prefix(channel: Channel, heads: list[Entries], injected: list, blocks: Sequence[int]) -> GivenPrefix:
+def _stacked_prefix(channel: Channel, own: OwnCache, row_examples: Sequence[int], injected: list,
+                    blocks: Sequence[int]) -> GivenPrefix:
     """One cache of each row's head then its condition's entries (right padded), and which keys blocks outside
-    ``blocks`` must not see. Per block, the entries that need rotating are rotated in one call."""
+    ``blocks`` must not see. Per block a fixed number of tensor operations, whatever the rows: the rows start as
+    copies of their example's own cache (its head, then the receiver's own context entries, which ``kv_own``
+    keeps), and every condition's entries are written over them in one indexed copy, those before rotation
+    rotated in one call."""
     layout, model = channel.receiver_layout, channel.receiver.model
     dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
-    head_lengths = [heads[r][0][0].shape[1] for r in range(len(injected))]
+    head_lengths = [own.head_lengths[e] for e in row_examples]
     counts = [0 if inj is None else inj.entries[blocks[0]][0].shape[1] for inj in injected]
     lengths = [h + m for h, m in zip(head_lengths, counts)]
     width = max(lengths)
-    shape = (len(injected), layout.kv_heads, width, layout.head_dim)
+    rows = torch.as_tensor(row_examples, device=device)
     from transformers import DynamicCache
 
     cache = DynamicCache()
     sent = set(blocks)
     for block in range(layout.num_layers):
-        keys = torch.zeros(shape, dtype=dtype, device=device)
-        values = torch.zeros(shape, dtype=dtype, device=device)
-        turning: list[int] = []  # rows whose entries in this block are keys before rotation
-        for r, inj in enumerate(injected):
-            head_keys, head_values = heads[r][block]
-            h = head_lengths[r]
-            keys[r, :, :h], values[r, :, :h] = head_keys, head_values
-            if inj is None or (inj.sent_only and block not in sent):
-                continue
-            entry_keys, entry_values = inj.entries[block]
-            values[r, :, h:h + counts[r]] = entry_values
-            if inj.rotated_in(block):
-                keys[r, :, h:h + counts[r]] = entry_keys
-            else:
-                turning.append(r)
-        if turning:
-            longest = max(counts[r] for r in turning)
-            unturned = torch.zeros(len(turning), layout.kv_heads, longest, layout.head_dim, device=device)
-            for n, r in enumerate(turning):
-                unturned[n, :, :counts[r]] = injected[r].entries[block][0]
-            positions = torch.arange(longest, device=device)[None] + torch.as_tensor(
-                [head_lengths[r] for r in turning], device=device)[:, None]
-            cos, sin = rotary_tables(model, positions, layout.layer_types[block])
-            turned = rotate(unturned, cos, sin)
-            for n, r in enumerate(turning):
-                keys[r, :, head_lengths[r]:lengths[r]] = turned[n, :, :counts[r]]
+        layer = own.cache.layers[block]
+        keys, values = (_fitted(tensor[rows], width) for tensor in (layer.keys, layer.values))
+        placed = [r for r, inj in enumerate(injected) if inj is not None and counts[r]
+                  and (not inj.sent_only or block in sent)]
+        if placed:
+            row_index = torch.as_tensor([r for r in placed for _ in range(counts[r])], device=device)
+            columns = torch.as_tensor([head_lengths[r] + t for r in placed for t in range(counts[r])], device=device)
+            new_keys = torch.cat([injected[r].entries[block][0].float() for r in placed], dim=1)  # [heads, Σm, d]
+            new_values = torch.cat([injected[r].entries[block][1] for r in placed], dim=1)
+            turning = torch.as_tensor([not injected[r].rotated_in(block) for r in placed for _ in range(counts[r])],
+                                      device=device)
+            if bool(turning.any()):
+                cos, sin = rotary_tables(model, columns[turning][None], layout.layer_types[block])
+                new_keys[:, turning] = rotate(new_keys[None, :, turning], cos, sin)[0]
+            keys[row_index, :, columns] = new_keys.transpose(0, 1).to(dtype)
+            values[row_index, :, columns] = new_values.transpose(0, 1).to(dtype)
         cache.update(keys, values, block)
     hidden = torch.zeros(len(injected), width, dtype=torch.bool)
     for r, inj in enumerate(injected):
@@ -133,6 +137,13 @@ def _stacked_prefix(channel: Channel, heads: list[Entries], injected: list, bloc
             hidden[r, head_lengths[r]: lengths[r]] = True
     hidden_layers = frozenset(range(layout.num_layers)) - sent
     return GivenPrefix(cache, torch.as_tensor(lengths), hidden_layers if hidden.any() else frozenset(), hidden)
+
+
+def _fitted(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """``tensor`` [rows, heads, seq, d] cut or zero-padded to ``width`` positions (a new tensor either way)."""
+    if tensor.shape[2] >= width:
+        return tensor[:, :, :width].clone()
+    return torch.nn.functional.pad(tensor, (0, 0, 0, width - tensor.shape[2]))
 
 
 def _mapped(channel: Channel, entries: Mapping[int, Entries], blocks: Sequence[int]) -> dict[int, Entries]:
@@ -196,20 +207,19 @@ def kv_channel_rows(channel: Channel, examples: pa.Table, *, conditions: Sequenc
         needed = sorted(set(batch) | {int(partner[n]) for n in batch})
         mapped = _mapped(channel, dict(zip(needed, _context_entries(channel.sender, channel.sender_layout,
                                                                     [sender_ids[n] for n in needed]))), blocks)
-        heads, own = _receiver_entries(channel.receiver, [receiver_ids[n] for n in batch])
+        own = _own_cache(channel.receiver, [receiver_ids[n] for n in batch])
         injected, examples_packed = [], []
         for b, n in enumerate(batch):
             count = len(sender_ids[n].context)
             entries = RowEntries(sent=mapped[n], shuffled=mapped[int(partner[n])],
-                                 mean=_mean(channel, count, blocks, device), own=own[b])
+                                 mean=_mean(channel, count, blocks, device), own=own.context(b))
             for name in labels:
                 inj = chosen[name].injected(entries)
                 injected.append(inj)
                 length = len(receiver_ids[n].head) + (0 if inj is None else inj.entries[blocks[0]][0].shape[1])
                 examples_packed.append(Example([channel.receiver.pad_id] * length + receiver_ids[n].tail, length,
                                                candidate_ids[n]))
-        row_heads = [heads[b] for b in range(len(batch)) for _ in labels]
-        prefix = _stacked_prefix(channel, row_heads, injected, blocks)
+        prefix = _stacked_prefix(channel, own, [b for b in range(len(batch)) for _ in labels], injected, blocks)
         scores = fast_scores(channel.receiver.model, examples_packed, None,
                              [NO_EDIT] * len(examples_packed), channel.receiver.pad_id, prefix=prefix)
         for r, result in enumerate(scores):

@@ -530,6 +530,17 @@ def hidden_prefix(model: "PreTrainedModel", mask: "torch.Tensor | dict[str, torc
             handle.remove()
 
 
+def exact_attention(device: torch.device):
+    """Where the packed pass runs on CUDA, SDPA's math kernel: the memory-efficient kernel mis-scores packed rows
+    against a prefix cache under a short sliding window (tests/test_cuda.py, Gemma-3), and the flash kernel takes no
+    arbitrary mask. Elsewhere nothing changes."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example], layer: int | None,
                           edits: Sequence[Edits], pad_id: int = 0,
                           recorded: list[torch.Tensor] | None = None, *,
@@ -563,7 +574,7 @@ def packed_token_logprobs(model: "PreTrainedModel", examples: Sequence[Example],
     edit = (contextlib.nullcontext() if layer is None else
             residual_edit(model, layer, edit_rows, edit_positions, keep, vector, norm_scaled, recorded,
                           projections=_projections(edits, sites), transforms=_transforms(edits, sites)))
-    with edit, hidden_prefix(model, mask, prefix):
+    with edit, hidden_prefix(model, mask, prefix), exact_attention(device):
         final = model.base_model(input_ids=rows.input_ids.to(device), attention_mask=mask,
                                  position_ids=rows.position_ids.to(device), **with_cache(model.base_model, cache),
                                  use_cache=cache is not None).last_hidden_state  # [batch, width, d]

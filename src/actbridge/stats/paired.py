@@ -26,7 +26,7 @@ so one matrix of resample counts serves them all and every bootstrap
 distribution is one matrix product, ``counts @ differences``. BCa needs the
 jackknife, which for a mean is closed form. :func:`bca_intervals` reproduces
 ``scipy.stats.bootstrap(method="BCa")`` (tested) at a small fraction of its
-cost for hundreds of contrasts (``benchmarks/statistics.py``).
+cost for hundreds of contrasts (``benchmarks/bootstrap_intervals.py``).
 """
 
 from __future__ import annotations

@@ -178,3 +178,13 @@ def test_a_saved_map_loads_the_same(tmp_path, eval_table, tokenizer):
     assert loaded.sender_blocks == kv_map.sender_blocks and loaded.receiver_shape == kv_map.receiver_shape
     np.testing.assert_allclose(loaded.keys[1].weight, kv_map.keys[1].weight, atol=1e-6)
     np.testing.assert_allclose(loaded.mean_values[0], kv_map.mean_values[0], atol=1e-6)
+
+
+def test_a_batch_that_cannot_fit_names_batch_tokens(eval_table, tokenizer, monkeypatch):
+    from actbridge.models import memory
+
+    handle = ModelHandle.of(ARCHITECTURES["gpt_neox"](tokenizer), tokenizer)
+    channel = Channel.of(handle, handle, fitted("identity", handle, handle, eval_table))
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1000)
+    with pytest.raises(memory.BatchMemoryError, match="batch_tokens"):
+        kv_channel_rows(channel, partial_rows(eval_table), conditions=["kv_sent"], layers_sent=1, seed=0)

@@ -28,6 +28,7 @@ from actbridge.logs import Progress
 from actbridge.models.edited_scoring import Edits, Example, GivenPrefix, batch_tokens_or_default, fast_scores
 from actbridge.models.encoding import with_gold
 from actbridge.models.handle import ModelHandle
+from actbridge.models.memory import batches_sized_by, check_batch_fits
 from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
 
 if TYPE_CHECKING:  # hints only
@@ -180,8 +181,7 @@ def kv_channel_rows(channel: Channel, examples: pa.Table, *, conditions: Sequenc
     batch_tokens = batch_tokens_or_default(batch_tokens)
     blocks = sent_blocks(layers_sent, channel.receiver_layout.num_layers)
     rows = partial_examples(examples)
-    keep = range(rows.num_rows)
-    if len(keep) < 2:
+    if rows.num_rows < 2:
         raise ValueError("the KV channel needs at least two asymmetric or relay examples (data.context_modes)")
     modes = rows.column("mode").to_pylist()
     segments = [segments_of(s, r) for s, r in zip(rows.column("sender_prompt").to_pylist(),
@@ -194,7 +194,7 @@ def kv_channel_rows(channel: Channel, examples: pa.Table, *, conditions: Sequenc
     candidate_ids = [channel.receiver.continuation_ids(names) for names, _ in named]
     columns: dict[str, list] = {field.name: [] for field in RESULT_SCHEMA}
     ids, hops = rows.column("example_id").to_pylist(), rows.column("hops").to_pylist()
-    progress = Progress(len(keep), f"KV channel ({layers_sent} of {channel.receiver_layout.num_layers} blocks sent)")
+    progress = Progress(rows.num_rows, f"KV channel ({layers_sent} of {channel.receiver_layout.num_layers} blocks sent)")
     device = next(channel.receiver.model.parameters()).device
 
     def cost(n: int) -> tuple[int, int]:
@@ -237,17 +237,23 @@ def kv_channel_rows(channel: Channel, examples: pa.Table, *, conditions: Sequenc
                 columns[column].append(float("nan"))
         progress.update(len(batch))
 
-    batch: list[int] = []
+    batches: list[list[int]] = [[]]
     longest_prefix = widest = 0
-    for n in range(len(keep)):
+    for n in range(rows.num_rows):
         prefix, width = cost(n)
-        if batch and len(labels) * (len(batch) + 1) * (max(longest_prefix, prefix) + max(widest, width)) > batch_tokens:
-            score(batch)
-            batch, longest_prefix, widest = [], 0, 0
-        batch.append(n)
+        grown = len(labels) * (len(batches[-1]) + 1) * (max(longest_prefix, prefix) + max(widest, width))
+        if batches[-1] and grown > batch_tokens:
+            batches.append([])
+            longest_prefix = widest = 0
+        batches[-1].append(n)
         longest_prefix, widest = max(longest_prefix, prefix), max(widest, width)
-    if batch:
-        score(batch)
+    peak = max(batches, key=lambda batch: len(batch) * max(sum(cost(n)) for n in batch))
+    check_batch_fits(channel.receiver.model, tokens=len(labels) * len(peak) * max(sum(cost(n)) for n in peak),
+                     keys_per_query=max(sum(cost(n)) for n in peak), key="batch_tokens", value=batch_tokens,
+                     device=device)
+    for batch in batches:
+        with batches_sized_by("batch_tokens", batch_tokens):
+            score(batch)
     return pa.table(columns, schema=RESULT_SCHEMA)
 
 

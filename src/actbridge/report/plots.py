@@ -426,7 +426,9 @@ def kv_channel_panels(top, bottom, rows: Sequence[dict], colours: Colours) -> No
     methods = sorted({r["method"] for r in rows})
     for number, method in enumerate(methods):
         found = {(r["condition"], r["pair"]): r for r in rows if r["method"] == method}
-        bound = {pair: found[("kv_own", pair)]["delta"] for pair in pairs if ("kv_own", pair) in found}
+        # a share only of a bound that gains (its interval above 0): a share of noise is not one
+        bound = {pair: found[("kv_own", pair)]["delta"] for pair in pairs
+                 if ("kv_own", pair) in found and found[("kv_own", pair)]["boot_low"] > 0}
         for condition in sorted({c for c, _ in found}):
             if condition == "kv_own" and number:
                 continue  # one bound: the receiver's own cache is the same whatever the map
@@ -446,7 +448,10 @@ def kv_channel_panels(top, bottom, rows: Sequence[dict], colours: Colours) -> No
                 bottom.plot(ticks, share, line, color=colour, marker="o", markersize=3, label=label)
     top.set_title("KV channel", fontsize=9)
     top.legend(fontsize=6)
-    bottom.set_xticks(ticks, [p.split("-", 1)[1] for p in pairs], fontsize=7)
+    if not bound:
+        _empty(bottom, "the own cache gains nothing here: no bound to divide by")
+    for axis in (top, bottom):
+        axis.set_xticks(ticks, [p.split("-", 1)[1] for p in pairs], fontsize=7)
     bottom.set_xlabel("receiver blocks sent")
     bottom.set_ylabel("Δ / Δ own cache", fontsize=8)
 

@@ -81,7 +81,7 @@ def test_self_patch_at_the_last_layer_recovers_the_full_context_answer(setup, bi
 
 
 def test_shuffled_control_takes_another_example_of_the_same_mode():
-    from actbridge.injection.jobs import within_mode_derangement
+    from actbridge.injection.controls import within_mode_derangement
 
     modes = ["shared"] * 5 + ["asymmetric"] * 4 + ["lonely"]
     permutation = within_mode_derangement(modes, seed=3)

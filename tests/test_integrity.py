@@ -238,6 +238,7 @@ def clean(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     config["injection"].update(methods=["ridge"], conditions=["none", "add", "replace", "self_patch"], alphas=[1.0],
                                roles=["last"])
     config["stats"].update(resamples=500, hierarchical_resamples=200)
+    config["kv"]["enabled"] = False  # its reading and writing go through the same integrity calls as injection's
     (workdir / "small.yaml").write_text(yaml.safe_dump(config))
     snakemake(workdir, "--cores", "2")
     return workdir, outputs(workdir / "results")

@@ -23,6 +23,9 @@ from tests.test_workflow import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ".test/config/config.yaml"
+# The KV channel's jobs run models as the injection jobs do and ask for the same resources: through this cluster
+# they would add five job round trips (about 5 min on 2 cores) and prove nothing the injection jobs do not.
+NO_KV = "no_kv.yaml"
 # What differs between a localhost cluster and a real one, and nothing else: no accounting
 # (so squeue, not sacct), no account to bill, two CPUs, and a short first status check.
 LOCALHOST_OVERRIDES = ("--slurm-status-command", "squeue", "--slurm-no-account",
@@ -36,7 +39,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
 def snakemake(workdir: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", TEST_CONFIG, *args], cwd=workdir,
+    (workdir / NO_KV).write_text("kv: {enabled: false}\n")
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", TEST_CONFIG, NO_KV, *args], cwd=workdir,
                             capture_output=True, text=True, timeout=1500)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"snakemake {' '.join(args)} failed:\n{output[-6000:]}"

@@ -3,6 +3,8 @@ No registry and no model: the causal profiles draw from here too."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 
@@ -22,3 +24,16 @@ def derangement(n: int, seed: int) -> np.ndarray:
         permutation = rng.permutation(n)
         if not np.any(permutation == np.arange(n)):
             return permutation
+
+
+def within_mode_derangement(modes: Sequence[str], seed: int) -> np.ndarray:
+    """Index map i -> j != i onto another example of the same context mode (any mode for a mode's only example).
+
+    Within a mode of two or more examples it is a permutation, so every bridged state is used once.
+    """
+    permutation = derangement(len(modes), seed)
+    for number, mode in enumerate(sorted(set(modes))):
+        members = np.flatnonzero(np.asarray(modes) == mode)
+        if len(members) >= 2:
+            permutation[members] = members[derangement(len(members), seed + 1 + number)]
+    return permutation

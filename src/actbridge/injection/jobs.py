@@ -22,7 +22,7 @@ from actbridge.bridges.jobs import BridgeRun, load_bridges, load_fit_modes
 from actbridge.bridges.maps import Bridge
 from actbridge.injection.conditions import (CONDITIONS, NEEDS, Condition, ConditionInputs, InjectionContext, bind,
                                             condition_labels, edit_for)
-from actbridge.injection.controls import derangement, random_directions
+from actbridge.injection.controls import random_directions, within_mode_derangement
 from actbridge.models.edited_scoring import Edits, edited_states, score_under_edits
 from actbridge.models.handle import ModelHandle
 from actbridge.logs import Progress
@@ -164,19 +164,6 @@ def relative_perturbation(clean: np.ndarray, edits: Edits) -> np.ndarray:
     change = (edited_states(state, edits) - state).numpy()
     norm = float(np.linalg.norm(clean))
     return np.linalg.norm(change, axis=1) / norm if norm > 0 else np.full(len(edits), np.nan)
-
-
-def within_mode_derangement(modes: Sequence[str], seed: int) -> np.ndarray:
-    """Index map i -> j != i onto another example of the same context mode (any mode for a mode's only example).
-
-    Within a mode of two or more examples it is a permutation, so every bridged state is used once.
-    """
-    permutation = derangement(len(modes), seed)
-    for number, mode in enumerate(sorted(set(modes))):
-        members = np.flatnonzero(np.asarray(modes) == mode)
-        if len(members) >= 2:
-            permutation[members] = members[derangement(len(members), seed + 1 + number)]
-    return permutation
 
 
 def control_seed(bridge_seed: int, role: str) -> int:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import pyarrow as pa
 import torch
 
-from actbridge.injection.jobs import within_mode_derangement
+from actbridge.injection.controls import within_mode_derangement
 from actbridge.kv import ROLE, kv_method, kv_pair, partial_examples
 from actbridge.kv.conditions import KV_CONDITIONS, Entries, KVCondition, RowEntries, scored_labels
 from actbridge.kv.entries import sequence_cache, unrotated_entries

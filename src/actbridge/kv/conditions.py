@@ -10,15 +10,14 @@ context: the full-context prompt) is the channel's upper bound, as ``self_patch`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 from actbridge.registry import Registry
 from actbridge.schemas import BASELINE
 
-if TYPE_CHECKING:  # hints only: the workflow reads this registry while it builds the job graph
-    import torch
-
-Entries = "list[tuple[torch.Tensor, torch.Tensor]]"  # per receiver block: (keys, values) [kv_heads, m, head_dim]
+# Per receiver block, (keys, values) torch tensors [kv_heads, m, head_dim]. Named, not imported: the workflow and
+# the statistics read this registry where torch is not installed.
+Entries = "list[tuple[torch.Tensor, torch.Tensor]]"
 
 
 @dataclass(frozen=True)

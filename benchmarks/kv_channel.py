@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from actbridge.kv import partial_examples  # noqa: E402
 from actbridge.kv.channel import Channel, kv_channel_rows  # noqa: E402
 from actbridge.kv.conditions import default_conditions, scored_labels  # noqa: E402
-from actbridge.kv.entries import sequence_cache  # noqa: E402
+from actbridge.models.edited_scoring import trunk_cache  # noqa: E402
 from actbridge.kv.fit import FittedKVMap  # noqa: E402
 from actbridge.kv.segments import segment_ids, segments_of  # noqa: E402
 from actbridge.models.encoding import with_gold  # noqa: E402
@@ -55,7 +55,7 @@ def trunk_rate(handle, sequences, *, batch_tokens: int, repeats: int = 3) -> flo
     for _ in range(repeats):
         start = time.perf_counter()
         for chunk in batches:
-            sequence_cache(handle.model, chunk, handle.pad_id)
+            trunk_cache(handle.model, chunk, handle.pad_id)
         synchronize()
         best = min(best, time.perf_counter() - start)
     return tokens / best

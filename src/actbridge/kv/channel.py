@@ -20,12 +20,13 @@ import torch
 from actbridge.injection.controls import within_mode_derangement
 from actbridge.kv import ROLE, kv_method, kv_pair, partial_examples
 from actbridge.kv.conditions import KV_CONDITIONS, Entries, KVCondition, RowEntries, scored_labels
-from actbridge.kv.entries import sequence_cache, unrotated_entries
+from actbridge.kv.entries import unrotated_entries
 from actbridge.kv.fit import FittedKVMap, layout_shape
 from actbridge.kv.layout import CacheLayout, rotary_tables, rotate
 from actbridge.kv.segments import SegmentIds, segment_ids, segments_of
 from actbridge.logs import Progress
-from actbridge.models.edited_scoring import Edits, Example, GivenPrefix, batch_tokens_or_default, fast_scores
+from actbridge.models.edited_scoring import (Edits, Example, GivenPrefix, batch_tokens_or_default, fast_scores,
+                                             trunk_cache)
 from actbridge.models.encoding import with_gold
 from actbridge.models.handle import ModelHandle
 from actbridge.models.memory import batches_sized_by, check_batch_fits
@@ -71,7 +72,7 @@ class Channel:
 
 def _context_entries(handle: ModelHandle, layout: CacheLayout, ids: Sequence[SegmentIds]) -> list[Entries]:
     """Per example, per block, its context's (keys before rotation, values) [kv_heads, m, head_dim]."""
-    cache = sequence_cache(handle.model, [s.head + s.context for s in ids], handle.pad_id)
+    cache = trunk_cache(handle.model, [s.head + s.context for s in ids], handle.pad_id)
     entries = unrotated_entries(handle.model, layout, cache)
     return [[(keys[r, :, len(s.head): len(s.head) + len(s.context)], values[r, :, len(s.head):
               len(s.head) + len(s.context)]) for keys, values in entries] for r, s in enumerate(ids)]
@@ -92,7 +93,7 @@ class OwnCache:
 
 
 def _own_cache(handle: ModelHandle, ids: Sequence[SegmentIds]) -> OwnCache:
-    cache = sequence_cache(handle.model, [s.head + s.context for s in ids], handle.pad_id)
+    cache = trunk_cache(handle.model, [s.head + s.context for s in ids], handle.pad_id)
     return OwnCache(cache, [len(s.head) for s in ids], [len(s.context) for s in ids])
 
 

@@ -1,4 +1,5 @@
-"""A model's keys and values over token sequences, keys taken back to before their rotary embedding.
+"""A model's keys and values over token sequences (one trunk pass each,
+:func:`actbridge.models.edited_scoring.trunk_cache`), keys taken back to before their rotary embedding.
 
 Entries are [batch, kv_heads, seq, head_dim] per block, as HF caches hold them. The sequences are right
 padded, so a token's position is its index.
@@ -6,30 +7,14 @@ padded, so a token's position is its index.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from actbridge.kv.layout import CacheLayout, rotary_tables, unrotate
-from actbridge.models.cache_api import with_cache
-from actbridge.models.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
     from transformers import DynamicCache, PreTrainedModel
-
-
-@torch.inference_mode()
-def sequence_cache(model: "PreTrainedModel", sequences: Sequence[Sequence[int]], pad_id: int) -> "DynamicCache":
-    """The cache of one trunk pass over ``sequences`` (right padded; no logits). Without the model's config the
-    cache keeps every key of sliding-window blocks too: whoever reads it applies the windows."""
-    from transformers import DynamicCache
-
-    ids, mask = right_padded([list(s) for s in sequences], pad_id)
-    device = next(model.parameters()).device
-    cache = DynamicCache()
-    model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), **with_cache(model.base_model, cache),
-                     use_cache=True)
-    return cache
 
 
 def positions_like(keys: torch.Tensor, start: int = 0) -> torch.Tensor:

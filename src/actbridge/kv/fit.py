@@ -19,11 +19,12 @@ import torch
 from actbridge.bridges.maps import Moments
 from actbridge.bridges.solvers import moment_mse
 from actbridge.io import atomic_path, write_json
-from actbridge.kv.entries import sequence_cache, unrotated_entries
+from actbridge.kv.entries import unrotated_entries
 from actbridge.kv.layout import CacheLayout
 from actbridge.kv.maps import KV_MAPS, AffineMap, shapes_problem
 from actbridge.kv.segments import word_aligned_ids
 from actbridge.logs import Progress
+from actbridge.models.edited_scoring import trunk_cache
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +165,9 @@ def block_moments(sender, receiver, texts: Sequence[str], sender_blocks: Sequenc
             if len(ends_s) != len(ends_r):
                 raise ValueError("the two models' word ends differ in number")  # both split the same words
         sender_entries = unrotated_entries(sender.model, sender_layout,
-                                           sequence_cache(sender.model, sender_ids, sender.pad_id))
+                                           trunk_cache(sender.model, sender_ids, sender.pad_id))
         receiver_entries = unrotated_entries(receiver.model, receiver_layout,
-                                             sequence_cache(receiver.model, receiver_ids, receiver.pad_id))
+                                             trunk_cache(receiver.model, receiver_ids, receiver.pad_id))
 
         def gathered(entries: torch.Tensor, ends: list[list[int]]) -> np.ndarray:
             rows = torch.as_tensor([r for r, row in enumerate(ends) for _ in row], device=entries.device)

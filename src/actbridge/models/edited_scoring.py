@@ -38,7 +38,7 @@ from actbridge.models.heads import token_scores
 from actbridge.models.padding import right_padded
 
 if TYPE_CHECKING:  # hints only
-    from transformers import Cache, PreTrainedModel
+    from transformers import Cache, DynamicCache, PreTrainedModel
 
     from actbridge.logs import Progress
     from actbridge.models.handle import ModelHandle
@@ -440,17 +440,24 @@ def prefix_cache(model: "PreTrainedModel", examples: Sequence[Example], pad_id: 
     prefix_lengths = torch.as_tensor([e.position for e in examples])
     if int(prefix_lengths.max()) == 0:
         return None, prefix_lengths
-    device = next(model.parameters()).device
-    prefix_ids, prefix_mask = right_padded([e.prompt_ids[: e.position] for e in examples], pad_id)
+    return trunk_cache(model, [e.prompt_ids[: e.position] for e in examples], pad_id), prefix_lengths
+
+
+def trunk_cache(model: "PreTrainedModel", sequences: Sequence[Sequence[int]], pad_id: int) -> "DynamicCache":
+    """The key/value cache of one trunk pass over ``sequences``, right padded (a token's position is its index):
+    keys and values only, no logits over the vocabulary and never a gradient.
+
+    A cache without the model's config keeps every key, also in sliding-window layers (which would drop all but
+    the last window's): whoever reads it gives each layer the keys it may see (the packed pass's masks)."""
     from transformers import DynamicCache
 
-    # a cache without the model's config keeps every key, also in sliding-window layers (which would drop all
-    # but the last window's): the packed pass's masks give each layer the keys it may see
+    device = next(model.parameters()).device
+    ids, mask = right_padded([list(s) for s in sequences], pad_id)
     cache = DynamicCache()
-    with torch.no_grad():  # the prefix needs its keys and values, not logits over the vocabulary
-        model.base_model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
+    with torch.no_grad():
+        model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
                          **with_cache(model.base_model, cache), use_cache=True)
-    return cache, prefix_lengths
+    return cache
 
 
 def _to(mask: "torch.Tensor | dict[str, torch.Tensor]", device) -> "torch.Tensor | dict[str, torch.Tensor]":

@@ -10,7 +10,6 @@ context are never read again per condition, and logits exist only where an answe
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -35,7 +34,6 @@ from actbridge.schemas import JOB_SCHEMA, RESULT_SCHEMA
 if TYPE_CHECKING:  # hints only
     from transformers import DynamicCache
 
-log = logging.getLogger(__name__)
 NO_EDIT = Edits.identity(1)  # the packed pass edits no state here: its cache carries the condition
 
 

@@ -362,7 +362,8 @@ def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
     assert jobs == totalled({"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
                              "activations": 3, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                             **figures_reading("models/accuracy.parquet", CAUSAL[1]), "receiver_causal": 1,
+                             "kv_map": 1, **KV_ON_EVAL, **figures_reading("models/accuracy.parquet", CAUSAL[1]),
+                             "receiver_causal": 1,
                              "all": 1})
 
 

@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ".test/config/config.yaml"
 # Every rule goes through sbatch, but not every item of a rule: each job is a round trip through the cluster
 # (tens of seconds here), so two bridge methods (a closed-form fit, and the one trained through the receiver,
-# which asks for the receiver's memory and a GPU) stand for the seven, and the KV channel's jobs, which run
-# models and ask for resources as the injection jobs do, are left off.
+# which asks for the receiver's memory and a GPU) stand for the seven, one seed for two, and the KV channel's
+# jobs, which run models and ask for resources as the injection jobs do, are left off.
 FEWER = "fewer_jobs.yaml"
-FEWER_JOBS = "kv: {enabled: false}\nbridge: {methods: [ridge, trained]}\n"
+FEWER_JOBS = "kv: {enabled: false}\nbridge: {methods: [ridge, trained], seeds: 1}\n"
 # What differs between a localhost cluster and a real one, and nothing else: no accounting
 # (so squeue, not sacct), no account to bill, two CPUs, and a short first status check.
 LOCALHOST_OVERRIDES = ("--slurm-status-command", "squeue", "--slurm-no-account",

@@ -11,7 +11,7 @@ context are never read again per condition, and logits exist only where an answe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Collection, Mapping, Sequence
 
 import pyarrow as pa
 import torch
@@ -68,12 +68,14 @@ class Channel:
         return cls(sender, receiver, kv_map, sender_layout, receiver_layout)
 
 
-def _context_entries(handle: ModelHandle, layout: CacheLayout, ids: Sequence[SegmentIds]) -> list[Entries]:
-    """Per example, per block, its context's (keys before rotation, values) [kv_heads, m, head_dim]."""
+def _context_entries(handle: ModelHandle, layout: CacheLayout, ids: Sequence[SegmentIds],
+                     blocks: Collection[int]) -> list[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """Per example, block -> its context's (keys before rotation, values) [kv_heads, m, head_dim], for ``blocks``."""
     cache = trunk_cache(handle.model, [s.head + s.context for s in ids], handle.pad_id)
-    entries = unrotated_entries(handle.model, layout, cache)
-    return [[(keys[r, :, len(s.head): len(s.head) + len(s.context)], values[r, :, len(s.head):
-              len(s.head) + len(s.context)]) for keys, values in entries] for r, s in enumerate(ids)]
+    entries = unrotated_entries(handle.model, layout, cache, blocks)
+    return [{block: (keys[r, :, len(s.head): len(s.head) + len(s.context)],
+                     values[r, :, len(s.head): len(s.head) + len(s.context)]) for block, (keys, values) in entries.items()}
+            for r, s in enumerate(ids)]
 
 
 @dataclass(frozen=True)
@@ -146,13 +148,14 @@ def _fitted(tensor: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (0, 0, 0, width - tensor.shape[2]))
 
 
-def _mapped(channel: Channel, entries: Mapping[int, Entries], blocks: Sequence[int]) -> dict[int, Entries]:
+def _mapped(channel: Channel, entries: Mapping[int, Mapping[int, tuple]], blocks: Sequence[int]
+            ) -> dict[int, Entries]:
     """Each example's sender context entries through the map, in the receiver blocks ``blocks`` (empty elsewhere:
     those blocks never see them); one map call per block for all the examples."""
     empty = torch.zeros(0)
     names = list(entries)
     out: dict[int, Entries] = {n: [(empty, empty)] * channel.receiver_layout.num_layers for n in names}
-    counts = [entries[n][0][0].shape[1] for n in names]
+    counts = [next(iter(entries[n].values()))[0].shape[1] for n in names]
     for block in blocks:
         source = channel.kv_map.sender_blocks[block]
         keys, values = channel.kv_map.apply(block, torch.cat([entries[n][source][0] for n in names], dim=1),
@@ -204,8 +207,10 @@ def kv_channel_rows(channel: Channel, examples: pa.Table, *, conditions: Sequenc
 
     def score(batch: list[int]) -> None:
         needed = sorted(set(batch) | {int(partner[n]) for n in batch})
+        sources = {channel.kv_map.sender_blocks[block] for block in blocks}  # the sender blocks the map reads
         mapped = _mapped(channel, dict(zip(needed, _context_entries(channel.sender, channel.sender_layout,
-                                                                    [sender_ids[n] for n in needed]))), blocks)
+                                                                    [sender_ids[n] for n in needed], sources))),
+                         blocks)
         own = _own_cache(channel.receiver, [receiver_ids[n] for n in batch])
         injected, examples_packed = [], []
         for b, n in enumerate(batch):

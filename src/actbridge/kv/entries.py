@@ -7,7 +7,7 @@ padded, so a token's position is its index.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Collection
 
 import torch
 
@@ -23,13 +23,15 @@ def positions_like(keys: torch.Tensor, start: int = 0) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def unrotated_entries(model: "PreTrainedModel", layout: CacheLayout, cache: "DynamicCache"
-                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per block, (keys before rotation, values) [batch, kv_heads, seq, head_dim] in float32 of a cache whose
-    rows start at position 0."""
-    out = []
+def unrotated_entries(model: "PreTrainedModel", layout: CacheLayout, cache: "DynamicCache",
+                      blocks: Collection[int] | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Block -> (keys before rotation, values) [batch, kv_heads, seq, head_dim] in float32 of a cache whose rows
+    start at position 0, for ``blocks`` (every block where None): a block nobody reads is not unrotated."""
+    out = {}
     for block, kind in enumerate(layout.layer_types):
+        if blocks is not None and block not in blocks:
+            continue
         keys, values = cache.layers[block].keys, cache.layers[block].values
         cos, sin = rotary_tables(model, positions_like(keys), kind)
-        out.append((unrotate(keys, cos, sin), values.float()))
+        out[block] = (unrotate(keys, cos, sin), values.float())
     return out

@@ -307,3 +307,35 @@ def test_a_balanced_form_that_cannot_be_built_is_a_config_error_naming_the_key(d
     config["data"].update(distractor_form="balanced", distractors=distractors)
     with pytest.raises(ConfigError, match=f"config key data.distractors: {distractors} cannot be balanced.*{hint}"):
         validate_config(config)
+
+
+def test_a_balanced_lm_train_draws_whole_balanced_sets_and_changes_only_lm_train():
+    """``data.lm_train_form: balanced``: every lm_train world has no distractor or whole balanced sets (the
+    eval shape: four chains, two per cue), the recipe's params say so, and the other splits are untouched."""
+    from actbridge.data.worlds import cue_counts
+
+    base = dict(seed=0, hops=(1, 2), distractors=3, sizes={"lm_train": 200, "eval": 30})
+    random, balanced = DataConfig(**base), DataConfig(**base, lm_train_form="balanced")
+    rows = build_split(balanced, "lm_train").to_pylist()
+    counts = {cue_counts(row["full_prompt"], row["subject"], row["relations"]) for row in rows}
+    assert counts == {(1, 1, 1), (4, 2, 2)}
+    assert 0.35 < sum(len(row["candidates"]) == 4 for row in rows) / len(rows) < 0.65
+    assert build_split(random, "eval").equals(build_split(balanced, "eval"))
+    assert "lm_train_form" not in random.split_params("lm_train")
+    assert balanced.split_params("lm_train")["lm_train_form"] == "balanced"
+    assert "lm_train_form" not in balanced.split_params("eval")
+    assert DataConfig.from_split_params(balanced.split_params("lm_train"), "lm_train").lm_train_form == "balanced"
+
+
+def test_a_balanced_lm_train_that_cannot_be_built_is_a_config_error_naming_its_key():
+    import yaml
+
+    from actbridge.catalog import validate_config
+    from actbridge.config import ConfigError
+
+    config = yaml.safe_load(open("config/config.yaml", encoding="utf-8"))
+    config["data"].update(lm_train_form="balanced", distractors=4)
+    with pytest.raises(ConfigError, match="config key data.distractors: 4 cannot be balanced: data.lm_train_form"):
+        validate_config(config)
+    with pytest.raises(ValueError, match="data.lm_train_form"):
+        DataConfig(seed=0, hops=(2,), distractors=5, sizes={"lm_train": 3}, lm_train_form="balanced")

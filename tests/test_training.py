@@ -94,3 +94,43 @@ def test_tied_embeddings_share_one_matrix(tokenizer, tie):
 def test_hop_layer_must_be_inside_the_model(hop_layer):
     with pytest.raises(ValueError, match="hop_layer"):
         MicroModelConfig.from_dict({"layers": 2, "hidden": 32, "heads": 2, "steps": 1, "hop_layer": hop_layer})
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_to_the_weights_of_an_unbroken_run(lm_table, tokenizer,
+                                                                                          tmp_path):
+    micro = MicroModelConfig(layers=2, hidden=32, heads=2, steps=9, batch_size=8, warmup_steps=2,
+                             curriculum_steps=3, eval_every=3)
+    unbroken, unbroken_log = train_micro_model(micro, tokenizer, lm_table, device="cpu")
+
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    def kill_at_step_6(record):
+        if record["step"] == 6:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_micro_model(micro, tokenizer, lm_table, device="cpu", checkpoint=checkpoint, progress=kill_at_step_6)
+    assert torch.load(checkpoint, weights_only=True)["step"] == 6
+    seen = []
+    resumed, resumed_log = train_micro_model(micro, tokenizer, lm_table, device="cpu", checkpoint=checkpoint,
+                                             progress=seen.append)
+    assert [record["step"] for record in seen] == [9]  # steps 1-6 were not run again
+    assert [r["loss"] for r in resumed_log] == [r["loss"] for r in unbroken_log]
+    for name, weight in unbroken.state_dict().items():
+        assert torch.equal(weight, resumed.state_dict()[name]), name
+
+
+def test_the_constant_schedule_keeps_the_peak_after_the_warm_up_and_the_cosine_one_ends_at_a_tenth():
+    from actbridge.models.micro_training import lr_at
+
+    cosine = MicroModelConfig(layers=1, hidden=8, heads=1, steps=100, warmup_steps=10, learning_rate=1e-3)
+    constant = dataclasses.replace(cosine, schedule="constant")
+    assert lr_at(4, constant) == lr_at(4, cosine) == pytest.approx(5e-4)
+    assert [lr_at(step, constant) for step in (10, 50, 99)] == [1e-3] * 3
+    assert lr_at(99, cosine) == pytest.approx(1e-4, rel=1e-2)
+    with pytest.raises(ValueError, match="schedule"):
+        MicroModelConfig.from_dict({"layers": 1, "hidden": 8, "heads": 1, "steps": 1, "schedule": "linear"})

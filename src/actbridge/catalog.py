@@ -18,7 +18,7 @@ from typing import Mapping
 from actbridge import config as configuration
 from actbridge.bridges import methods
 from actbridge.bridges.methods import BRIDGE_METHODS, offline_method
-from actbridge.data.worlds import distractor_form_problem
+from actbridge.data.worlds import FORM_KEYS, distractor_form_problem
 from actbridge.injection import conditions
 from actbridge.injection.conditions import CONDITIONS
 from actbridge.kv import conditions as kv_conditions
@@ -47,8 +47,9 @@ def validate_config(config: dict) -> dict:
     """:func:`actbridge.config.validate_config` against the complete schema, then what only the library knows."""
     config = configuration.validate_config(config, _schema())
     data = config["data"]
-    if problem := distractor_form_problem(data["distractor_form"], data["distractors"], data["hops"]):
-        raise configuration.ConfigError(f"config key {problem}")
+    for key in FORM_KEYS:
+        if problem := distractor_form_problem(data[key], data["distractors"], data["hops"], key=f"data.{key}"):
+            raise configuration.ConfigError(f"config key {problem}")
     return config
 
 

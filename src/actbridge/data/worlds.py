@@ -79,6 +79,7 @@ ACCURACY_VIEWS: tuple[tuple[str, str], ...] = (("shared", "full"), ("asymmetric"
                                                ("asymmetric", "receiver"), ("relay", "receiver"))
 MAX_DISTRACTORS = 11
 DISTRACTOR_FORMS: tuple[str, ...] = ("random", "balanced")
+FORM_KEYS: tuple[str, ...] = ("distractor_form", "lm_train_form")  # the data.* keys that name a form
 BALANCED_SET = 3  # a balanced form's distractors: one branch, one fresh and one unrelated chain per set
 MAX_SHOTS = 8
 SHOT_SEPARATOR = "\n"
@@ -105,8 +106,10 @@ class DataConfig:
     template: str = field(default_factory=default_of("data.template"))
     # solved demonstrations before every prompt of bridge_train, bridge_val and eval
     shots: int = field(default_factory=default_of("data.shots"))
-    # how distractor chains are drawn for the splits that are asked about; lm_train keeps the random form
+    # how distractor chains are drawn for the splits that are asked about, and for lm_train (0..distractors of
+    # them per world, so the random form's default keeps the shipped models' data)
     distractor_form: str = field(default_factory=default_of("data.distractor_form"))
+    lm_train_form: str = field(default_factory=default_of("data.lm_train_form"))
 
     def __post_init__(self) -> None:
         if not 0 <= self.shots <= MAX_SHOTS:
@@ -120,8 +123,9 @@ class DataConfig:
         unknown = set(self.context_modes) - set(CONTEXT_MODES)
         if unknown or not self.context_modes:
             raise ValueError(f"data.context_modes must be a non-empty subset of {list(CONTEXT_MODES)}")
-        if problem := distractor_form_problem(self.distractor_form, self.distractors, self.hops):
-            raise ValueError(problem)
+        for key in FORM_KEYS:
+            if problem := distractor_form_problem(getattr(self, key), self.distractors, self.hops, key=f"data.{key}"):
+                raise ValueError(problem)
 
     @classmethod
     def from_config(cls, config: dict) -> "DataConfig":
@@ -135,6 +139,8 @@ class DataConfig:
                   "template": self.template, "size": self.sizes[split]}
         if split == "lm_train":
             params["train_questions"] = self.train_questions
+            if self.lm_train_form != "random":  # absent when random, so the shipped models' recipes keep their hash
+                params["lm_train_form"] = self.lm_train_form
         else:
             params["context_modes"] = list(self.context_modes)
             params["shots"] = self.shots
@@ -158,6 +164,7 @@ class DataConfig:
             "template": str,
             "shots": int,
             "distractor_form": str,
+            "lm_train_form": str,
         }
         return cls(
             seed=int(seed),
@@ -272,15 +279,17 @@ def name_pool() -> tuple[str, ...]:
 _NAMES = name_pool()
 
 
-def distractor_form_problem(form: str, distractors: int, hops: Sequence[int]) -> str | None:
-    """What stops ``form`` with ``distractors`` chains (config key data.distractors) from being built, or None."""
+def distractor_form_problem(form: str, distractors: int, hops: Sequence[int], *,
+                            key: str = "data.distractor_form") -> str | None:
+    """What stops ``form`` (config key ``key``) with ``distractors`` chains (config key data.distractors) from being
+    built, or None."""
     if form not in DISTRACTOR_FORMS:
-        return f"data.distractor_form must be one of {list(DISTRACTOR_FORMS)}, got {form!r}"
+        return f"{key} must be one of {list(DISTRACTOR_FORMS)}, got {form!r}"
     if form != "balanced":
         return None
     sets = distractors // BALANCED_SET
     if distractors < BALANCED_SET or distractors % BALANCED_SET:
-        return (f"data.distractors: {distractors} cannot be balanced: data.distractor_form 'balanced' draws "
+        return (f"data.distractors: {distractors} cannot be balanced: {key} 'balanced' draws "
                 f"distractors in sets of {BALANCED_SET} (a branch from the subject, a fresh chain with the "
                 f"question's relations, an unrelated chain), so it needs a multiple of {BALANCED_SET}; the "
                 f"smallest is {BALANCED_SET}")
@@ -565,11 +574,9 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
     template = Template(config.template)
     for index in range(config.sizes[split]):
         hops = config.hops[index % len(config.hops)]
-        # LM training sees 0..distractors distractor chains: the easy worlds teach the model to copy a
-        # name before the crowded ones teach it to pick the right one (a curriculum within each batch).
-        n_distractors = int(rng.integers(0, config.distractors + 1)) if split == "lm_train" else config.distractors
-        world = sample_world(rng, hops, n_distractors,
-                             balanced=config.distractor_form == "balanced" and split != "lm_train")
+        form = config.lm_train_form if split == "lm_train" else config.distractor_form
+        n_distractors = _distractors_drawn(rng, config.distractors, form) if split == "lm_train" else config.distractors
+        world = sample_world(rng, hops, n_distractors, balanced=form == "balanced")
         extra = (training_questions(world, rng, n_questions=config.train_questions, template=template)
                  if split == "lm_train" else [])
         candidates = sorted(chain.answer for chain in world.chains())
@@ -607,6 +614,16 @@ def iter_split_rows(config: DataConfig, split: str) -> Iterator[dict]:
                 "counterfactual_subject_span": list(alternative.subject_span) if alternative else None,
                 "counterfactual_relation_span": list(alternative.relation_span) if alternative else None,
             }
+
+
+def _distractors_drawn(rng: np.random.Generator, distractors: int, form: str) -> int:
+    """An lm_train world's distractor chains: 0..distractors (whole sets of a balanced form). The easy worlds
+    teach the model to copy a name before the crowded ones teach it to pick the right one (a curriculum within
+    each batch); in a balanced form, the worlds without distractors are those Guo et al.'s task (a single
+    chain in a quarter of its sequences) starts from."""
+    if form == "balanced":
+        return BALANCED_SET * int(rng.integers(0, distractors // BALANCED_SET + 1))
+    return int(rng.integers(0, distractors + 1))
 
 
 def build_split(config: DataConfig, split: str) -> pa.Table:

@@ -4,6 +4,9 @@ Shipped weights are a cache keyed by the exact recipe (micro config, the data
 settings that produced ``lm_train``, tokenizer settings, recipe version): a
 config that matches reuses them in seconds, any other config trains. The
 shipped tokenizer must also equal the one trained here, token for token.
+
+A training that is killed resumes from its last logged step (:func:`checkpoint_path`); the model directory
+appears only once training has finished, so half-trained weights never stand under a recipe's name.
 """
 
 from __future__ import annotations
@@ -18,11 +21,20 @@ from transformers import AutoTokenizer
 
 from actbridge.io import atomic_directory, write_json
 from actbridge.models.loading import (RECIPE_FILE, RECIPE_VERSION, copy_model_files, find_shipped_model,
-                              same_vocabulary, weights_fingerprint, write_model_record)
+                              recipe_hash, same_vocabulary, weights_fingerprint, write_model_record)
 from actbridge.models.micro_training import MicroModelConfig, heldout_evaluator, split_heldout, train_micro_model
 
 log = logging.getLogger(__name__)
 HELDOUT_ROWS = 500
+# Beside the models, not inside an output: Snakemake removes a failed job's output, and the next run resumes here.
+CHECKPOINTS = ".checkpoints"
+
+
+def checkpoint_path(out_dir: str | Path, recipe: dict) -> Path:
+    """Where training ``out_dir`` by ``recipe`` keeps its state between steps: one file per model and recipe,
+    so a changed recipe never resumes another's training."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / CHECKPOINTS / f"{out_dir.name}-{recipe_hash(recipe)}.pt"
 
 
 def micro_recipe(micro: dict, lm_train_params: dict, tokenizer_params: dict) -> dict:
@@ -36,6 +48,7 @@ def build_micro_model(out_dir: str | Path, recipe: dict, *, tokenizer_dir: str |
     """Materialize a micro model directory atomically; returns its ``model.json`` record."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
     shipped = find_shipped_model(shipped_root, recipe)
+    checkpoint = checkpoint_path(out_dir, recipe)
     with atomic_directory(out_dir) as tmp:
         if shipped is not None and same_vocabulary(
                 tokenizer, AutoTokenizer.from_pretrained(shipped, local_files_only=True)):
@@ -53,7 +66,7 @@ def build_micro_model(out_dir: str | Path, recipe: dict, *, tokenizer_dir: str |
             train_rows, heldout = split_heldout(lm_train, HELDOUT_ROWS)
             model, history = train_micro_model(
                 micro, tokenizer, train_rows, device=device, evaluate=heldout_evaluator(heldout, tokenizer),
-                progress=lambda record: log.info("train %s", json.dumps(record)))
+                progress=lambda record: log.info("train %s", json.dumps(record)), checkpoint=checkpoint)
             model = model.cpu()
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
@@ -63,4 +76,5 @@ def build_micro_model(out_dir: str | Path, recipe: dict, *, tokenizer_dir: str |
         record = {"kind": "micro", "origin": origin, "recipe": recipe,
                   "weights_sha256": weights_fingerprint(tmp)}
         write_model_record(tmp, record)
+    checkpoint.unlink(missing_ok=True)
     return record

@@ -19,8 +19,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -31,6 +33,9 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerB
 from actbridge.data.worlds import QUESTION_MARK, fact_lookup, first_relation_span
 
 log = logging.getLogger(__name__)
+
+
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class MicroModelConfig:
     hop_layer: int = 0
     hop_weight: float = 1.0
     tie_embeddings: bool = False  # Pythia unties them
+    schedule: str = "cosine"  # after the warm-up: "cosine" decays to 10% of the peak, "constant" keeps the peak
 
     @classmethod
     def from_dict(cls, values: dict) -> "MicroModelConfig":
@@ -68,6 +74,8 @@ class MicroModelConfig:
         if unknown:
             raise ValueError(f"unknown micro-model keys {sorted(unknown)}; allowed: {sorted(fields)}")
         micro = cls(**values)
+        if micro.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {micro.schedule!r}")
         if not 0 <= micro.hop_layer < micro.layers:
             raise ValueError(f"hop_layer must be in [0, layers) = [0, {micro.layers}), got {micro.hop_layer}")
         return micro
@@ -195,9 +203,11 @@ def pad_batch(sequences: Sequence[np.ndarray], pad_value: int | bool) -> torch.T
 
 
 def lr_at(step: int, micro: MicroModelConfig) -> float:
-    """Linear warm-up then cosine decay to 10% of the peak."""
+    """Linear warm-up, then cosine decay to 10% of the peak or (``schedule: constant``) the peak throughout."""
     if step < micro.warmup_steps:
         return micro.learning_rate * (step + 1) / micro.warmup_steps
+    if micro.schedule == "constant":
+        return micro.learning_rate
     progress = (step - micro.warmup_steps) / max(micro.steps - micro.warmup_steps, 1)
     return micro.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
@@ -246,11 +256,15 @@ def train_micro_model(
     evaluate: Callable[[GPTNeoXForCausalLM], dict[str, float]] | None = None,
     progress: Callable[[dict], None] | None = None,
     initial: GPTNeoXForCausalLM | None = None,
+    checkpoint: str | Path | None = None,
 ) -> tuple[GPTNeoXForCausalLM, list[dict]]:
     """Train one micro model (from ``initial``'s weights if given); returns it and its training log
     (one dict per logged step).
 
-    Bit-for-bit reproducible on CPU for the same inputs and seed.
+    Bit-for-bit reproducible on CPU for the same inputs and seed. With ``checkpoint`` (a file path that only
+    this recipe uses), the state is saved there at every logged step and a run that finds it resumes from it:
+    a killed training loses at most ``eval_every`` steps and ends with the weights an unbroken run ends with.
+    The caller removes the file once the model is stored.
     """
     torch.manual_seed(micro.seed)
     rng = np.random.Generator(np.random.PCG64(micro.seed))
@@ -269,10 +283,14 @@ def train_micro_model(
         lr=micro.learning_rate, betas=(0.9, 0.98),
     )
     history: list[dict] = []
-    started = time.perf_counter()
+    first_step = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        first_step, history = _resume(Path(checkpoint), model=model, optimizer=optimizer, rng=rng)
+        log.info("resumed from %s at step %d of %d", checkpoint, first_step, micro.steps)
+    started = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     running_loss = running_hop_loss = 0.0
     pad_id = tokenizer.pad_token_id
-    for step in range(micro.steps):
+    for step in range(first_step, micro.steps):
         data = first_phase if step < micro.curriculum_steps else full
         index = rng.integers(0, len(data.input_ids), size=micro.batch_size)
         input_ids = pad_batch([data.input_ids[i] for i in index], pad_id)
@@ -310,15 +328,42 @@ def train_micro_model(
                 record.update(evaluate(model))
                 model.train()
             history.append(record)
+            if checkpoint is not None and not last:
+                _save_checkpoint(Path(checkpoint), step=step + 1, model=model, optimizer=optimizer, rng=rng,
+                                 history=history)
             if progress is not None:
                 progress(record)
     model.eval()
     return model, history
 
 
+def _save_checkpoint(path: Path, *, step: int, model: GPTNeoXForCausalLM, optimizer: torch.optim.Optimizer,
+                     rng: np.random.Generator, history: list[dict]) -> None:
+    """Everything the next steps depend on, written to a temporary file and renamed onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history},
+               temporary)
+    os.replace(temporary, path)
+
+
+def _resume(path: Path, *, model: GPTNeoXForCausalLM, optimizer: torch.optim.Optimizer,
+            rng: np.random.Generator) -> tuple[int, list[dict]]:
+    """Restore the state :func:`_save_checkpoint` wrote; returns the next step and the log so far."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), list(state["history"])
+
+
 def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase
                       ) -> Callable[[GPTNeoXForCausalLM], dict[str, float]]:
-    """Exact match by hop count on held-out ``lm_train`` worlds (full-context prompts)."""
+    """Exact match and top-1 among the candidates by hop count on held-out ``lm_train`` worlds (full-context
+    prompts), and top-1 on those with the most chains (``heldout_top1_{k}hop_{n}chains``: the eval split's
+    shape, where a one-cue reader of a balanced world scores 0.50 and only composition more)."""
     from actbridge.models.handle import ModelHandle
     from actbridge.models.scoring import score_answers
 
@@ -326,11 +371,20 @@ def heldout_evaluator(heldout: pa.Table, tokenizer: PreTrainedTokenizerBase
     prompts = heldout.column("full_prompt").to_pylist()
     answers = heldout.column("answer").to_pylist()
     candidates = heldout.column("candidates").to_pylist()
+    chains = np.asarray([len(names) for names in candidates])
+    crowded = chains == chains.max()
 
     def evaluate(model: GPTNeoXForCausalLM) -> dict[str, float]:
         scores = score_answers(ModelHandle.of(model, tokenizer), prompts, answers, candidates)
-        return {f"heldout_em_{n_hops}hop": round(float(scores.exact_match[hops == n_hops].mean()), 4)
-                for n_hops in sorted(set(hops))}
+        top1 = scores.gold_rank == 1
+        record = {}
+        for n_hops in sorted(set(hops)):
+            rows = hops == n_hops
+            record[f"heldout_em_{n_hops}hop"] = round(float(scores.exact_match[rows].mean()), 4)
+            record[f"heldout_top1_{n_hops}hop"] = round(float(top1[rows].mean()), 4)
+            if (rows & crowded).any():
+                record[f"heldout_top1_{n_hops}hop_{chains.max()}chains"] = round(float(top1[rows & crowded].mean()), 4)
+        return record
 
     return evaluate
 

@@ -19,7 +19,7 @@ CONFIG ?=
 # No build isolation: the few sdists in the set build with the locked setuptools, not the newest one.
 LOCKED_PIP = $(VENV)/bin/pip install --quiet --constraint $(LOCK) --no-build-isolation
 
-.PHONY: install run test lint plan pretrained qwen lock clean-results
+.PHONY: install run test test-fast lint plan pretrained qwen lock clean-results
 
 # A new lock or new ranges install into an emptied venv, so nothing from the previous set stays behind.
 $(VENV)/.installed: pyproject.toml $(LOCK)
@@ -42,6 +42,10 @@ run: install
 
 test: install $(VENV)/.peers
 	$(VENV)/bin/python -m pytest
+
+# The quick loop: every test that starts no Snakemake workflow and no cluster (the `workflow` and `slurm` marks).
+test-fast: install $(VENV)/.peers
+	$(VENV)/bin/python -m pytest -m "not workflow and not slurm" --durations=15
 
 # Resolve the newest versions within pyproject.toml's ranges (torch stays at $(TORCH): its build depends on
 # the machine, so it moves only when asked, e.g. `make lock TORCH=torch==2.14.0`), rewrite the lock and the

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import subprocess
+
 import pytest
 
 from actbridge.data.worlds import DataConfig, build_split
@@ -32,3 +35,37 @@ def tokenizer(lm_table):
 def big_tokenizer(lm_table):
     """A second, different tokenizer: many more merges, so names are often single tokens."""
     return train_bpe_tokenizer(lm_table.column("full_prompt").to_pylist(), vocab_size=2000)
+
+
+# `make test-fast` runs every test not marked `workflow` or `slurm`. A test that starts Snakemake (a dry run, a
+# whole workflow, a fixture's run) must carry the `workflow` mark: an unmarked one fails here, naming itself,
+# so the quick loop never quietly grows a pipeline run.
+class _UnmarkedSnakemake(subprocess.Popen):
+    def __init__(self, args, *positional, **keywords):
+        words = [args] if isinstance(args, (str, bytes)) else [str(word) for word in args]
+        if any(word == "snakemake" or word.endswith("/snakemake") for word in words):
+            raise AssertionError(f"this test starts Snakemake ({' '.join(words)[:120]}) but is not marked "
+                                 "`workflow` (pytest.mark.workflow), so `make test-fast` would run it")
+        super().__init__(args, *positional, **keywords)
+
+
+@contextlib.contextmanager
+def _snakemake_guard(item):
+    if item.get_closest_marker("workflow") or item.get_closest_marker("slurm"):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess, "Popen", _UnmarkedSnakemake)
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    with _snakemake_guard(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    with _snakemake_guard(item):
+        return (yield)

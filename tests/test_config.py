@@ -173,6 +173,7 @@ def test_named_model_forms_are_accepted(spec):
     validate_config(mutate("models.sender", spec))
 
 
+@pytest.mark.workflow
 def test_snakemake_stops_before_any_job_naming_the_key(tmp_path):
     bad = mutate("data.context_modes", ["shared", "sideways"])
     config_file = tmp_path / "bad.yaml"

@@ -17,6 +17,8 @@ import yaml
 
 from tests.test_workflow import ROOT, copy_workflow, snakemake
 
+pytestmark = pytest.mark.workflow
+
 SHIPPED_RECEIVER = ROOT / "resources" / "models" / "4677864331655e2d"
 PAIRS = ("s3-r3", "s6-r6")  # layer 0 at the last token is one fixed embedding: nothing to translate
 

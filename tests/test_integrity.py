@@ -266,6 +266,7 @@ ARTIFACTS = {  # one output of every kind the workflow writes, and where in it t
 }
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("kind", list(ARTIFACTS))
 def test_a_byte_flip_in_any_artifact_is_named_by_its_reader(clean, tmp_path, kind):
     workdir, _ = clean
@@ -287,6 +288,7 @@ def test_a_byte_flip_in_any_artifact_is_named_by_its_reader(clean, tmp_path, kin
     assert (tmp_path / (copy.name + ".corrupt")).exists() and not copy.exists()
 
 
+@pytest.mark.workflow
 def test_a_corrupted_bridge_is_named_moved_aside_and_rebuilt(clean):
     """A flip after the safetensors header (used silently before) and one inside the header (a SafetensorError
     naming no file before), and the empty temporary directory a killed bridge job leaves."""
@@ -308,6 +310,7 @@ def test_a_corrupted_bridge_is_named_moved_aside_and_rebuilt(clean):
     assert "rule bridge" in output and "rule injection" in output
 
 
+@pytest.mark.workflow
 def test_injection_rows_missing_from_both_seeds_are_named_against_eval(clean):
     """Rows a writer left out (sealed as written): the statistics name each file and what it lacks."""
     workdir, expected = clean
@@ -325,6 +328,7 @@ def test_injection_rows_missing_from_both_seeds_are_named_against_eval(clean):
     rebuilt_equal(workdir, expected)
 
 
+@pytest.mark.workflow
 def test_injection_rows_removed_from_one_seed_break_its_seal(clean):
     workdir, expected = clean
     path = workdir / INJECTION / "seed1.parquet"
@@ -337,6 +341,7 @@ def test_injection_rows_removed_from_one_seed_break_its_seal(clean):
     rebuilt_equal(workdir, expected)
 
 
+@pytest.mark.workflow
 def test_a_truncated_split_is_moved_aside_and_rebuilt(clean):
     workdir, expected = clean
     path = workdir / "results" / "data" / "eval.parquet"
@@ -348,6 +353,7 @@ def test_a_truncated_split_is_moved_aside_and_rebuilt(clean):
     assert "rule dataset_split" in output
 
 
+@pytest.mark.workflow
 def test_edited_markdown_and_a_flipped_causal_table_are_caught_before_they_are_reported(clean):
     workdir, expected = clean
     verdict = workdir / "results" / "stats" / "verdict.md"
@@ -362,6 +368,7 @@ def test_edited_markdown_and_a_flipped_causal_table_are_caught_before_they_are_r
     assert "rule sender_causal" in output and "rule injection" not in output
 
 
+@pytest.mark.workflow
 def test_ctrl_c_and_kill_9_mid_job_then_unlock_and_one_rerun(clean):
     """Ctrl-C stops cleanly (no lock left); kill -9 of Snakemake and its job leaves the lock, which the next run
     names; after --unlock one run redoes the killed job and what follows it."""
@@ -401,6 +408,7 @@ def _text(path: Path) -> str:
     return path.read_text() if path.is_file() else ""
 
 
+@pytest.mark.workflow
 def test_models_devices_and_bounds_are_reported_before_any_job(clean, tmp_path):
     workdir, expected = clean
     config = yaml.safe_load((workdir / "small.yaml").read_text())

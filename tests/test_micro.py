@@ -7,8 +7,9 @@ import json
 import pytest
 
 from actbridge.io import write_parquet
-from actbridge.models.micro import build_micro_model, micro_recipe
-from actbridge.models.loading import load_model, read_model_record, recipe_hash
+from actbridge.models.loading import load_model
+from actbridge.models.micro import build_micro_model, micro_recipe, recipe_hash
+from actbridge.models.weights import read_model_record
 from actbridge.__main__ import main as cli
 
 MICRO = {"layers": 1, "hidden": 16, "heads": 2, "steps": 4, "batch_size": 4, "warmup_steps": 1,

@@ -13,8 +13,11 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from actbridge.models.loading import (ModelUnavailableError, describe_named_model, load_model, load_tokenizer,
-                              resolve_device, write_model_record)
+from actbridge.models.conversion import describe_named_model
+from actbridge.models.device import resolve_device
+from actbridge.models.loading import load_model, load_tokenizer
+from actbridge.models.preflight import ModelUnavailableError
+from actbridge.models.weights import write_model_record
 
 PYTHIA_SHAPES = {  # name: (layers, hidden, heads, ffn, parameters)
     "pythia-160m": (12, 768, 12, 3072, 162_322_944),
@@ -65,7 +68,7 @@ def test_random_pythia_shapes_load_through_the_path_route(tmp_path, tokenizer, n
 
 HUB_SCRIPT = textwrap.dedent("""
     import sys
-    from actbridge.models.loading import ModelUnavailableError, describe_named_model
+    from actbridge.models.conversion import ModelUnavailableError, describe_named_model
     try:
         record = describe_named_model({"hf_id": sys.argv[1], "revision": "main"}, key="models.sender")
         print("RESOLVED:", record["path"])
@@ -108,7 +111,7 @@ def tiny_gpt_neox(tokenizer):
 def test_offline_hub_model_fails_at_once_naming_the_key(tmp_path):
     # A fresh interpreter so the offline switch is read at import time, with an empty cache.
     script = textwrap.dedent("""
-        from actbridge.models.loading import ModelUnavailableError, describe_named_model
+        from actbridge.models.conversion import ModelUnavailableError, describe_named_model
         try:
             describe_named_model({"hf_id": "EleutherAI/pythia-160m", "revision": "main"}, key="models.sender")
         except ModelUnavailableError as error:
@@ -199,7 +202,8 @@ def test_a_gguf_file_with_weights_is_dequantized_once_and_scores_as_the_original
     pytest.importorskip("accelerate")  # transformers needs it to load a GGUF file
     from tests.gguf_writer import tiny_llama, write_llama_gguf
 
-    from actbridge.models.loading import CONVERTED_DIR, build_named_model, load_for_job
+    from actbridge.models.conversion import CONVERTED_DIR, build_named_model
+    from actbridge.models.loading import load_for_job
 
     original = tiny_llama(tokenizer)
     (tmp_path / "gguf").mkdir()

@@ -22,7 +22,9 @@ from actbridge.models.tokenizer import EOS_TOKEN, train_bpe_tokenizer
 from actbridge.report import FIGURES
 from tests.gguf_writer import tiny_llama, write_llama_gguf
 from tests.test_bounded_scoring import gemma3_model
-from tests.test_workflow import ROOT, copy_workflow, planned_jobs, snakemake
+from tests.test_workflow import ROOT, copy_workflow, planned_jobs, planted_code_edit, snakemake
+
+pytestmark = pytest.mark.workflow
 
 pytest.importorskip("gguf")
 pytest.importorskip("accelerate")
@@ -103,6 +105,23 @@ def test_the_profile_code_path_runs_data_to_verdict(named_run):
     assert injected.num_rows > 0 and set(injected.column("mode").to_pylist()) == {"shared", "asymmetric", "relay"}
     for figure in FIGURES:
         assert (results / "figures" / f"{figure}.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("module", ["models/micro_training.py", "models/micro.py", "data/worlds.py",
+                                    "models/scoring.py", "models/loading.py"])
+def test_an_edit_to_code_the_conversion_never_runs_leaves_the_converted_models(named_run, module):
+    """The model rule's fingerprint is its model's code path: editing the micro trainer, the data generator or the
+    scoring and loading code of later jobs reruns those jobs, never the conversion of a named model."""
+    with planted_code_edit(named_run, module):
+        jobs = planned_jobs(out) if "Job stats:" in (out := snakemake(named_run, "-n", "--configfile",
+                                                                      "named.yaml")) else {}
+    assert "model" not in jobs, (module, jobs)
+
+
+def test_an_edit_to_the_conversion_converts_both_named_models_again(named_run):
+    with planted_code_edit(named_run, "models/conversion.py"):
+        jobs = planned_jobs(snakemake(named_run, "-n", "--configfile", "named.yaml"))
+    assert jobs["model"] == 2
 
 
 def test_once_the_models_exist_the_dag_never_reads_their_weights(named_run):

@@ -93,12 +93,14 @@ def plan_jobs(config: dict, results: Path) -> dict[str, int]:
     return {**counts, "total": sum(counts.values())}
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("overlay", [None, ".test/config/config.yaml"])
 def test_plan_job_counts_equal_the_dry_run(tmp_path, overlay):
     config = load_config([ROOT / overlay] if overlay else [])
     assert plan_jobs(config, tmp_path / "none") == dry_run_jobs(tmp_path / "run", *([overlay] if overlay else []))
 
 
+@pytest.mark.workflow
 def test_plan_job_counts_equal_the_dry_run_for_pythia(tmp_path):
     """Named models: past the model checkpoint (its records written as it writes them), the whole DAG."""
     config = load_config([ROOT / "config" / "pythia.yaml"])

@@ -22,6 +22,8 @@ from actbridge.models.tokenizer import train_bpe_tokenizer
 from tests.gguf_writer import tiny_qwen2, write_llama_gguf
 from tests.test_workflow import ROOT, copy_workflow, snakemake
 
+pytestmark = pytest.mark.workflow
+
 pytest.importorskip("gguf")
 pytest.importorskip("accelerate")
 

@@ -37,7 +37,7 @@ LOCALHOST_OVERRIDES = ("--slurm-status-command", "squeue", "--slurm-no-account",
 # training logs their wall-clock seconds, benchmark files the jobs' timings.
 TIMED_KEYS = ("seconds",)
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.workflow]
 
 
 

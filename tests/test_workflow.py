@@ -3,6 +3,7 @@ and a changed parameter recomputing only what it invalidates."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -15,6 +16,8 @@ import pytest
 import yaml
 
 from actbridge.report import FIGURES
+
+pytestmark = pytest.mark.workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("workflow", "config", "profiles", "src", ".test")
@@ -64,6 +67,18 @@ DOWNSTREAM_OF_BRIDGES = {"injection": 4, "condition_stats": 2, "stats_summary": 
 
 # the KV channel's jobs that read eval: the ridge map's injection job (one block sent) and its statistics
 KV_ON_EVAL = {"kv_injection": 1, "kv_stats": 1}
+
+
+@contextlib.contextmanager
+def planted_code_edit(workdir: Path, module: str):
+    """``src/actbridge/{module}`` of ``workdir`` with a line of code added (its fingerprint changes), restored after."""
+    path = workdir / "src" / "actbridge" / module
+    original = path.read_text()
+    try:
+        path.write_text(original + "\nPLANTED_EDIT = 1\n")
+        yield
+    finally:
+        path.write_text(original)
 
 
 def copy_workflow(target: Path) -> Path:
@@ -317,6 +332,22 @@ def test_editing_prose_in_the_library_reruns_nothing_and_editing_code_reruns_its
         assert jobs == {"verdict": 1, **figures_reading(VERDICT), "all": 1, "total": 3}
     finally:
         module.write_text(original)
+
+
+def test_editing_the_named_model_conversion_retrains_no_micro_model(finished_run):
+    """The model rule's fingerprint is its model's code path: the conversion of named models is not the micro one."""
+    with planted_code_edit(finished_run, "models/conversion.py"):
+        assert "Nothing to be done" in snakemake(finished_run, "-n", "--configfile", TEST_CONFIG)
+    with planted_code_edit(finished_run, "models/micro_training.py"):
+        assert planned_jobs(snakemake(finished_run, "-n", "--configfile", TEST_CONFIG))["model"] == 2
+
+
+def test_editing_the_scoring_engine_refits_only_the_bridges_that_run_the_receiver(finished_run):
+    """The bridge rule's fingerprint is its method's code path: only a bridge trained through the receiver runs
+    the scoring engine (1 pair x 2 seeds of `trained`), the closed-form and Adam fits never do."""
+    with planted_code_edit(finished_run, "models/edited_scoring.py"):
+        jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", TEST_CONFIG))
+    assert jobs["bridge"] == 2
 
 
 def test_changing_eval_size_reruns_only_its_dependents(finished_run):

@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--moved", action="store_true")
     args = parser.parse_args()
     if args.moved:
-        training.tokenize_lm_split = with_moved_entity(training.tokenize_lm_split)
+        micro_training.tokenize_lm_split = with_moved_entity(micro_training.tokenize_lm_split)
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.init or Path(args.data) / "models" / "tokenizer")
     lm_train = pq.read_table(Path(args.data) / "data" / "lm_train.parquet")

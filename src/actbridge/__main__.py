@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     verify.add_argument("results", nargs="?", default="results")
     args = parser.parse_args(argv)
     if args.command == "ship":
-        from actbridge.models.loading import ship_model  # torch: only for this command
+        from actbridge.models.micro import ship_model  # torch: only for this command
 
         print(ship_model(args.model_dir, args.shipped_root))
     elif args.command == "verify":

@@ -117,14 +117,19 @@ def _named(node: ast.Import | ast.ImportFrom, package: str) -> set[str]:
 
 
 def import_closure(path: str | Path, package_root: Path = PACKAGE_ROOT, *, function_level: bool = True,
-                   items: Mapping[str, Iterable[Path]] | None = None) -> list[Path]:
+                   items: Mapping[str, Iterable[Path]] | None = None, not_taken: Iterable[Path] = ()) -> list[Path]:
     """The ``actbridge`` modules a file may run: every module it imports, theirs in turn, and the ``__init__``
     of each package on the way; sorted. Imports inside functions count (they may run), unless
     ``function_level`` is False: then only what importing the file runs, plus the file's own
     function-level imports. Imports marked :data:`DECLARATIONS_ONLY` are not followed.
 
     A registry package that enters the closure brings the item modules ``items[package]`` (its configured
-    items); with ``items`` None, every module beside its ``__init__`` (all that importing it runs)."""
+    items); with ``items`` None, every module beside its ``__init__`` (all that importing it runs).
+
+    ``not_taken``: modules that the file itself imports but does not run, for a script with one code path per
+    kind of job whose fingerprint covers the path a job takes (:func:`script_fingerprint`): the file's own
+    imports of them are not followed; a module of the closure that imports one still brings it in."""
+    not_taken = {Path(module).resolve() for module in not_taken}
     seen: set[Path] = set()
     start = Path(path).resolve()
     queue = [start]
@@ -144,6 +149,8 @@ def import_closure(path: str | Path, package_root: Path = PACKAGE_ROOT, *, funct
             parts = name.split(".")
             for depth in range(1, len(parts) + 1):
                 found = _module_path(".".join(parts[:depth]), package_root)
+                if current == start and found in not_taken:
+                    continue
                 if found is not None and found not in seen:
                     seen.add(found)
                     queue.append(found)
@@ -151,7 +158,8 @@ def import_closure(path: str | Path, package_root: Path = PACKAGE_ROOT, *, funct
 
 
 def script_fingerprint(script: str | Path, package_root: Path = PACKAGE_ROOT, *,
-                       items: Mapping[str, Iterable[Path]] | None = None) -> str:
+                       items: Mapping[str, Iterable[Path]] | None = None, not_taken: Iterable[Path] = ()) -> str:
     """The fingerprint of the library code a script runs: its whole import closure with the registries'
-    configured ``items`` (not the script itself, which Snakemake's own code trigger covers)."""
-    return code_fingerprint(import_closure(script, package_root, items=items))
+    configured ``items`` (not the script itself, which Snakemake's own code trigger covers), less what only the
+    code paths it does not take import (``not_taken``, see :func:`import_closure`)."""
+    return code_fingerprint(import_closure(script, package_root, items=items, not_taken=not_taken))

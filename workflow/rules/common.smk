@@ -59,14 +59,50 @@ wildcard_constraints:
     sent=r"all|\d+",
 
 
+def model_path(wildcards):
+    """The model rule's code path for the job's model: training a micro model, or resolving a named one."""
+    return "micro" if model_kind(model_spec(wildcards)) == "micro" else "named"
+
+
+def bridge_path(wildcards):
+    """The bridge rule's code path for the job's method: an offline fit, or one that also runs the receiver."""
+    return "through_receiver" if BRIDGE_METHODS[wildcards.method].through_receiver else "offline"
+
+
+# Scripts that run one code path per kind of job: the job's kind, and per kind the modules (under src/actbridge/)
+# only that path imports. A job's fingerprint leaves out what only the other paths import: converting a named
+# model never reruns for an edit to the micro trainer (nor the data generator, nor the scoring its held-out log
+# uses), training never for one to the conversion, and a closed-form bridge never for one to the scoring engine
+# that a bridge trained through the receiver runs.
+CODE_PATHS = {
+    "build_model": (model_path, {"micro": ["models/micro.py"], "named": ["models/conversion.py"]}),
+    "fit_bridge": (bridge_path, {"offline": [], "through_receiver": ["bridges/through_receiver.py",
+                                                                      "models/loading.py"]}),
+}
+
+
 def script_code(script):
     """Fingerprint of the library code a rule's script runs: its import closure (see actbridge.fingerprint).
 
     Snakemake's code trigger sees only the script itself, so each job passes this as a param: changing
     the science it calls reruns it, as editing its script would; editing comments and docstrings does not.
     Of the conditions and bridge methods, only the configured ones count: adding an item reruns nothing.
+    For a script of CODE_PATHS, a function of the job's wildcards: the closure of the path the job takes.
     """
-    return script_fingerprint(Path(workflow.basedir) / "scripts" / f"{script}.py", items=ITEM_FILES)
+    path = Path(workflow.basedir) / "scripts" / f"{script}.py"
+    if script not in CODE_PATHS:
+        return script_fingerprint(path, items=ITEM_FILES)
+    kind_of, modules = CODE_PATHS[script]
+    package = Path(SRC) / "actbridge"
+    codes = {kind: script_fingerprint(path, items=ITEM_FILES, not_taken=[
+                 package / module for other, others in modules.items() if other != kind
+                 for module in others if module not in own])
+             for kind, own in modules.items()}
+
+    def code_of_path(wildcards):
+        return codes[kind_of(wildcards)]
+
+    return code_of_path
 
 
 # What a model-running job needs beside its model's weights: activations are bounded by batch_tokens and the

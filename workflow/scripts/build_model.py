@@ -5,8 +5,9 @@ from pathlib import Path
 
 from actbridge.config import model_kind
 from actbridge.integrity import start_job
+from actbridge.models.conversion import build_named_model
+from actbridge.models.device import configure_threads, resolve_device
 from actbridge.models.micro import build_micro_model, micro_recipe
-from actbridge.models.loading import build_named_model, configure_threads, resolve_device
 
 start_job(snakemake)
 # device and threads change where and how fast a job runs, not what it means: read them from the

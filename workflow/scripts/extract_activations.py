@@ -4,7 +4,8 @@ import sys; sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: E702
 from actbridge.activations.store import PROMPT_FOR_MODEL, ExtractionPlan, extract_activations
 from actbridge.activations.layers import resolve_layers
 from actbridge.integrity import read_table, start_job
-from actbridge.models.loading import load_for_job, read_model_record
+from actbridge.models.loading import load_for_job
+from actbridge.models.weights import read_model_record
 
 start_job(snakemake)
 handle = load_for_job(snakemake.input.model, snakemake.config["device"], snakemake.params.dtype,

@@ -11,21 +11,26 @@ appears only once training has finished, so half-trained weights never stand und
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from actbridge.io import atomic_directory, write_json
-from actbridge.models.loading import (RECIPE_FILE, RECIPE_VERSION, copy_model_files, find_shipped_model,
-                              recipe_hash, same_vocabulary, weights_fingerprint, write_model_record)
 from actbridge.models.micro_training import MicroModelConfig, heldout_evaluator, split_heldout, train_micro_model
+from actbridge.models.record import MODEL_RECORD
+from actbridge.models.weights import weights_fingerprint, write_model_record
 
 log = logging.getLogger(__name__)
 HELDOUT_ROWS = 500
+RECIPE_FILE = "recipe.json"
+# Bump when the training code changes in a way that changes the weights it produces.
+RECIPE_VERSION = 1
 # Beside the models, not inside an output: Snakemake removes a failed job's output, and the next run resumes here.
 CHECKPOINTS = ".checkpoints"
 
@@ -78,3 +83,40 @@ def build_micro_model(out_dir: str | Path, recipe: dict, *, tokenizer_dir: str |
         write_model_record(tmp, record)
     checkpoint.unlink(missing_ok=True)
     return record
+
+
+def recipe_hash(recipe: dict) -> str:
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def find_shipped_model(shipped_root: str | Path | None, recipe: dict) -> Path | None:
+    """The shipped directory trained by exactly ``recipe``, if there is one."""
+    if shipped_root is None:
+        return None
+    candidate = Path(shipped_root) / recipe_hash(recipe)
+    if not (candidate / RECIPE_FILE).is_file():
+        return None
+    if json.loads((candidate / RECIPE_FILE).read_text()) != recipe:
+        return None
+    return candidate
+
+
+def same_vocabulary(first: PreTrainedTokenizerBase, second: PreTrainedTokenizerBase) -> bool:
+    return first.get_vocab() == second.get_vocab()
+
+
+def copy_model_files(source: Path, destination: Path) -> None:
+    for item in source.iterdir():
+        if item.is_file() and item.name != MODEL_RECORD:
+            shutil.copy2(item, destination / item.name)
+
+
+def ship_model(model_dir: str | Path, shipped_root: str | Path) -> Path:
+    """Copy a trained micro model under ``shipped_root/<recipe hash>/`` for later runs to reuse."""
+    model_dir = Path(model_dir)
+    recipe = json.loads((model_dir / RECIPE_FILE).read_text())
+    target = Path(shipped_root) / recipe_hash(recipe)
+    target.mkdir(parents=True, exist_ok=True)
+    copy_model_files(model_dir, target)
+    return target

@@ -40,8 +40,9 @@ $(VENV)/.peers: $(VENV)/.installed
 run: install
 	$(SNAKEMAKE) $(SNAKEMAKE_ARGS)
 
+# --durations: the slowest tests in every CI log, so that the next regression in the suite's time shows there.
 test: install $(VENV)/.peers
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --durations=25
 
 # The quick loop: every test that starts no Snakemake workflow and no cluster (the `workflow` and `slurm` marks).
 test-fast: install $(VENV)/.peers

@@ -34,6 +34,9 @@ FIGURES = ("dataset", "bridge_quality", "injection_sweep", "replacement", "causa
 TABLES = ("data/stats.md", "models/accuracy.md", "bridges/metrics.md", "stats/summary.md", "stats/verdict.md",
           "causal/sender.md", "causal/receiver.md")
 TARGETS = [f"results/figures/{figure}.pdf" for figure in FIGURES] + [f"results/{table}" for table in TABLES]
+# The model checkpoint's outputs, named as targets: a dry run of the whole DAG stops at the first checkpoint it
+# would rerun, and would not show whether the other model's job reruns too.
+MODEL_DIRS = ("results/models/sender", "results/models/receiver")
 
 
 def tiny_pair(directory, texts):
@@ -113,14 +116,12 @@ def test_an_edit_to_code_the_conversion_never_runs_leaves_the_converted_models(n
     """The model rule's fingerprint is its model's code path: editing the micro trainer, the data generator or the
     scoring and loading code of later jobs reruns those jobs, never the conversion of a named model."""
     with planted_code_edit(named_run, module):
-        jobs = planned_jobs(out) if "Job stats:" in (out := snakemake(named_run, "-n", "--configfile",
-                                                                      "named.yaml")) else {}
-    assert "model" not in jobs, (module, jobs)
+        assert "Nothing to be done" in snakemake(named_run, "-n", *MODEL_DIRS, "--configfile", "named.yaml"), module
 
 
 def test_an_edit_to_the_conversion_converts_both_named_models_again(named_run):
     with planted_code_edit(named_run, "models/conversion.py"):
-        jobs = planned_jobs(snakemake(named_run, "-n", "--configfile", "named.yaml"))
+        jobs = planned_jobs(snakemake(named_run, "-n", *MODEL_DIRS, "--configfile", "named.yaml"))
     assert jobs["model"] == 2
 
 

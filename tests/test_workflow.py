@@ -342,12 +342,13 @@ def test_editing_the_named_model_conversion_retrains_no_micro_model(finished_run
         assert planned_jobs(snakemake(finished_run, "-n", "--configfile", TEST_CONFIG))["model"] == 2
 
 
-def test_editing_the_scoring_engine_refits_only_the_bridges_that_run_the_receiver(finished_run):
+def test_editing_the_training_through_the_receiver_refits_only_the_bridges_trained_so(finished_run):
     """The bridge rule's fingerprint is its method's code path: only a bridge trained through the receiver runs
-    the scoring engine (1 pair x 2 seeds of `trained`), the closed-form and Adam fits never do."""
-    with planted_code_edit(finished_run, "models/edited_scoring.py"):
+    it (1 pair x 2 seeds of `trained`); the five closed-form and Adam fits (10 jobs) imported it too, in a
+    function, and reran for every edit to it."""
+    with planted_code_edit(finished_run, "bridges/through_receiver.py"):
         jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", TEST_CONFIG))
-    assert jobs["bridge"] == 2
+    assert jobs["bridge"] == 2 and "activations" not in jobs and "model" not in jobs
 
 
 def test_changing_eval_size_reruns_only_its_dependents(finished_run):

@@ -12,7 +12,10 @@ single chain, which its end answers without any look-up: the task carries its ow
 
 Variants (each the previous one plus one change; ``--variant`` names one):
 
-* ``guo``: the above, 30 entity tokens, no query token.
+* ``guo``: the above, 30 entity tokens, no query token. ``--model guo`` builds the network as their
+  ``model.py`` does (read from the compiled module their repository ships: pre-norm blocks, learned positions,
+  an untied output layer, PyTorch's default initialisation, embeddings N(0, 1)) instead of transformers'
+  GPT-2 (the same blocks, the output tied to the embedding, everything N(0, 0.02)).
 * ``names``: entities drawn from this project's 784 names (``actbridge.data.worlds.name_pool``), one token each.
 * ``relations``: every edge carries one of the 6 relation words (``a r b``), the query names the start and both
   relations (``Q a r1 r2``); a chain's relations are drawn at random, so the relation words decide nothing
@@ -153,6 +156,21 @@ class Task:
         return ids, at, answers, hops
 
 
+def torch_default_init(model: GPT2LMHeadModel) -> None:
+    """PyTorch's own initialisation, as a model built from ``nn.Embedding`` and ``nn.Linear`` (Guo et al.'s
+    ``model.py``) starts: embeddings N(0, 1) (GPT-2's are N(0, 0.02)), every projection uniform in
+    +-1/sqrt(fan_in) (GPT-2's N(0, 0.02))."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            torch.nn.init.normal_(module.weight, 0.0, 1.0)
+        elif isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
+            fan_in = module.weight.shape[1] if isinstance(module, torch.nn.Linear) else module.weight.shape[0]
+            bound = 1 / fan_in ** 0.5
+            torch.nn.init.uniform_(module.weight, -bound, bound)
+            if getattr(module, "bias", None) is not None:
+                torch.nn.init.uniform_(module.bias, -bound, bound)
+
+
 def answer_logits(model: GPT2LMHeadModel, ids: torch.Tensor, at: torch.Tensor, entity0: int) -> torch.Tensor:
     """Logits over the entity tokens at each row's answer-predicting position ([batch, entities])."""
     hidden = model.transformer(input_ids=ids).last_hidden_state[torch.arange(len(ids)), at]
@@ -172,6 +190,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", choices=("gpt2", "guo"), default="gpt2",
+                        help="gpt2: transformers' GPT-2 (N(0, 0.02) init, unembedding tied to the embedding); guo: "
+                             "as Guo et al.'s model.py builds it (PyTorch's default init, an untied output layer)")
     parser.add_argument("--out", default="results/probes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -179,8 +200,11 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     task = Task(args.variant)
     config = GPT2Config(vocab_size=task.vocab, n_positions=64, n_embd=args.hidden, n_layer=args.layers,
-                        n_head=args.heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                        n_head=args.heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        tie_word_embeddings=args.model == "gpt2")
     model = GPT2LMHeadModel(config)
+    if args.model == "guo":
+        torch_default_init(model)
     parameters = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
     heldout = task.batch(np.random.default_rng(10_000 + args.seed), 1000, hard=True)

@@ -2,8 +2,11 @@
 
     python benchmarks/probes/two_hop_walk_figure.py LOG.jsonl [LOG.jsonl ...] --out docs/figures/two_hop_walk.png
 
-Each log is one run (its first line the settings, then one line per evaluation). The curves are kept beside
-the figure (``benchmarks/probes/two_hop_walk/``), so a run that did not cross its plateau stays a result.
+Each log is one run: a two_hop_walk.py log (its first line the settings, then one line per evaluation), or a
+pipeline training log (``training_log.jsonl`` of the model rule, or micro_probe.py's) with its micro settings in
+a ``.json`` file of the same name beside it; its held-out top-1 on the most crowded worlds (four chains) is
+drawn. The curves are kept in ``benchmarks/probes/two_hop_walk/``, so a run that did not cross its plateau
+stays a result.
 """
 
 from __future__ import annotations
@@ -19,8 +22,16 @@ from matplotlib.figure import Figure  # noqa: E402
 
 
 def read_run(path: Path) -> tuple[dict, list[dict]]:
+    """(settings, records with ``sequences``, ``seconds``, ``acc_1hop`` and ``acc_2hop``)."""
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return lines[0], lines[1:]
+    if "variant" in lines[0]:
+        return lines[0], lines[1:]
+    micro = json.loads(path.with_suffix(".json").read_text())
+    settings = {"name": path.stem, **micro, "batch": micro.get("batch_size", 32)}
+    records = [{"sequences": r["step"] * settings["batch"], "seconds": r["seconds"],
+                **{f"acc_{hops}hop": value for hops in (1, 2) for key, value in r.items()
+                   if key.startswith(f"heldout_top1_{hops}hop_") and key.endswith("chains")}} for r in lines]
+    return settings, records
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from actbridge.config import model_kind
 from actbridge.models.preflight import (HUB_FILE_PATTERNS, ModelUnavailableError, check_local_model, hub_reachable,
                                        not_on_disk_offline)
-from actbridge.models.weights import (CONVERTED_DIR, location, parsed_shape, weight_files, weights_fingerprint,
-                                      write_model_record)
+from actbridge.models.weights import (CONVERTED_DIR, parsed_shape, recorded_location, weight_files,
+                                      weights_fingerprint, write_model_record)
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ def build_named_model(spec: dict, *, key: str, out_dir: str | Path) -> dict[str,
             record["converted"] = CONVERTED_DIR
         check_tokenizer(tmp, record, key=key)
         record["weights_bytes"] = sum(weight_file.stat().st_size
-                                      for weight_file in weight_files(*location(tmp, record)))
-        record["parameters"] = stored_parameters(*location(tmp, record))
+                                      for weight_file in weight_files(*recorded_location(tmp, record)))
+        record["parameters"] = stored_parameters(*recorded_location(tmp, record))
         write_model_record(tmp, record)
     return record
 
@@ -124,7 +124,7 @@ def stored_parameters(path: Path, gguf_file: str | None = None) -> int:
 
 def check_tokenizer(model_dir: Path, record: dict, *, key: str) -> None:
     """The tokenizer loads and can pad (or borrow its EOS for it), checked before any model job starts."""
-    path, gguf_file = location(model_dir, record)
+    path, gguf_file = recorded_location(model_dir, record)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False,
                                                   **({"gguf_file": gguf_file} if gguf_file else {}))

@@ -24,7 +24,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from actbridge.models.device import configure_threads, resolve_device, resolve_dtype
 from actbridge.models.record import recorded_shape
-from actbridge.models.weights import location, parsed_shape, read_model_record, weights_fingerprint, weights_location
+from actbridge.models.weights import (parsed_shape, read_model_record, recorded_location, weights_fingerprint,
+                                      weights_location)
 
 
 def check_recorded_weights(model_dir: str | Path) -> None:
@@ -36,7 +37,7 @@ def check_recorded_weights(model_dir: str | Path) -> None:
     record = read_model_record(model_dir)
     if record["kind"] == "micro" or record.get("converted"):
         return
-    path, gguf_file = location(Path(model_dir), record)
+    path, gguf_file = recorded_location(Path(model_dir), record)
     found = weights_fingerprint(path, gguf_file)
     if found != record["weights_sha256"]:
         integrity.quarantine(model_dir, f"records weights at {path} that have changed since it was built "

@@ -39,10 +39,11 @@ def read_model_record(model_dir: str | Path) -> dict:
 
 def weights_location(model_dir: str | Path) -> tuple[Path, str | None]:
     """Directory to load from and GGUF file name (if any) for a pipeline model directory."""
-    return location(Path(model_dir), read_model_record(model_dir))
+    return recorded_location(Path(model_dir), read_model_record(model_dir))
 
 
-def location(model_dir: Path, record: dict) -> tuple[Path, str | None]:
+def recorded_location(model_dir: Path, record: dict) -> tuple[Path, str | None]:
+    """Directory to load from and GGUF file name (if any), from a pipeline model directory and its record."""
     if record["kind"] == "micro":
         return model_dir, None
     if record.get("converted"):

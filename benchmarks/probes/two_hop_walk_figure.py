@@ -44,8 +44,10 @@ def main() -> None:
     for index, path in enumerate(args.logs):
         settings, records = read_run(path)
         colour = f"C{index}"
+        network = {"gpt2": ", GPT-2 init, tied output", "guo": ", their init, untied output"}.get(
+            settings.get("model", "gpt2") if "variant" in settings else "", "")
         label = (f"{settings['name']} ({settings['layers']}x{settings['hidden']}, {settings['heads']} head"
-                 f"{'s' if settings['heads'] > 1 else ''}, batch {settings['batch']})")
+                 f"{'s' if settings['heads'] > 1 else ''}, batch {settings['batch']}{network})")
         for axis, x in ((by_sequences, "sequences"), (by_time, "seconds")):
             scale = 1e3 if x == "sequences" else 60
             for hops, style in ((2, "-"), (1, ":")):

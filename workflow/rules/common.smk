@@ -59,12 +59,12 @@ wildcard_constraints:
     sent=r"all|\d+",
 
 
-def model_path(wildcards):
+def model_code_path(wildcards):
     """The model rule's code path for the job's model: training a micro model, or resolving a named one."""
     return "micro" if model_kind(model_spec(wildcards)) == "micro" else "named"
 
 
-def bridge_path(wildcards):
+def bridge_code_path(wildcards):
     """The bridge rule's code path for the job's method: an offline fit, or one that also runs the receiver."""
     return "through_receiver" if BRIDGE_METHODS[wildcards.method].through_receiver else "offline"
 
@@ -75,8 +75,8 @@ def bridge_path(wildcards):
 # uses), training never for one to the conversion, and a closed-form bridge never for one to the scoring engine
 # that a bridge trained through the receiver runs.
 CODE_PATHS = {
-    "build_model": (model_path, {"micro": ["models/micro.py"], "named": ["models/conversion.py"]}),
-    "fit_bridge": (bridge_path, {"offline": [], "through_receiver": ["bridges/through_receiver.py",
+    "build_model": (model_code_path, {"micro": ["models/micro.py"], "named": ["models/conversion.py"]}),
+    "fit_bridge": (bridge_code_path, {"offline": [], "through_receiver": ["bridges/through_receiver.py",
                                                                       "models/loading.py"]}),
 }
 

@@ -10,8 +10,8 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from actbridge.data.worlds import Template, build_split, fact_lookup, first_relation_span, sample_world
-from actbridge.models.micro_training import (MicroModelConfig, build_gpt_neox_config, lm_and_hop_loss, tokenize_lm_split,
-                                train_micro_model)
+from actbridge.models.micro_training import (MicroModelConfig, build_gpt_neox_config, initial_model, lm_and_hop_loss,
+                                             tokenize_lm_split, train_micro_model)
 
 
 @pytest.mark.parametrize("template", ["compact", "english"])
@@ -88,6 +88,25 @@ def test_tied_embeddings_share_one_matrix(tokenizer, tie):
                                                                       tie_embeddings=tie), tokenizer))
     shared = model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     assert shared == tie
+
+
+@pytest.mark.parametrize("init, embedding_std, projection_bound", [("gpt_neox", 0.02, None), ("pytorch", 1.0, 1 / 64 ** 0.5)])
+def test_init_sets_the_scale_of_the_starting_weights(tokenizer, init, embedding_std, projection_bound):
+    micro = MicroModelConfig(layers=2, hidden=64, heads=2, steps=1, init=init)
+    torch.manual_seed(0)
+    model = initial_model(micro, tokenizer)
+    assert model.get_input_embeddings().weight.std().item() == pytest.approx(embedding_std, rel=0.1)
+    query_key_value = model.gpt_neox.layers[0].attention.query_key_value.weight
+    if projection_bound is None:
+        assert query_key_value.std().item() == pytest.approx(0.02, rel=0.1)
+    else:  # uniform in +-1/sqrt(fan_in): the bound is reached and never passed
+        assert query_key_value.abs().max().item() == pytest.approx(projection_bound, rel=0.02)
+        assert query_key_value.abs().max().item() <= projection_bound
+
+
+def test_an_unknown_init_is_an_error_naming_the_key():
+    with pytest.raises(ValueError, match="init"):
+        MicroModelConfig.from_dict({"layers": 1, "hidden": 8, "heads": 1, "steps": 1, "init": "xavier"})
 
 
 @pytest.mark.parametrize("hop_layer", [-1, 2, 5])

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 SCHEDULES = ("cosine", "constant")
+INITS = ("gpt_neox", "pytorch")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class MicroModelConfig:
     hop_weight: float = 1.0
     tie_embeddings: bool = False  # Pythia unties them
     schedule: str = "cosine"  # after the warm-up: "cosine" decays to 10% of the peak, "constant" keeps the peak
+    # "gpt_neox": transformers' initialisation (everything N(0, 0.02)); "pytorch": each layer's own reset
+    # (embeddings N(0, 1), projections uniform in +-1/sqrt(fan_in)), as Guo et al.'s model starts.
+    init: str = "gpt_neox"
 
     @classmethod
     def from_dict(cls, values: dict) -> "MicroModelConfig":
@@ -76,6 +80,8 @@ class MicroModelConfig:
         micro = cls(**values)
         if micro.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {micro.schedule!r}")
+        if micro.init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {micro.init!r}")
         if not 0 <= micro.hop_layer < micro.layers:
             raise ValueError(f"hop_layer must be in [0, layers) = [0, {micro.layers}), got {micro.hop_layer}")
         return micro
@@ -99,6 +105,23 @@ def build_gpt_neox_config(micro: MicroModelConfig, tokenizer: PreTrainedTokenize
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def initial_model(micro: MicroModelConfig, tokenizer: PreTrainedTokenizerBase, *,
+                  max_positions: int = 512) -> GPTNeoXForCausalLM:
+    """A fresh micro model, initialised as ``micro.init`` says.
+
+    Why ``pytorch``: on Guo et al.'s in-context two-hop task, their network (PyTorch's layer defaults) leaves
+    the plateau at uniform guessing among chain ends near step 800, while the same network under
+    transformers' N(0, 0.02) init stayed below chance through step 1,000 (docs/findings.md, "Learning to
+    compose"). Unit-scale embeddings keep each token's identity dominant in the residual stream at init.
+    """
+    model = GPTNeoXForCausalLM(build_gpt_neox_config(micro, tokenizer, max_positions=max_positions))
+    if micro.init == "pytorch":
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding, torch.nn.LayerNorm)):
+                module.reset_parameters()
+    return model
 
 
 @dataclass
@@ -273,8 +296,7 @@ def train_micro_model(
     first_phase = tokenize_lm_split(lm_train, tokenizer, loss_on=micro.loss_on, max_question_hops=1,
                                     first_hop=first_hop)
     max_len = max(len(s) for s in full.input_ids)
-    model = initial if initial is not None else GPTNeoXForCausalLM(
-        build_gpt_neox_config(micro, tokenizer, max_positions=max(512, max_len)))
+    model = initial if initial is not None else initial_model(micro, tokenizer, max_positions=max(512, max_len))
     model.to(device).train()
     decay = [parameter for parameter in model.parameters() if parameter.ndim >= 2]
     no_decay = [parameter for parameter in model.parameters() if parameter.ndim < 2]

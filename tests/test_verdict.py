@@ -118,9 +118,69 @@ def test_the_verdict_rests_on_the_configured_metric(planted):
              for row in across_seeds.to_pylist() if row["condition"] == "add"]
     both = pa.concat_tables([across_seeds, pa.Table.from_pylist(first, schema=ACROSS_SEEDS_SCHEMA)])
     table = verdict_table(both, sender, receiver, settings=VerdictSettings(confidence=0.95, metric="first_token"))
-    rows = {(r["mode"], r["condition"]): r for r in table.to_pylist()}
+    rows = {(r["mode"], r["condition"]): r for r in table.to_pylist() if r["headline"]}
     assert set(rows) == {("asymmetric", "add")} and rows[("asymmetric", "add")]["metric"] == "first_token"
     assert rows[("asymmetric", "add")]["verdict"].startswith("helps")
+    # the headline metric comes first; the accuracy rows beside it keep their own verdicts
+    assert table.column("metric").to_pylist()[0] == "first_token"
+    accuracy = {(r["mode"], r["condition"]): r for r in table.to_pylist() if r["metric"] == "accuracy"}
+    assert accuracy[("asymmetric", "add")]["verdict"].startswith("inconclusive") and not accuracy[("asymmetric", "add")]["headline"]
+
+
+def test_the_verdict_carries_both_metrics_side_by_side(planted):
+    across_seeds, sender, receiver = planted
+    first = pa.Table.from_pylist([{**row, "metric": "first_token"} for row in across_seeds.to_pylist()],
+                                 schema=ACROSS_SEEDS_SCHEMA)
+    table = verdict_table(pa.concat_tables([across_seeds, first]), sender, receiver, settings=SETTINGS)
+    by_metric = {m: [r for r in table.to_pylist() if r["metric"] == m] for m in ("accuracy", "first_token")}
+    assert len(by_metric["accuracy"]) == len(by_metric["first_token"]) == table.num_rows // 2
+    # the same statistics give the same verdicts under either name; only the headline flag differs
+    for accuracy, first_token in zip(by_metric["accuracy"], by_metric["first_token"]):
+        assert accuracy["verdict"] == first_token["verdict"] and accuracy["headline"] and not first_token["headline"]
+    text = verdict_markdown(table, SETTINGS)
+    assert "### exact match (headline)" in text and "### first answer token" in text
+    assert text.count("| ridge |") == table.num_rows
+
+
+def site_rows(narrow_half_width: float, wide_half_width: float, *, mode: str = "relay", bound: bool = True):
+    """The issue's case: at s0-r0 nothing to restore (no bound) and a flat Δ; at s4-r6 a 40-point bound."""
+    rows = [across("s0-r0", "replace", 0.0, 0.01, 1.0, mode=mode, discordance=0.01),
+            across("s4-r6", "replace", 0.02, wide_half_width, 0.5, mode=mode, discordance=0.3),
+            across("s2-r3", "replace", 0.0, narrow_half_width, 1.0, mode=mode, discordance=0.05),
+            across("s0-r0", "self_patch", 0.0, 0.02, 1.0, mode=mode)]
+    if bound:
+        rows += [across("s4-r6", "self_patch", 0.40, 0.05, 1e-6, mode=mode),
+                 across("s2-r3", "self_patch", 0.40, 0.05, 1e-6, mode=mode)]
+    empty = EFFECT_SCHEMA.empty_table()
+    table = verdict_table(pa.Table.from_pylist(rows, schema=ACROSS_SEEDS_SCHEMA), empty, empty, settings=SETTINGS)
+    return {r["condition"]: r for r in table.to_pylist()}["replace"]
+
+
+def test_no_effect_must_hold_at_every_site_with_a_bound_and_names_the_site_that_limits_it():
+    # s0-r0 alone would read `no effect`: it has no bound, so it is not evidence; s4-r6's test is too weak
+    weak = site_rows(0.01, 0.12)
+    assert weak["verdict"].startswith("inconclusive (could detect only ≥ ") and weak["pair"] == "s4-r6"
+    assert weak["threshold"] == pytest.approx(0.10) and weak["upper_bound"] == pytest.approx(0.40)
+    # with every bounded site powered, the claim holds, and the row names the site closest to its threshold
+    strong = site_rows(0.005, 0.03)
+    assert strong["verdict"].startswith("no effect (would detect ≥ ") and strong["pair"] == "s4-r6"
+    assert strong["detectable"] <= strong["threshold"] == pytest.approx(0.10)
+
+
+def test_with_no_bound_at_any_site_a_flat_row_cannot_be_no_effect():
+    row = site_rows(0.005, 0.03, bound=False)
+    assert row["verdict"] == "inconclusive (no site has an upper bound)" and math.isnan(row["threshold"])
+    table = pa.Table.from_pylist([{**row, "metric": "accuracy"}], schema=verdict_table(
+        ACROSS_SEEDS_SCHEMA.empty_table(), EFFECT_SCHEMA.empty_table(), EFFECT_SCHEMA.empty_table(),
+        settings=SETTINGS).schema)
+    assert "(no bound)" in verdict_markdown(table, SETTINGS)
+
+
+def test_without_a_bound_every_site_counts_against_the_points_threshold():
+    """Shared mode: one narrow site does not make `no effect` while another site's test is weak."""
+    row = site_rows(0.005, 0.12, mode="shared")
+    assert row["verdict"].startswith("inconclusive") and row["pair"] == "s4-r6"
+    assert row["threshold"] == pytest.approx(SETTINGS.detectable_effect / 100)
 
 
 def test_the_verdict_figure_draws_every_row_with_its_band(planted, tmp_path):

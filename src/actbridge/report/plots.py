@@ -495,7 +495,7 @@ def verdict_figure(verdict: pa.Table) -> Figure:
     significant effect, what their test could detect: the shaded band is ± the smallest effect found with the
     configured power at the row's site, the tick the effect a `no effect` row must be able to detect. A point inside its band, with the band inside
     the ticks, rules the channel out; a band wider than the ticks leaves the row inconclusive."""
-    rows = verdict.to_pylist()
+    rows = [r for r in verdict.to_pylist() if r["headline"]]  # stats.metric's rows; the other metric is in the Markdown
     modes = sorted({r["mode"] for r in rows})
     heights = [max(1, sum(r["mode"] == mode for r in rows)) for mode in modes] or [1]
     figure = Figure(figsize=(6.4, 1.0 + 0.28 * sum(heights) + 0.5 * len(heights)), layout="constrained")

@@ -219,3 +219,59 @@ def test_a_role_a_mode_lacks_reads_as_no_rows_of_the_right_width(extracted, eval
     assert ids == [] and states.shape == (0, store.hidden_size)
     ids, states = store.read(1, "last", ["relay"])
     assert len(ids) == states.shape[0] > 0 and {mode for _, mode in ids} == {"relay"}
+
+
+def test_distinct_rows_maps_every_row_to_its_first_occurrence():
+    from actbridge.models.encoding import distinct_rows
+
+    keys = ["b", "a", "b", "c", "a", "b"]
+    first, inverse = distinct_rows(keys)
+    assert first.tolist() == [0, 1, 3] and inverse.tolist() == [0, 1, 0, 2, 1, 0]
+    assert [keys[i] for i in first[inverse]] == keys
+    empty_first, empty_inverse = distinct_rows([])
+    assert len(empty_first) == len(empty_inverse) == 0
+
+
+@pytest.mark.parametrize("prompt", ["full", "sender"])
+def test_identical_prompts_run_once_and_every_row_gets_the_same_states(tmp_path, model, tokenizer, eval_table,
+                                                                      monkeypatch, prompt):
+    """Every world's two rows share their full prompt (and a relay row the sender's prompt of its shared row):
+    extraction runs each once, in the batches (and padded widths) of running every row, so each state is
+    bit-identical to running every row, except where running every row gave two copies of one prompt two
+    different float32 roundings (the copies fell into batches of different widths)."""
+    import actbridge.models.encoding as encoding
+
+    handle = ModelHandle.of(model, tokenizer)
+    prompts = eval_table.column(f"{prompt}_prompt").to_pylist()
+    assert len(set(prompts)) < len(prompts)  # the case at hand
+    ran = []
+    real_states = hidden_states_at
+
+    def counting(model, token_ids, *args, **kwargs):
+        ran.extend(tuple(ids) for ids in token_ids)
+        return real_states(model, token_ids, *args, **kwargs)
+
+    monkeypatch.setattr("actbridge.activations.store.hidden_states_at", counting)
+    extract_activations(handle, eval_table, plan=plan(prompt=prompt), out_dir=tmp_path / "distinct", identity=IDENTITY)
+    assert len(ran) == len(set(ran)) < len(prompts)  # nothing ran twice within a shard; shards of 8 examples
+    monkeypatch.setattr(encoding, "distinct_rows", lambda keys: (np.arange(len(keys)), np.arange(len(keys))))
+    extract_activations(handle, eval_table, plan=plan(prompt=prompt), out_dir=tmp_path / "every", identity=IDENTITY)
+    distinct, every = ActivationStore(tmp_path / "distinct"), ActivationStore(tmp_path / "every")
+    prompt_of = dict(zip(zip(eval_table.column("example_id").to_pylist(), eval_table.column("mode").to_pylist()),
+                         prompts))
+    for role in ("last", "bridge"):
+        for layer in (0, 2):
+            keys, distinct_states = distinct.read(layer, role)
+            assert keys == every.read(layer, role)[0]
+            every_states = every.read(layer, role)[1]
+            by_prompt = {}
+            for key, state in zip(keys, distinct_states):  # one prompt, one state
+                np.testing.assert_array_equal(by_prompt.setdefault(prompt_of[key], state), state)
+            copies = {}
+            for key, state in zip(keys, every_states):
+                copies.setdefault(prompt_of[key], []).append(state)
+            for key, mine, theirs in zip(keys, distinct_states, every_states):
+                if not np.array_equal(mine, theirs):
+                    twins = copies[prompt_of[key]]
+                    assert any(not np.array_equal(twins[0], twin) for twin in twins)
+                    np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5)

@@ -106,16 +106,17 @@ def example_chunks(n_examples: int, rows_per_example: int, shard_rows: int) -> l
 
 
 def hidden_states_at(model: PreTrainedModel, token_ids: Sequence[Sequence[int]], positions: np.ndarray,
-                     layers: Sequence[int], pad_id: int, device: torch.device | str) -> np.ndarray:
+                     layers: Sequence[int], pad_id: int, device: torch.device | str, *,
+                     width: int | None = None) -> np.ndarray:
     """States at ``positions`` ([batch, n_roles], token indices) -> [batch, n_roles, n_layers, d] float32.
 
-    Right padding with an attention mask: positions index real tokens only.
+    Right padding with an attention mask (to ``width`` tokens if given): positions index real tokens only.
     """
     import torch  # here, not at module level: the shard readers (every bridge job) never need it
 
     from actbridge.models.padding import right_padded
 
-    input_ids, attention = right_padded(token_ids, pad_id)
+    input_ids, attention = right_padded(token_ids, pad_id, width=width)
     with torch.inference_mode():
         outputs = trunk(model)(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                output_hidden_states=True, use_cache=False)
@@ -146,24 +147,34 @@ def extract_activations(handle: ModelHandle, examples: pa.Table, *, plan: Extrac
     hops = examples.column("hops").to_pylist()
     shards = []
     chunks = example_chunks(len(prompts), len(plan.roles), plan.shard_rows)
+    from actbridge.models.encoding import distinct_rows
     from actbridge.models.memory import batches_sized_by, check_batch_fits  # imports torch: the shard readers never need it
 
-    progress = Progress(len(prompts), f"extract {plan.prompt} prompts", unit="prompts")
+    # identical prompts (with the same role positions) run once per shard: see distinct_rows
+    distinct = [distinct_rows([(tuple(token_ids[i]), tuple(role_positions[i])) for i in chunk]) for chunk in chunks]
+    n_distinct = sum(len(rows) for rows, _ in distinct)
+    progress = Progress(n_distinct, f"extract {plan.prompt} prompts ({n_distinct} distinct of {len(prompts)})",
+                        unit="prompts")
     longest = max((len(ids) for ids in token_ids), default=1)
     # every hidden state of the batch is returned before the roles' few are gathered
     check_batch_fits(model, tokens=plan.batch_size * longest, keys_per_query=longest,
                      kept_states=handle.shape["num_layers"] + 1,
                      key="activations.batch_size", value=plan.batch_size, device=device)
     with atomic_directory(out_dir) as tmp, batches_sized_by("activations.batch_size", plan.batch_size):
-        for shard_index, chunk in enumerate(chunks):
+        for shard_index, (chunk, (first_rows, inverse)) in enumerate(zip(chunks, distinct)):
             states = np.zeros((len(chunk), len(plan.roles), len(plan.layers), hidden_size), dtype=np.float32)
             order = sorted(chunk, key=lambda i: len(token_ids[i]))  # length buckets: little padding
             for begin in range(0, len(order), plan.batch_size):
+                # the batches and their padded width of running every row; a repeat is dropped from its batch,
+                # which changes no other row's float32 states (the width would)
                 batch = order[begin: begin + plan.batch_size]
-                batch_states = hidden_states_at(model, [token_ids[i] for i in batch], role_positions[batch],
-                                                plan.layers, pad_id, device)
-                states[np.asarray(batch) - chunk.start] = batch_states
-                progress.update(len(batch))
+                firsts = [i for i in batch if first_rows[inverse[i - chunk.start]] == i - chunk.start]
+                if firsts:
+                    states[np.asarray(firsts) - chunk.start] = hidden_states_at(
+                        model, [token_ids[i] for i in firsts], role_positions[firsts], plan.layers, pad_id, device,
+                        width=max(len(token_ids[i]) for i in batch))
+                progress.update(len(firsts))
+            states = states[first_rows[inverse]]  # every row from its prompt's first occurrence
             tables = shard_tables(schema, plan, chunk, states=states, role_positions=role_positions,
                                   example_ids=example_ids, modes=modes, hops=hops,
                                   n_tokens=[len(token_ids[i]) for i in chunk])

@@ -14,7 +14,9 @@ Answers are encoded apart from the prompt and without special tokens
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Hashable, Sequence
+
+import numpy as np
 
 if TYPE_CHECKING:  # hints only
     from transformers import PreTrainedTokenizerBase
@@ -68,3 +70,17 @@ def encode_continuations(tokenizer: "PreTrainedTokenizerBase", prompt: str,
     """
     prompt_ids = prompt_token_ids(tokenizer, [prompt], prefix=prefix)[0]
     return [(prompt_ids + ids, len(prompt_ids)) for ids in continuation_ids(tokenizer, continuations)]
+
+
+def distinct_rows(keys: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+    """(the row of each distinct key's first occurrence, in order; for every row, its key's index among them).
+
+    A model job runs each distinct input once and fans the result out (``result[inverse]``): the ``shared``
+    1-hop and ``relay`` rows of a world give the sender the same prompt, and a prompt's states and scores
+    depend on nothing else.
+    """
+    first: dict[Hashable, int] = {}
+    inverse = np.fromiter((first.setdefault(key, len(first)) for key in keys), dtype=np.int64, count=len(keys))
+    rows = np.zeros(len(first), dtype=np.int64)
+    rows[inverse[::-1]] = np.arange(len(keys))[::-1]  # the first row of each key: later writes win, reversed
+    return rows, inverse

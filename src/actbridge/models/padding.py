@@ -7,9 +7,10 @@ from typing import Sequence
 import torch
 
 
-def right_padded(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), each [batch, longest], real tokens first and pads after."""
-    width = max(len(s) for s in sequences)
+def right_padded(sequences: Sequence[Sequence[int]], pad_id: int, *, width: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), each [batch, width] (default: the longest), real tokens first and pads after."""
+    width = max(max(len(s) for s in sequences), width or 0)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, sequence in enumerate(sequences):

@@ -41,12 +41,15 @@ run: install
 	$(SNAKEMAKE) $(SNAKEMAKE_ARGS)
 
 # --durations: the slowest tests in every CI log, so that the next regression in the suite's time shows there.
+# Two workers (pytest-xdist): a module, or the group of modules reading the shared `.test` run, stays on one
+# (tests/conftest.py); a failure is reported under its test's name as without them.
+TEST_WORKERS ?= 2
 test: install $(VENV)/.peers
-	$(VENV)/bin/python -m pytest --durations=25
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 # The quick loop: every test that starts no Snakemake workflow and no cluster (the `workflow` and `slurm` marks).
 test-fast: install $(VENV)/.peers
-	$(VENV)/bin/python -m pytest -m "not workflow and not slurm" --durations=15
+	$(VENV)/bin/python -m pytest -m "not workflow and not slurm" -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # Resolve the newest versions within pyproject.toml's ranges (torch stays at $(TORCH): its build depends on
 # the machine, so it moves only when asked, e.g. `make lock TORCH=torch==2.14.0`), rewrite the lock and the

@@ -12,6 +12,20 @@ SMALL_SIZES = {"lm_train": 300, "bridge_train": 20, "bridge_val": 10, "eval": 30
 
 
 @pytest.fixture(scope="session")
+def test_run(tmp_path_factory):
+    """The `.test` config run once per suite, from clean, by the first test that asks (every asker is marked
+    `workflow`). Read it only: a test that changes anything works on ``tests.pipeline.copy_finished`` of it.
+    The suite fails at the end if a file under its results changed."""
+    from tests.pipeline import finished_test_run, tree_digest
+
+    workdir = finished_test_run(tmp_path_factory.mktemp("test_run") / "actbridge")
+    before = tree_digest(workdir / "results")
+    yield workdir
+    changed = sorted(set(before.items()) ^ set(tree_digest(workdir / "results").items()))
+    assert not changed, f"a test wrote into the shared `.test` run (copy it instead): {changed[:5]}"
+
+
+@pytest.fixture(scope="session")
 def small_config() -> DataConfig:
     return DataConfig(seed=3, hops=(1, 2, 3), distractors=3, sizes=SMALL_SIZES)
 
@@ -69,3 +83,15 @@ def pytest_runtest_setup(item):
 def pytest_runtest_call(item):
     with _snakemake_guard(item):
         return (yield)
+
+
+# `make test` runs the suite on two pytest-xdist workers with `--dist loadgroup`: a module's tests stay on one
+# worker (its module-scoped fixtures, a pipeline run among them, are built once), and the modules that read the
+# shared `.test` run (`test_run`) form one group, so it is built once too.
+SHARED_RUN_GROUP = "test_run"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

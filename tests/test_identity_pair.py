@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.test_workflow import ROOT, copy_workflow, snakemake
+from tests.pipeline import ROOT, copy_workflow, snakemake
 
 pytestmark = pytest.mark.workflow
 

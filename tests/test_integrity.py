@@ -30,7 +30,7 @@ import yaml
 from actbridge.integrity import (CorruptOutputError, read_table, remove_leftovers, rows_problem, start_job, verify,
                                  verify_outputs)
 from actbridge.io import atomic_directory, atomic_path, seal_directory, seal_file, write_parquet, write_text
-from tests.test_workflow import copy_workflow
+from tests.pipeline import copy_workflow, run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,12 +206,7 @@ def test_bounds_are_stated_in_the_messages():
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> tuple[int, str]:
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "small.yaml", *args], cwd=workdir,
-                            capture_output=True, text=True, timeout=900)
-    output = result.stdout + result.stderr
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{output[-4000:]}")
-    return result.returncode, output
+    return run_snakemake(workdir, "--configfile", "small.yaml", *args, check=check)
 
 
 def outputs(results: Path) -> dict[str, str]:

@@ -22,7 +22,7 @@ from actbridge.models.tokenizer import EOS_TOKEN, train_bpe_tokenizer
 from actbridge.report import FIGURES
 from tests.gguf_writer import tiny_llama, write_llama_gguf
 from tests.test_bounded_scoring import gemma3_model
-from tests.test_workflow import ROOT, copy_workflow, planned_jobs, planted_code_edit, snakemake
+from tests.pipeline import ROOT, copy_workflow, planned_jobs, planted_code_edit, snakemake
 
 pytestmark = pytest.mark.workflow
 

@@ -71,7 +71,7 @@ def test_a_bad_config_is_named_before_any_estimate(tmp_path, capsys):
 def dry_run_jobs(tmp_path: Path, *configs: str, records: dict | None = None) -> dict[str, int]:
     """Snakemake's job counts for ``configs`` over the default, in a copy of the workflow; ``records`` writes
     named models' ``model.json`` (their shape) first, as the model checkpoint would."""
-    from tests.test_workflow import copy_workflow, planned_jobs, snakemake
+    from tests.pipeline import copy_workflow, planned_jobs, snakemake
 
     copy_workflow(tmp_path)
     for model, (layers, hidden, vocab) in (records or {}).items():

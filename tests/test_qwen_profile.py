@@ -20,7 +20,7 @@ from actbridge.data.worlds import DataConfig, build_split
 from actbridge.models.preflight import read_gguf_header
 from actbridge.models.tokenizer import train_bpe_tokenizer
 from tests.gguf_writer import tiny_qwen2, write_llama_gguf
-from tests.test_workflow import ROOT, copy_workflow, snakemake
+from tests.pipeline import ROOT, copy_workflow, snakemake
 
 pytestmark = pytest.mark.workflow
 

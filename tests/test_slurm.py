@@ -11,24 +11,16 @@ import contextlib
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from slurm_localhost import ClusterUnavailable, localhost_cluster
-from tests.test_workflow import copy_workflow
+from tests.pipeline import TEST_CONFIG, copy_workflow, run_snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
-TEST_CONFIG = ".test/config/config.yaml"
-# Every rule goes through sbatch, but not every item of a rule: each job is a round trip through the cluster
-# (tens of seconds here), so two bridge methods (a closed-form fit, and the one trained through the receiver,
-# which asks for the receiver's memory and a GPU) stand for the seven, one seed for two, and the KV channel's
-# jobs, which run models and ask for resources as the injection jobs do, are left off.
-FEWER = "fewer_jobs.yaml"
-FEWER_JOBS = "kv: {enabled: false}\nbridge: {methods: [ridge, trained], seeds: 1}\n"
+# Every rule and every item of the `.test` config goes through sbatch (each job a round trip through the
+# cluster, tens of seconds here); the local run it must equal is the suite's shared `.test` run.
 # What differs between a localhost cluster and a real one, and nothing else: no accounting
 # (so squeue, not sacct), no account to bill, two CPUs, and a short first status check.
 LOCALHOST_OVERRIDES = ("--slurm-status-command", "squeue", "--slurm-no-account",
@@ -37,17 +29,12 @@ LOCALHOST_OVERRIDES = ("--slurm-status-command", "squeue", "--slurm-no-account",
 # training logs their wall-clock seconds, benchmark files the jobs' timings.
 TIMED_KEYS = ("seconds",)
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.workflow]
-
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.workflow,
+              pytest.mark.xdist_group("test_run")]  # conftest.SHARED_RUN_GROUP: the local run it compares with
 
 
 def snakemake(workdir: Path, *args: str) -> str:
-    (workdir / FEWER).write_text(FEWER_JOBS)
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", TEST_CONFIG, FEWER, *args], cwd=workdir,
-                            capture_output=True, text=True, timeout=1500)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"snakemake {' '.join(args)} failed:\n{output[-6000:]}"
-    return output
+    return run_snakemake(workdir, "--configfile", TEST_CONFIG, *args, timeout=2400)[1]
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +67,6 @@ def slurm_run(cluster, tmp_path_factory):
     return workdir, output
 
 
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("local") / "actbridge")
-    snakemake(workdir, "--cores", "2")
-    return workdir
-
-
 def comparable(path: Path) -> bytes | None:
     """The bytes two equal runs share: None where only existence can be compared."""
     if path.suffix == ".pdf" or path.name.endswith(".pdf.sha256"):  # a PDF holds its creation date
@@ -112,9 +92,9 @@ def test_model_running_jobs_went_through_sbatch(slurm_run):
     assert {"all", "stats_summary", "figure_injection_sweep"} <= local_rules and not local_rules & cluster_rules
 
 
-def test_slurm_results_equal_a_local_run(slurm_run, local_run):
+def test_slurm_results_equal_a_local_run(slurm_run, test_run):
     slurm_dir, _ = slurm_run
-    local_results, slurm_results = local_run / "results", slurm_dir / "results"
+    local_results, slurm_results = test_run / "results", slurm_dir / "results"
     local_files = {p.relative_to(local_results) for p in local_results.rglob("*") if p.is_file()}
     slurm_files = {p.relative_to(slurm_results) for p in slurm_results.rglob("*") if p.is_file()}
     assert local_files == slurm_files

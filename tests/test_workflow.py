@@ -3,7 +3,6 @@ and a changed parameter recomputing only what it invalidates."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
@@ -16,33 +15,9 @@ import pytest
 import yaml
 
 from actbridge.report import FIGURES
+from tests.pipeline import TEST_CONFIG, copy_finished, copy_workflow, planned_jobs, planted_code_edit, snakemake
 
-pytestmark = pytest.mark.workflow
-
-ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("workflow", "config", "profiles", "src", ".test")
-TEST_CONFIG = ".test/config/config.yaml"
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> str:
-    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True,
-                            text=True, timeout=900)
-    output = result.stdout + result.stderr
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{output[-4000:]}")
-    return output
-
-
-def planned_jobs(output: str) -> dict[str, int]:
-    """Rule -> count from Snakemake's 'Job stats' table."""
-    block = output[output.index("Job stats:"):]
-    jobs = {}
-    for line in block.splitlines()[3:]:
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not match:
-            break
-        jobs[match.group(1)] = int(match.group(2))
-    return jobs
+pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("test_run")]  # conftest.SHARED_RUN_GROUP
 
 
 ACROSS_SEEDS, METRICS = "stats/across_seeds.parquet", "bridges/metrics.parquet"
@@ -65,28 +40,8 @@ DOWNSTREAM_OF_BRIDGES = {"injection": 4, "condition_stats": 2, "stats_summary": 
                          **figures_reading(METRICS, ACROSS_SEEDS, VERDICT)}
 
 
-# the KV channel's jobs that read eval: the ridge map's injection job (one block sent) and its statistics
-KV_ON_EVAL = {"kv_injection": 1, "kv_stats": 1}
-
-
-@contextlib.contextmanager
-def planted_code_edit(workdir: Path, module: str):
-    """``src/actbridge/{module}`` of ``workdir`` with a line of code added (its fingerprint changes), restored after."""
-    path = workdir / "src" / "actbridge" / module
-    original = path.read_text()
-    try:
-        path.write_text(original + "\nPLANTED_EDIT = 1\n")
-        yield
-    finally:
-        path.write_text(original)
-
-
-def copy_workflow(target: Path) -> Path:
-    """``target`` made a workflow directory of its own: the checkout's COPIED folders, without byte code."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
-        shutil.copytree(ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return target
+# the KV channel's jobs that read eval: the ridge map's injection jobs (every block sent, one block sent) and their statistics
+KV_ON_EVAL = {"kv_injection": 2, "kv_stats": 2}
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +109,9 @@ def test_lint_is_clean(workdir):
 
 
 @pytest.fixture(scope="module")
-def finished_run(workdir) -> Path:
-    snakemake(workdir, "--configfile", TEST_CONFIG, "--cores", "2")
-    return workdir
+def finished_run(test_run, tmp_path_factory) -> Path:
+    """The suite's `.test` run, copied: these tests edit code, plant faults and rebuild."""
+    return copy_finished(test_run, tmp_path_factory.mktemp("finished") / "actbridge")
 
 
 def test_end_to_end_outputs(finished_run):
@@ -254,11 +209,16 @@ def test_end_to_end_injection_statistics_and_figures(finished_run):
     # per injected method (ridge, trained), the 10 conditions other than none, per role and mode, self_patch where
     # the receiver's prompt lacks facts: last token in shared, asymmetric, relay (9 + 10 + 10), the bridge mention in
     # shared and asymmetric (9 + 10; a relay prompt names no bridge entity): 2 x 48
-    # and the KV channel (kv_ridge): its 4 conditions other than none in asymmetric and relay mode, role context
-    assert len(verdict) == 96 + 8 and {r["method"] for r in verdict} == {"ridge", "trained", "kv_ridge"}
+    # and the KV channel (kv_ridge): its 4 conditions other than none in asymmetric and relay mode, role context;
+    # each row on both right/wrong metrics, the headline one (stats.metric) flagged
+    assert len(verdict) == 2 * (96 + 8) and {r["method"] for r in verdict} == {"ridge", "trained", "kv_ridge"}
+    assert sum(r["headline"] for r in verdict) == 96 + 8
+    assert {r["metric"] for r in verdict if r["headline"]} == {"accuracy"}
+    assert {r["metric"] for r in verdict if not r["headline"]} == {"first_token"}
     kv_verdict = [r for r in verdict if r["method"] == "kv_ridge"]
     assert {(r["mode"], r["role"]) for r in kv_verdict} == {("asymmetric", "context"), ("relay", "context")}
-    assert {r["pair"] for r in kv_verdict} == {"kv-1"} and all(r["n_sites"] == 1 for r in kv_verdict)
+    # two sites: every block of the three sent, and one
+    assert all(r["n_sites"] == 2 for r in kv_verdict) and {r["pair"] for r in kv_verdict} <= {"kv-1", "kv-all"}
     assert {r["condition"] for r in verdict} >= {"subspace_swap"}
     # the kind, without its numbers: "helps: 25% of upper bound", "no effect (would detect ≥ 3.1 points)"
     assert {r["verdict"].split(":")[0].split(" (")[0] for r in verdict} <= {"helps", "harmful", "no effect",
@@ -299,7 +259,7 @@ def test_changing_the_resamples_reruns_only_statistics(finished_run):
     changed = finished_run / "changed_stats.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(changed)))
-    assert jobs == totalled({"condition_stats": 2, "kv_stats": 1, "stats_summary": 1, "verdict": 1,
+    assert jobs == totalled({"condition_stats": 2, "kv_stats": 2, "stats_summary": 1, "verdict": 1,
                              "sender_causal": 1, "receiver_causal": 1, **figures_reading(ACROSS_SEEDS, *CAUSAL, VERDICT),
                              "all": 1})
 
@@ -399,78 +359,77 @@ def test_changing_the_receiver_retrains_only_the_receiver(finished_run):
                              "all": 1})
 
 
-@pytest.fixture(scope="module")
-def shipped_run(finished_run) -> Path:
-    """Ship the trained models under the relative default location, then rebuild from them.
+@pytest.fixture()
+def own_copy(test_run, tmp_path) -> Path:
+    """The suite's `.test` run copied for one test that damages it."""
+    return copy_finished(test_run, tmp_path / "actbridge")
 
-    Returns the config file of that run, which later tests must keep using.
-    """
+
+def test_shipped_weights_are_reused_by_the_rule(own_copy):
+    """Ship the trained models under the relative default location, then rebuild them from there."""
     before = {}
     for name in ("sender", "receiver"):
-        before[name] = json.loads((finished_run / "results" / "models" / name / "model.json").read_text())
+        before[name] = json.loads((own_copy / "results" / "models" / name / "model.json").read_text())
         subprocess.run([sys.executable, "-m", "actbridge", "ship", f"results/models/{name}", "resources/models"],
-                       cwd=finished_run, check=True, capture_output=True)
-    config = yaml.safe_load((finished_run / TEST_CONFIG).read_text())
+                       cwd=own_copy, check=True, capture_output=True)
+    config = yaml.safe_load((own_copy / TEST_CONFIG).read_text())
     config["models"]["shipped_weights"] = "resources/models"
-    config["kv"]["enabled"] = False  # the run above proved it; rebuilding it here would cost a minute of CI
-    shipped = finished_run / "shipped.yaml"
-    shipped.write_text(yaml.safe_dump(config))
-    snakemake(finished_run, "--configfile", str(shipped), "--cores", "2")
-    (finished_run / "before.json").write_text(json.dumps(before))
-    return shipped
-
-
-def test_shipped_weights_are_reused_by_the_rule(finished_run, shipped_run):
-    before = json.loads((finished_run / "before.json").read_text())
+    (own_copy / "shipped.yaml").write_text(yaml.safe_dump(config))
+    output = snakemake(own_copy, "results/models/sender", "results/models/receiver", "--configfile", "shipped.yaml",
+                       "--cores", "2")
+    assert re.findall(r"^(?:rule|checkpoint|localcheckpoint) (\w+):$", output, re.MULTILINE) == ["model", "model"]
     for name in ("sender", "receiver"):
-        record = json.loads((finished_run / "results" / "models" / name / "model.json").read_text())
+        record = json.loads((own_copy / "results" / "models" / name / "model.json").read_text())
         assert record["origin"].startswith("shipped:")
         assert record["weights_sha256"] == before[name]["weights_sha256"]
-        assert "using shipped weights" in (finished_run / "logs" / "models" / f"{name}.log").read_text()
+        assert "using shipped weights" in (own_copy / "logs" / "models" / f"{name}.log").read_text()
 
 
-def test_a_lost_output_is_rebuilt_with_its_dependents_only(finished_run, shipped_run):
-    shutil.rmtree(finished_run / "results" / "models" / "receiver")
-    jobs = planned_jobs(snakemake(finished_run, "-n", "--configfile", str(shipped_run)))
+def test_a_lost_output_is_rebuilt_with_its_dependents_only(own_copy):
+    shutil.rmtree(own_copy / "results" / "models" / "receiver")
+    jobs = planned_jobs(snakemake(own_copy, "-n", "--configfile", TEST_CONFIG))
     assert jobs == totalled({"model": 1, "dataset_stats": 1, "model_accuracy": 1, "accuracy_summary": 1,
                              "activations": 3, "bridge": 14, "bridge_metrics": 1, **DOWNSTREAM_OF_BRIDGES,
-                             **figures_reading("models/accuracy.parquet", CAUSAL[1]), "receiver_causal": 1,
-                             "all": 1})
+                             "kv_map": 1, **KV_ON_EVAL, **figures_reading("models/accuracy.parquet", CAUSAL[1]),
+                             "receiver_causal": 1, "all": 1})
 
 
-def test_a_corrupt_shard_is_named_and_rebuilt(finished_run, shipped_run):
-    """A shard altered after its job finished: the reader names it and moves it aside; the next run rebuilds."""
-    activations = finished_run / "results" / "activations" / "sender" / "bridge_val"
+def test_a_corrupt_shard_is_named_and_rebuilt(own_copy):
+    """A shard altered after its job finished: the reader names it and moves it aside; the next plain run rebuilds
+    it, and the bridge metrics come out byte-identical."""
+    activations = own_copy / "results" / "activations" / "sender" / "bridge_val"
     shard = activations / "part-00000.parquet"
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
-    before = (finished_run / "results" / "bridges" / "metrics.parquet").read_bytes()
-    failed = snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "1", "--forcerun", "bridge",
-                       check=False)
+    metrics = own_copy / "results" / "bridges" / "metrics.parquet"
+    before = metrics.read_bytes()
+    # nothing is out of date (the shard's job finished long before): run one of its readers, as a user would
+    failed = snakemake(own_copy, "results/bridges/s2-r3/ridge/seed0", "--force", "--configfile", TEST_CONFIG,
+                       "--cores", "1", check=False)
     assert "Error" in failed
-    log = "".join(p.read_text() for p in (finished_run / "logs" / "bridges").rglob("seed*.log"))
+    log = "".join(p.read_text() for p in (own_copy / "logs" / "bridges").rglob("seed*.log"))
     assert "bridge_val has ['part-00000.parquet'] that do not match the sha256" in log
     assert "run snakemake again" in log
     assert (activations.parent / "bridge_val.corrupt").is_dir() and not activations.exists()
-    rebuilt = snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "2")
+    rebuilt = snakemake(own_copy, "--configfile", TEST_CONFIG, "--cores", "2")
     assert "rule activations" in rebuilt
-    assert (finished_run / "results" / "bridges" / "metrics.parquet").read_bytes() == before
+    assert metrics.read_bytes() == before
 
 
-def test_a_corrupt_injection_file_is_named_and_rebuilt(finished_run, shipped_run):
+def test_a_corrupt_injection_file_is_named_and_rebuilt(own_copy):
     """A per-example table damaged after its job finished: statistics name it and move it aside; a rerun rebuilds."""
-    path = finished_run / "results" / "injection" / "s2-r3" / "ridge" / "seed1.parquet"
-    summary = finished_run / "results" / "stats" / "across_seeds.parquet"
-    snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "2")  # everything up to date first
+    path = own_copy / "results" / "injection" / "s2-r3" / "ridge" / "seed1.parquet"
+    summary = own_copy / "results" / "stats" / "across_seeds.parquet"
     before = summary.read_bytes()
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    failed = snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "1", check=False)
+    failed = snakemake(own_copy, summary.relative_to(own_copy).as_posix(), "--configfile", TEST_CONFIG, "--cores",
+                       "1", check=False)
     assert "Error" in failed
-    log = (finished_run / "logs" / "stats" / "s2-r3" / "ridge.log").read_text()
+    log = (own_copy / "logs" / "stats" / "s2-r3" / "ridge.log").read_text()
     assert "seed1.parquet does not match the sha256 in seed1.parquet.sha256" in log and "run snakemake again" in log
     assert path.with_name("seed1.parquet.corrupt").is_file() and not path.exists()
-    rebuilt = snakemake(finished_run, "--configfile", str(shipped_run), "--cores", "2")
+    rebuilt = snakemake(own_copy, "--configfile", TEST_CONFIG, "--cores", "2")
     assert "rule injection" in rebuilt
     assert summary.read_bytes() == before

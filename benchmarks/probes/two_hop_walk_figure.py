@@ -44,8 +44,13 @@ def main() -> None:
     for index, path in enumerate(args.logs):
         settings, records = read_run(path)
         colour = f"C{index}"
-        network = {"gpt2": ", GPT-2 init, tied output", "guo": ", their init, untied output"}.get(
-            settings.get("model", "gpt2") if "variant" in settings else "", "")
+        if "variant" in settings:
+            network = {"gpt2": ", GPT-2 init, tied output", "guo": ", their init, untied output"}[
+                settings.get("model", "gpt2")]
+        else:  # a pipeline recipe: what it sets beyond the shape
+            network = "".join([", PyTorch init" if settings.get("init") == "pytorch" else "",
+                               ", tied" if settings.get("tie_embeddings") else "",
+                               ", constant lr" if settings.get("schedule") == "constant" else ", cosine lr"])
         label = (f"{settings['name']} ({settings['layers']}x{settings['hidden']}, {settings['heads']} head"
                  f"{'s' if settings['heads'] > 1 else ''}, batch {settings['batch']}{network})")
         for axis, x in ((by_sequences, "sequences"), (by_time, "seconds")):

@@ -161,10 +161,10 @@ def verdict_table(across_seeds: pa.Table, sender_effects: pa.Table, receiver_eff
     frame = pl.from_arrow(across_seeds).filter(reference="none")
     present = set(frame["metric"].unique().to_list())
     metrics = [settings.metric] + [m for m in BINARY_METRICS if m != settings.metric and m in present]
+    sender, receiver = pl.from_arrow(sender_effects), pl.from_arrow(receiver_effects)
     out = []
     for metric in metrics:
-        out += _metric_rows(frame.filter(metric=metric), pl.from_arrow(sender_effects),
-                            pl.from_arrow(receiver_effects), metric=metric, settings=settings,
+        out += _metric_rows(frame.filter(metric=metric), sender, receiver, metric=metric, settings=settings,
                             upper_bounds=upper_bounds)
     return pa.Table.from_pylist(out, schema=VERDICT_SCHEMA)
 
@@ -191,7 +191,7 @@ def _metric_rows(rows: pl.DataFrame, sender: pl.DataFrame, receiver: pl.DataFram
             threshold = settings.threshold(upper_bound)
         else:
             verdict, chosen, upper_bound, site_level, detectable, threshold = _powered_claim(
-                site_rows, lambda row: bound_at(row, method, role, mode) if bounded else NAN,
+                site_rows, lambda row: bound_at(row, method, role, mode),
                 bounded=bounded and condition not in upper_bounds, settings=settings)
         efficiency = channel_efficiency(chosen["delta"], upper_bound) if bounded else NAN
         if verdict == "helps" and condition not in upper_bounds:
@@ -224,18 +224,17 @@ def _powered_claim(rows: list[dict], bound_of, *, bounded: bool, settings: Verdi
                    ) -> tuple[str, dict, float, float, float, float]:
     """The verdict of a condition with no significant Δ, from the power at every site its claim covers:
     (words, the limiting site's row, its upper bound, Holm level, detectable effect, threshold)."""
-    bounds = [bound_of(row) for row in rows]
-    if bounded:
-        covered = [(row, bound) for row, bound in zip(rows, bounds) if math.isfinite(bound)]
+    if bounded:  # the sites with a bound, each against a share of its own
+        covered = [(row, bound) for row, bound in ((row, bound_of(row)) for row in rows) if math.isfinite(bound)]
         if not covered:  # nothing to restore anywhere: report the largest Δ and what its test could see
             row = max(rows, key=lambda r: r["delta"] if math.isfinite(r["delta"]) else -math.inf)
             level, detectable = site_power(row, settings)
             return NO_BOUND, row, NAN, level, detectable, NAN
-    else:
-        covered = list(zip(rows, bounds))
-    thresholds = [settings.threshold(bound if bounded else NAN) for _, bound in covered]
-    row, level, detectable, threshold = limiting_site([row for row, _ in covered], thresholds, settings)
-    bound = bound_of(row)
+    else:  # every site, against stats.detectable_effect points
+        covered = [(row, NAN) for row in rows]
+    row, level, detectable, threshold = limiting_site([row for row, _ in covered],
+                                                      [settings.threshold(bound) for _, bound in covered], settings)
+    bound = next(bound for site, bound in covered if site is row)
     return powered("no effect", detectable, threshold), row, bound, level, detectable, threshold
 
 

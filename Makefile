@@ -41,15 +41,18 @@ run: install
 	$(SNAKEMAKE) $(SNAKEMAKE_ARGS)
 
 # --durations: the slowest tests in every CI log, so that the next regression in the suite's time shows there.
-# Two workers (pytest-xdist): a module, or the group of modules reading the shared `.test` run, stays on one
-# (tests/conftest.py); a failure is reported under its test's name as without them.
-TEST_WORKERS ?= 2
+# pytest-xdist workers, each taking a whole module (--dist loadfile), longest modules first in the order
+# tests/conftest.py sets (--no-loadscope-reorder keeps it): one worker spends most of its time waiting on the
+# SLURM cluster's round trips, so three workers keep two cores busy. A failure is reported under its test's
+# name as without them.
+TEST_WORKERS ?= 3
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: install $(VENV)/.peers
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(VENV)/bin/python -m pytest $(XDIST) --durations=40
 
 # The quick loop: every test that starts no Snakemake workflow and no cluster (the `workflow` and `slurm` marks).
 test-fast: install $(VENV)/.peers
-	$(VENV)/bin/python -m pytest -m "not workflow and not slurm" -n $(TEST_WORKERS) --dist loadgroup --durations=15
+	$(VENV)/bin/python -m pytest -m "not workflow and not slurm" $(XDIST) --durations=15
 
 # Resolve the newest versions within pyproject.toml's ranges (torch stays at $(TORCH): its build depends on
 # the machine, so it moves only when asked, e.g. `make lock TORCH=torch==2.14.0`), rewrite the lock and the

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import subprocess
 
 import pytest
@@ -15,10 +17,23 @@ SMALL_SIZES = {"lm_train": 300, "bridge_train": 20, "bridge_val": 10, "eval": 30
 def test_run(tmp_path_factory):
     """The `.test` config run once per suite, from clean, by the first test that asks (every asker is marked
     `workflow`). Read it only: a test that changes anything works on ``tests.pipeline.copy_finished`` of it.
-    The suite fails at the end if a file under its results changed."""
+    The suite fails at the end if a file under its results changed.
+
+    Under pytest-xdist the workers share it: it lives in the directory above the workers' own temporary
+    directories, and the first worker to ask builds it under a file lock while any other waits."""
+    from filelock import FileLock
+
     from tests.pipeline import finished_test_run, tree_digest
 
-    workdir = finished_test_run(tmp_path_factory.mktemp("test_run") / "actbridge")
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    workdir, finished = shared / "test_run" / "actbridge", shared / "test_run.finished"
+    with FileLock(str(shared / "test_run.lock")):
+        if not finished.exists():
+            shutil.rmtree(workdir.parent, ignore_errors=True)  # what a worker that failed building left
+            finished_test_run(workdir)
+            finished.touch()
     before = tree_digest(workdir / "results")
     yield workdir
     changed = sorted(set(before.items()) ^ set(tree_digest(workdir / "results").items()))
@@ -85,13 +100,17 @@ def pytest_runtest_call(item):
         return (yield)
 
 
-# `make test` runs the suite on two pytest-xdist workers with `--dist loadgroup`: a module's tests stay on one
-# worker (its module-scoped fixtures, a pipeline run among them, are built once), and the modules that read the
-# shared `.test` run (`test_run`) form one group, so it is built once too.
-SHARED_RUN_GROUP = "test_run"
+# `make test` runs the suite on two pytest-xdist workers with `--dist loadfile`: a module's tests stay on one
+# worker, so its module-scoped fixtures (a pipeline run among them) are built once. (`loadgroup` would group
+# modules, but with pytest 9.2 it silently stops grouping: pytest-dev/pytest-xdist#1386.) The modules are
+# handed out in the order below, longest first, so that the SLURM module's waiting on its cluster overlaps
+# the other worker's tests instead of closing the suite.
+LONGEST_FIRST = ("test_slurm", "test_integrity", "test_workflow")
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    def rank(item):
+        name = item.module.__name__.rpartition(".")[2]
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a module, and among the rest, collection order is kept

@@ -29,8 +29,7 @@ LOCALHOST_OVERRIDES = ("--slurm-status-command", "squeue", "--slurm-no-account",
 # training logs their wall-clock seconds, benchmark files the jobs' timings.
 TIMED_KEYS = ("seconds",)
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.workflow,
-              pytest.mark.xdist_group("test_run")]  # conftest.SHARED_RUN_GROUP: the local run it compares with
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.workflow]
 
 
 def snakemake(workdir: Path, *args: str) -> str:

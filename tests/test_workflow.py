@@ -17,7 +17,7 @@ import yaml
 from actbridge.report import FIGURES
 from tests.pipeline import TEST_CONFIG, copy_finished, copy_workflow, planned_jobs, planted_code_edit, snakemake
 
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("test_run")]  # conftest.SHARED_RUN_GROUP
+pytestmark = [pytest.mark.workflow]
 
 
 ACROSS_SEEDS, METRICS = "stats/across_seeds.parquet", "bridges/metrics.parquet"

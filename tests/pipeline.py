@@ -19,9 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("workflow", "config", "profiles", "src", ".test")
 TEST_CONFIG = ".test/config/config.yaml"
+# A limit that only stops a hung run: on 2 cores shared by the suite's workers and the SLURM cluster's jobs, a
+# whole `.test` run has taken 15 minutes.
+TIMEOUT_S = 2400
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 900) -> tuple[int, str]:
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = TIMEOUT_S) -> tuple[int, str]:
     """``python -m snakemake ARGS`` in ``workdir``: (exit status, stdout and stderr); with ``check`` a failure
     raises, quoting the end of the output."""
     result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True,

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.workflow]
 
 
 def snakemake(workdir: Path, *args: str) -> str:
-    return run_snakemake(workdir, "--configfile", TEST_CONFIG, *args, timeout=2400)[1]
+    return run_snakemake(workdir, "--configfile", TEST_CONFIG, *args)[1]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -433,3 +435,71 @@ def test_a_corrupt_injection_file_is_named_and_rebuilt(own_copy):
     rebuilt = snakemake(own_copy, "--configfile", TEST_CONFIG, "--cores", "2")
     assert "rule injection" in rebuilt
     assert summary.read_bytes() == before
+
+
+def _subset_config(config: dict, *, conditions: list[str] | None = None, methods: list[str] | None = None,
+                   kv: bool | None = None) -> dict:
+    """The `.test` config narrowed to the items a subset of its tables holds, validated as a user's would be."""
+    from actbridge.catalog import validate_config
+
+    changed = json.loads(json.dumps(config))
+    if conditions is not None:
+        changed["injection"]["conditions"] = conditions
+    if methods is not None:
+        changed["injection"]["methods"] = methods
+    if kv is not None:
+        changed.setdefault("kv", {})["enabled"] = kv
+    return validate_config(changed)
+
+
+@pytest.mark.parametrize("subset", ["no add_rescaled", "none replace self_patch", "no upper bound", "one method",
+                                    "residual only", "KV only", "nothing injected"])
+def test_every_figure_draws_from_any_subset_of_conditions_methods_and_channels(test_run, subset, tmp_path):
+    """Any valid config builds every figure and the verdict: the figures and the verdict drawn from the shared
+    run's tables narrowed as a config asking for fewer items would narrow them (a config whose conditions are
+    `[none, replace, self_patch]` once failed `figure_relay` on its missing α)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from actbridge.catalog import figure_styles
+    from actbridge.kv.conditions import upper_bounds
+    from actbridge.report import plots
+    from actbridge.stats.verdict import VerdictSettings, verdict_markdown, verdict_table
+
+    config = yaml.safe_load((test_run / TEST_CONFIG).read_text())
+    results = test_run / "results"
+    across = pq.read_table(results / ACROSS_SEEDS)
+    residual_conditions = list(config["injection"]["conditions"])
+    kv_conditions = sorted(set(across.filter(pc.equal(across["role"], plots.KV_ROLE))["condition"].to_pylist()))
+    assert kv_conditions, "the `.test` run has KV rows: the subsets below need both channels"
+    keep, narrowed = {
+        "no add_rescaled": ({c for c in residual_conditions if c != "add_rescaled"} | set(kv_conditions),
+                            {"conditions": [c for c in residual_conditions if c != "add_rescaled"]}),
+        "none replace self_patch": ({"none", "replace", "self_patch"} | set(kv_conditions),
+                                    {"conditions": ["none", "replace", "self_patch"]}),
+        "no upper bound": (set(residual_conditions) - {"self_patch"} | set(kv_conditions) - set(upper_bounds()),
+                           {"conditions": [c for c in residual_conditions if c != "self_patch"]}),
+        "one method": (set(residual_conditions) | set(kv_conditions), {"methods": config["injection"]["methods"][:1]}),
+        "residual only": (set(residual_conditions), {"kv": False}),
+        "KV only": (set(kv_conditions) | {"none"}, {"conditions": ["none"]}),
+        "nothing injected": ({"none"}, {"conditions": ["none"], "kv": False}),
+    }[subset]
+    subset_config = _subset_config(config, **narrowed)
+    methods = set(subset_config["injection"]["methods"])
+    rows = [r for r in across.to_pylist() if r["condition"] in keep and r["reference"] in keep
+            and (r["role"] == plots.KV_ROLE or r["method"] in methods)
+            and (subset_config["kv"]["enabled"] or r["role"] != plots.KV_ROLE)]
+    narrowed_table = pa.Table.from_pylist(rows, schema=across.schema)
+    styles = figure_styles(subset_config)
+    for name, spec in FIGURES.items():
+        if set(spec.inputs.values()) != {ACROSS_SEEDS}:
+            continue
+        figure = getattr(plots, spec.builder)(across_seeds=narrowed_table, **spec.settings(subset_config, styles))
+        plots.save_figure(figure, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
+    settings = VerdictSettings.from_config(subset_config["stats"])
+    verdict = verdict_table(narrowed_table, pq.read_table(results / CAUSAL[0]), pq.read_table(results / CAUSAL[1]),
+                            settings=settings, upper_bounds=frozenset({"self_patch", *upper_bounds()}))
+    assert verdict_markdown(verdict, settings)
+    plots.save_figure(plots.verdict_figure(verdict), tmp_path / "verdict.pdf", tmp_path / "verdict.png")
+    drawn = [r["condition"] for r in verdict.to_pylist()]
+    assert set(drawn) <= keep - {"none"}

@@ -358,6 +358,7 @@ def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str,
             _empty(axis, f"no {mode} examples injected")
         return figure
     alpha = reference_alpha(r["alpha"] for r in rows)
+    at_alpha = "" if alpha is None else f" α={alpha:g}"  # no α-scaled condition ran: none to name
     pairs = _pair_order(r["pair"] for r in rows)
     ticks = np.arange(len(pairs))
 
@@ -366,6 +367,8 @@ def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str,
                 and (r["alpha"] is None or r["alpha"] == alpha)}
 
     def draw(axis, found: dict[str, dict], label: str, color: str, style: str, scale: float = 100.0) -> None:
+        if not found:  # a condition the config did not run gets no line and no legend entry
+            return
         delta = np.array([found[pair]["delta"] * scale if pair in found else np.nan for pair in pairs])
         low = np.array([found[pair]["boot_low"] * scale if pair in found else np.nan for pair in pairs])
         high = np.array([found[pair]["boot_high"] * scale if pair in found else np.nan for pair in pairs])
@@ -381,14 +384,14 @@ def channel_figure(across_seeds: pa.Table, methods: Sequence[str], *, mode: str,
             color = _colour(colours, method)
             for condition, style in BRIDGED_SHOWN.items():
                 found = series(role, method, condition)
-                suffix = f" α={alpha:g}" if condition == "add_rescaled" else ""
+                suffix = at_alpha if condition == "add_rescaled" else ""
                 draw(top, found, f"{method}: {condition}{suffix}", color, style)
                 ratio = {pair: {"delta": found[pair]["delta"] / bound[pair]["delta"], "boot_low": np.nan,
                                 "boot_high": np.nan}
                          for pair in found if pair in bound and bound[pair]["delta"] > 0}
                 draw(bottom, ratio, f"{method}: {condition}{suffix}", color, style, scale=1.0)
         for condition, color in ASYMMETRIC_CONTROLS.items():
-            suffix = "" if condition == "mean" else f" α={alpha:g}"
+            suffix = "" if condition == "mean" else at_alpha
             draw(top, series(role, methods[0], condition), f"control {condition}{suffix} ({methods[0]})", color, ":")
         top.set_title(f"role {role}", fontsize=9)
         bottom.axhline(0, color="k", linewidth=0.6)

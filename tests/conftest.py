@@ -105,7 +105,7 @@ def pytest_runtest_call(item):
 # modules, but with pytest 9.2 it silently stops grouping: pytest-dev/pytest-xdist#1386.) The modules are
 # handed out in the order below, longest first, so that the SLURM module's waiting on its cluster overlaps
 # the other worker's tests instead of closing the suite.
-LONGEST_FIRST = ("test_slurm", "test_integrity", "test_workflow")
+LONGEST_FIRST = ("test_slurm", "test_integrity", "test_workflow", "test_workflow_damage")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from actbridge.report import FIGURES
+
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("workflow", "config", "profiles", "src", ".test")
 TEST_CONFIG = ".test/config/config.yaml"
@@ -91,3 +93,31 @@ def planted_code_edit(workdir: Path, module: str):
         yield
     finally:
         path.write_text(original)
+
+
+# ---------------------------------------------------------------- what the `.test` run's jobs are
+
+ACROSS_SEEDS, METRICS = "stats/across_seeds.parquet", "bridges/metrics.parquet"
+CAUSAL = ("causal/sender.parquet", "causal/receiver.parquet")
+VERDICT = "stats/verdict.parquet"
+
+
+def figures_reading(*tables: str) -> dict[str, int]:
+    """One job per figure that reads any of ``tables`` (paths under results/), from actbridge.report.FIGURES:
+    the figures a change to those tables reruns (a new figure needs no edit here)."""
+    return {f"figure_{name}": 1 for name, spec in FIGURES.items() if set(spec.inputs.values()) & set(tables)}
+
+
+def totalled(jobs: dict[str, int]) -> dict[str, int]:
+    return {**jobs, "total": sum(jobs.values())}
+
+
+# 1 pair x the ridge and trained bridges x 2 seeds injected, their statistics, the verdict, and the figures drawn from them
+DOWNSTREAM_OF_BRIDGES = {"injection": 4, "condition_stats": 2, "stats_summary": 1, "verdict": 1,
+                         **figures_reading(METRICS, ACROSS_SEEDS, VERDICT)}
+
+
+# the KV channel's jobs that read eval: the ridge map's injection jobs (every block sent, one block sent) and their statistics
+KV_ON_EVAL = {"kv_injection": 2, "kv_stats": 2}
+
+

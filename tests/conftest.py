@@ -100,11 +100,11 @@ def pytest_runtest_call(item):
         return (yield)
 
 
-# `make test` runs the suite on two pytest-xdist workers with `--dist loadfile`: a module's tests stay on one
-# worker, so its module-scoped fixtures (a pipeline run among them) are built once. (`loadgroup` would group
-# modules, but with pytest 9.2 it silently stops grouping: pytest-dev/pytest-xdist#1386.) The modules are
-# handed out in the order below, longest first, so that the SLURM module's waiting on its cluster overlaps
-# the other worker's tests instead of closing the suite.
+# `make test` runs the suite on pytest-xdist workers (Makefile, TEST_WORKERS) with `--dist loadfile`: a module's
+# tests stay on one worker, so its module-scoped fixtures (a pipeline run among them) are built once. (`loadgroup`
+# would group modules, but with pytest 9.2 it silently stops grouping: pytest-dev/pytest-xdist#1386.) The modules
+# are handed out in the order below, longest first, so that the SLURM module's waiting on its cluster overlaps
+# the other workers' tests instead of closing the suite.
 LONGEST_FIRST = ("test_slurm", "test_integrity", "test_workflow", "test_workflow_damage")
 
 

@@ -119,5 +119,3 @@ DOWNSTREAM_OF_BRIDGES = {"injection": 4, "condition_stats": 2, "stats_summary": 
 
 # the KV channel's jobs that read eval: the ridge map's injection jobs (every block sent, one block sent) and their statistics
 KV_ON_EVAL = {"kv_injection": 2, "kv_stats": 2}
-
-

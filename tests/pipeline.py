@@ -29,8 +29,14 @@ TIMEOUT_S = 2400
 def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = TIMEOUT_S) -> tuple[int, str]:
     """``python -m snakemake ARGS`` in ``workdir``: (exit status, stdout and stderr); with ``check`` a failure
     raises, quoting the end of the output."""
-    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True,
-                            text=True, timeout=timeout)
+    try:
+        result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True,
+                                text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:  # say where it stood, not only that it ran out of time
+        output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                         for part in (expired.stdout, expired.stderr))
+        raise AssertionError(f"snakemake {' '.join(args)} ran past {timeout:.0f} s in {workdir}:\n"
+                             f"{output[-6000:]}") from None
     output = result.stdout + result.stderr
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed in {workdir}:\n{output[-6000:]}")

@@ -17,6 +17,7 @@ item no rule runs changes no fingerprint, and one a rule runs reruns it when its
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -29,6 +30,9 @@ def _is_docstring(statement: ast.stmt) -> bool:
             and isinstance(statement.value.value, str))
 
 
+# A workflow fingerprints some 30 scripts whose import closures share most modules: each source text is parsed
+# once per process (keyed by the text itself, so an edited file is parsed again).
+@functools.lru_cache(maxsize=None)
 def code_text(source: str) -> str:
     """The source's syntax tree without docstrings, comments, blank lines or line positions."""
     tree = ast.parse(source)
@@ -78,9 +82,14 @@ def _imports(path: Path, package_root: Path, *, function_level: bool = True) -> 
     """Every ``actbridge`` module a file names in an import: at any depth of its code, or with
     ``function_level=False`` only those that run when it is imported (not inside a function); and whether
     it is a registry's ``__init__`` (it calls ``import_all``)."""
+    names, registry = _imports_in(path.read_text(), path, package_root, function_level)
+    return set(names), registry
+
+
+@functools.lru_cache(maxsize=None)
+def _imports_in(source: str, path: Path, package_root: Path, function_level: bool) -> tuple[frozenset[str], bool]:
     own = _module_name(path, package_root) if path.is_relative_to(package_root) else ""
     package = own if path.name == "__init__.py" else own.rpartition(".")[0]
-    source = path.read_text()
     lines = source.splitlines()
     names: set[str] = set()
     registry = False
@@ -102,7 +111,7 @@ def _imports(path: Path, package_root: Path, *, function_level: bool = True) -> 
             visit(child, inside)
 
     visit(ast.parse(source), False)
-    return names, registry
+    return frozenset(names), registry
 
 
 def _named(node: ast.Import | ast.ImportFrom, package: str) -> set[str]:

@@ -38,8 +38,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import special
-from scipy import stats as scipy_stats
 
 from actbridge.schemas import BASELINE
 from actbridge.config import default_of
@@ -124,6 +122,8 @@ def bca_intervals(differences: np.ndarray, boot: np.ndarray, confidence: float
     ``percentile`` where BCa is undefined (every resample on one side of the
     estimate).
     """
+    from scipy import special  # at call time: see mcnemar_exact
+
     estimate = differences.mean(axis=0)  # [k]
     # bias correction, as scipy: the mean of the strict and the weak percentile of the estimate
     below = (np.sum(boot < estimate, axis=0) + np.sum(boot <= estimate, axis=0)) / (2 * len(boot))
@@ -162,6 +162,10 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 def mcnemar_exact(reference_correct: np.ndarray, condition_correct: np.ndarray) -> float:
     """Two-sided exact McNemar p-value: a binomial test on the discordant pairs."""
+    # scipy.stats is imported where it runs: importing it costs 2 s, and the workflow imports this module for
+    # StatsSettings alone each time it builds its DAG (once per job on a cluster).
+    from scipy import stats as scipy_stats
+
     gained = int(np.sum(~reference_correct & condition_correct))
     lost = int(np.sum(reference_correct & ~condition_correct))
     if gained + lost == 0:
@@ -171,6 +175,8 @@ def mcnemar_exact(reference_correct: np.ndarray, condition_correct: np.ndarray) 
 
 def paired_t(differences: np.ndarray) -> float:
     """Two-sided p-value of a one-sample t-test of the differences against 0 (1 when they are all equal)."""
+    from scipy import stats as scipy_stats  # see mcnemar_exact
+
     if np.ptp(differences) == 0:
         return 1.0 if differences[0] == 0 else 0.0
     return float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
@@ -430,6 +436,8 @@ def crossed_bootstrap(differences: np.ndarray, resamples: int, rng: np.random.Ge
 def _across_seed_rows(differences: np.ndarray, columns: list[tuple[Contrast, str]], pair: str, method: str,
                       role: str, mode: str, *, settings: StatsSettings, rng: np.random.Generator) -> pl.DataFrame:
     """``differences`` [n, S, k]: per-seed means with a t-interval, and the crossed bootstrap."""
+    from scipy import stats as scipy_stats  # see mcnemar_exact
+
     n, n_seeds, _ = differences.shape
     seed_means = differences.mean(axis=0)  # [S, k]
     grand = seed_means.mean(axis=0)

@@ -4,9 +4,9 @@
 
 Each log is one run: a two_hop_walk.py log (its first line the settings, then one line per evaluation), or a
 pipeline training log (``training_log.jsonl`` of the model rule, or micro_probe.py's) with its micro settings in
-a ``.json`` file of the same name beside it; its held-out top-1 on the most crowded worlds (four chains) is
-drawn. The curves are kept in ``benchmarks/probes/two_hop_walk/``, so a run that did not cross its plateau
-stays a result.
+a ``.json`` file of the same name beside it (for a fine-tune, with ``sequences_before``: what the model it
+started from had seen); its held-out top-1 on the most crowded worlds (four chains) is drawn. The curves are
+kept in ``benchmarks/probes/two_hop_walk/``, so a run that did not cross its plateau stays a result.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def read_run(path: Path) -> tuple[dict, list[dict]]:
         return lines[0], lines[1:]
     micro = json.loads(path.with_suffix(".json").read_text())
     settings = {"name": path.stem, **micro, "batch": micro.get("batch_size", 32)}
-    records = [{"sequences": r["step"] * settings["batch"], "seconds": r["seconds"],
+    # a fine-tune (micro_probe.py --init) continues a model that had already seen `sequences_before`
+    before = micro.get("sequences_before", 0)
+    records = [{"sequences": before + r["step"] * settings["batch"], "seconds": r.get("seconds", 0.0),
                 **{f"acc_{hops}hop": value for hops in (1, 2) for key, value in r.items()
                    if key.startswith(f"heldout_top1_{hops}hop_") and key.endswith("chains")}} for r in lines]
     return settings, records
@@ -39,16 +41,19 @@ def main() -> None:
     parser.add_argument("logs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    figure = Figure(figsize=(11, 5.6), layout="constrained")
     by_sequences, by_time = figure.subplots(1, 2, sharey=True)
     for index, path in enumerate(args.logs):
         settings, records = read_run(path)
-        colour = f"C{index}"
+        colour = matplotlib.colormaps["tab20"](index % 20)  # more runs than the ten default colours
         if "variant" in settings:
             network = {"gpt2": ", GPT-2 init, tied output", "guo": ", their init, untied output"}[
                 settings.get("model", "gpt2")]
         else:  # a pipeline recipe: what it sets beyond the shape
             network = "".join([", PyTorch init" if settings.get("init") == "pytorch" else "",
+                               f", first-hop loss at layer {settings['hop_layer']}" if settings.get("hop_layer")
+                               else "",
+                               ", fine-tuned" if settings.get("sequences_before") else "",
                                ", tied" if settings.get("tie_embeddings") else "",
                                ", constant lr" if settings.get("schedule") == "constant" else ", cosine lr"])
         label = (f"{settings['name']} ({settings['layers']}x{settings['hidden']}, {settings['heads']} head"
@@ -70,7 +75,7 @@ def main() -> None:
     by_sequences.text(0.01, 0.51, "one-cue ceiling (balanced worlds)", fontsize=7, color="0.4",
                       transform=by_sequences.get_yaxis_transform())
     by_sequences.set_ylabel("held-out accuracy (solid 2-hop, dotted 1-hop)")
-    by_sequences.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.95))
+    figure.legend(fontsize=7, loc="outside lower center", ncols=2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=130, bbox_inches="tight")
 

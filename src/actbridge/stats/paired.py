@@ -39,6 +39,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# scipy is imported inside the functions that run it: importing scipy.stats costs 2 s, and the workflow imports
+# this module for StatsSettings alone each time it builds its DAG (once per job on a cluster).
+
 from actbridge.schemas import BASELINE
 from actbridge.config import default_of
 from actbridge.markdown import to_arrow
@@ -122,7 +125,7 @@ def bca_intervals(differences: np.ndarray, boot: np.ndarray, confidence: float
     ``percentile`` where BCa is undefined (every resample on one side of the
     estimate).
     """
-    from scipy import special  # at call time: see mcnemar_exact
+    from scipy import special
 
     estimate = differences.mean(axis=0)  # [k]
     # bias correction, as scipy: the mean of the strict and the weak percentile of the estimate
@@ -162,8 +165,6 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 def mcnemar_exact(reference_correct: np.ndarray, condition_correct: np.ndarray) -> float:
     """Two-sided exact McNemar p-value: a binomial test on the discordant pairs."""
-    # scipy.stats is imported where it runs: importing it costs 2 s, and the workflow imports this module for
-    # StatsSettings alone each time it builds its DAG (once per job on a cluster).
     from scipy import stats as scipy_stats
 
     gained = int(np.sum(~reference_correct & condition_correct))
@@ -175,7 +176,7 @@ def mcnemar_exact(reference_correct: np.ndarray, condition_correct: np.ndarray) 
 
 def paired_t(differences: np.ndarray) -> float:
     """Two-sided p-value of a one-sample t-test of the differences against 0 (1 when they are all equal)."""
-    from scipy import stats as scipy_stats  # see mcnemar_exact
+    from scipy import stats as scipy_stats
 
     if np.ptp(differences) == 0:
         return 1.0 if differences[0] == 0 else 0.0
@@ -436,7 +437,7 @@ def crossed_bootstrap(differences: np.ndarray, resamples: int, rng: np.random.Ge
 def _across_seed_rows(differences: np.ndarray, columns: list[tuple[Contrast, str]], pair: str, method: str,
                       role: str, mode: str, *, settings: StatsSettings, rng: np.random.Generator) -> pl.DataFrame:
     """``differences`` [n, S, k]: per-seed means with a t-interval, and the crossed bootstrap."""
-    from scipy import stats as scipy_stats  # see mcnemar_exact
+    from scipy import stats as scipy_stats
 
     n, n_seeds, _ = differences.shape
     seed_means = differences.mean(axis=0)  # [S, k]
